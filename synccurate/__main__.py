@@ -1,0 +1,3 @@
+from synccurate.cli import app
+
+app(prog_name="synccurate")

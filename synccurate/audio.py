@@ -1,0 +1,100 @@
+"""Audio features: log-mel spectrograms and the audio windows paired with visual windows.
+
+Every time constant is derived from the three base rates below so that the
+video/audio/mel arithmetic of SPEC §1 lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import librosa
+import numpy as np
+import scipy.signal
+
+SAMPLE_RATE = 16_000  # Hz, mono
+VIDEO_FPS = 25  # frames per second after resampling
+HOP_LENGTH = 200  # samples between mel frames
+N_FFT = 800  # samples in one STFT window
+N_MELS = 80  # mel bins
+MEL_FPS = SAMPLE_RATE // HOP_LENGTH  # 80 mel frames per second
+SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS  # 640 audio samples per video frame
+
+WINDOW_FRAMES = 5  # video frames in one visual window (0.2 s)
+WINDOW_MELS = WINDOW_FRAMES * MEL_FPS // VIDEO_FPS  # 16 mel frames cover one visual window
+CONTEXT_MELS = MEL_FPS // 10  # 8 mel frames (0.1 s) of extra context on each side
+AUDIO_WINDOW_MELS = WINDOW_MELS + 2 * CONTEXT_MELS  # 32 mel frames (0.4 s) per audio window
+
+# Wav2Lip-compatible mel flavour (SPEC §1, "our choice").
+PREEMPHASIS = 0.97
+F_MIN = 55.0  # Hz
+F_MAX = 7600.0  # Hz
+REF_LEVEL_DB = 20.0
+MIN_LEVEL_DB = -100.0
+MAX_ABS_VALUE = 4.0  # mel values are normalised to [-4, 4]
+MEL_SILENCE = -MAX_ABS_VALUE  # the value of a silent mel bin after normalisation
+
+SILENCE_DBFS = -40.0  # a video frame whose audio RMS is below this is "silent"
+
+
+@lru_cache(maxsize=1)
+def _mel_basis() -> np.ndarray:
+    return librosa.filters.mel(
+        sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=F_MIN, fmax=F_MAX
+    ).astype(np.float32)
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """Normalised log-mel spectrogram [N_MELS, n_mel_frames] of 16 kHz mono audio.
+
+    Mel frame m is centred on sample m * HOP_LENGTH (librosa's centred STFT), so
+    mel frame index = seconds * MEL_FPS, which is what `mel_index` relies on.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], samples).astype(np.float32)
+    spectrum = np.abs(librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT))
+    mel = _mel_basis() @ spectrum
+    min_amplitude = 10 ** (MIN_LEVEL_DB / 20)
+    db = 20 * np.log10(np.maximum(min_amplitude, mel)) - REF_LEVEL_DB
+    normalised = 2 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE
+    return np.clip(normalised, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def mel_index(frame: int | np.ndarray) -> int | np.ndarray:
+    """First mel frame of video frame `frame`: int(80 * t / 25), floored for t < 0.
+
+    Integer arithmetic avoids float rounding; flooring keeps the spacing of
+    windows before the clip start the same as inside it.
+    """
+    return (np.asarray(frame) * MEL_FPS) // VIDEO_FPS
+
+
+def audio_window_starts(first_window: int, n_windows: int) -> np.ndarray:
+    """Mel start index of the audio windows paired with visual windows first_window…"""
+    frames = np.arange(first_window, first_window + n_windows)
+    return mel_index(frames) - CONTEXT_MELS
+
+
+def audio_windows(mel: np.ndarray, first_window: int, n_windows: int) -> np.ndarray:
+    """Audio windows [n, 1, N_MELS, AUDIO_WINDOW_MELS] for visual windows first_window….
+
+    Window j spans mel frames mel_index(j) - 8 … mel_index(j) + 23, i.e. the 0.2 s of
+    the visual window widened by 0.1 s on each side. Parts outside the spectrogram
+    are silence, so every visual window has an audio window at every offset.
+    """
+    starts = audio_window_starts(first_window, n_windows)
+    pad_left = max(0, -int(starts.min())) if n_windows else 0
+    pad_right = max(0, int(starts.max()) + AUDIO_WINDOW_MELS - mel.shape[1]) if n_windows else 0
+    padded = np.pad(mel, ((0, 0), (pad_left, pad_right)), constant_values=MEL_SILENCE)
+    index = starts[:, None] + pad_left + np.arange(AUDIO_WINDOW_MELS)[None, :]
+    windows = padded[:, index]  # [N_MELS, n, AUDIO_WINDOW_MELS]
+    return np.ascontiguousarray(windows.transpose(1, 0, 2)[:, None])
+
+
+def frame_silence(samples: np.ndarray, n_frames: int) -> np.ndarray:
+    """Boolean [n_frames]: True where the frame's audio RMS is below SILENCE_DBFS."""
+    padded = np.zeros(n_frames * SAMPLES_PER_FRAME, dtype=np.float32)
+    usable = min(len(samples), len(padded))
+    padded[:usable] = samples[:usable]
+    rms = np.sqrt(np.mean(padded.reshape(n_frames, SAMPLES_PER_FRAME) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-10)) < SILENCE_DBFS
