@@ -1,22 +1,36 @@
 """Media I/O: find ffmpeg, probe streams, decode video at 25 fps and audio at 16 kHz.
 
 ffmpeg is always run with an argument list (never a shell) and its stderr is
-carried into the error, so a bad file yields one readable line.
+carried into the error, so a bad file yields one readable line "<file>: <reason>".
+
+Time convention: video frame i (after resampling to 25 fps) and audio sample
+i * SAMPLES_PER_FRAME both belong to the instant `video_start_s + i / 25` of the
+container's timeline, so a stream that merely starts later than the other is
+never mistaken for an offset.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 import av
+import ffmpeg
+import numpy as np
 
 from synccurate.audio import SAMPLE_RATE, VIDEO_FPS
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".ts")
+FFMPEG_GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
+RGB_CHANNELS = 3
 
 
 class MediaError(Exception):
@@ -38,17 +52,29 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _last_line(stderr: bytes) -> str:
+def _ffmpeg_command(args: list[str]) -> list[str]:
+    return [ffmpeg_binary(), *FFMPEG_GLOBAL_ARGS, *args]
+
+
+def _last_line(stderr: bytes, path: str | Path | None = None) -> str:
+    """ffmpeg's last stderr line without its "[demuxer @ 0x…]" tag or the file's path.
+
+    The caller prefixes the path itself, so it must not appear twice.
+    """
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+    if not lines:
+        return "no message"
+    line = re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*", "", lines[-1])
+    if path is not None:
+        line = re.sub(rf"'?{re.escape(str(path))}'?:\s*", "", line)
+    return line or "no message"
 
 
 def run_ffmpeg(args: list[str], what: str = "ffmpeg") -> bytes:
     """Run ffmpeg with `args` (no shell); return stdout or raise MediaError with stderr's last line."""
-    command = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
-    result = subprocess.run(command, capture_output=True, check=False)
+    result = subprocess.run(_ffmpeg_command(args), capture_output=True, check=False)
     if result.returncode != 0:
-        raise MediaError("decode_error", f"{what}: {_last_line(result.stderr)}")
+        raise MediaError("decode_error", f"{what}: {_last_line(result.stderr, what)}")
     return result.stdout
 
 
@@ -70,10 +96,21 @@ class MediaInfo:
     audio_channels: int | None = None
     audio_start_s: float = 0.0
     audio_bit_rate: int | None = None
+    rotation: int = 0  # degrees of the display matrix; ffmpeg applies it when decoding
+    sample_aspect_ratio: float = 1.0  # pixel width / pixel height of the stored frames
 
 
 def _seconds(value: int | None, time_base) -> float | None:
     return None if value is None or time_base is None else float(value * time_base)
+
+
+def _first_frame_rotation(container: av.container.InputContainer, stream) -> int:
+    """The display rotation, which PyAV only exposes on decoded frames (0 if none decodes)."""
+    try:
+        frame = next(container.decode(stream), None)
+    except av.error.FFmpegError:
+        return 0
+    return int(round(frame.rotation)) % 360 if frame is not None else 0
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -96,6 +133,7 @@ def probe(path: str | Path) -> MediaInfo:
                 )
                 if d
             ]
+            sar = video.sample_aspect_ratio if video else None
             info = MediaInfo(
                 path=path,
                 duration_s=max(durations) if durations else 0.0,
@@ -111,19 +149,203 @@ def probe(path: str | Path) -> MediaInfo:
                 audio_channels=audio.codec_context.channels if audio else None,
                 audio_start_s=(_seconds(audio.start_time, audio.time_base) or 0.0) if audio else 0.0,
                 audio_bit_rate=(audio.codec_context.bit_rate or None) if audio else None,
+                rotation=_first_frame_rotation(container, video) if video else 0,
+                sample_aspect_ratio=float(sar) if sar else 1.0,
             )
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise MediaError("decode_error", f"{path}: not a readable media file ({error})") from error
+        reason = getattr(error, "strerror", None) or str(error)
+        raise MediaError("decode_error", f"{path}: not a readable media file ({reason})") from error
     return info
+
+
+def frame_size(info: MediaInfo) -> tuple[int, int]:
+    """(H, W) of the decoded frames: square pixels, display rotation applied.
+
+    iter_video_frames always scales to an explicit size, so this is exactly what
+    it yields and the raw byte stream can never be misread.
+    """
+    if not info.has_video or not info.width or not info.height:
+        raise MediaError("no_video", f"{info.path}: no video stream")
+    width = max(1, round(info.width * info.sample_aspect_ratio))
+    height = info.height
+    if info.rotation in (90, 270):
+        width, height = height, width
+    return height, width
+
+
+def n_video_frames(info: MediaInfo) -> int:
+    """Expected number of frames at 25 fps (an estimate: the decoded count is the truth)."""
+    return round(info.duration_s * VIDEO_FPS) if info.has_video else 0
+
+
+def _read_into(stream, buffer: memoryview) -> int:
+    """Fill `buffer` from a pipe; fewer bytes only at end of stream."""
+    filled = 0
+    while filled < len(buffer):
+        n = stream.readinto(buffer[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def iter_video_frames(
+    info: MediaInfo,
+    *,
+    size: tuple[int, int] | None = None,
+    video_filter: str | None = None,
+    chunk_frames: int = 64,
+) -> Iterator[np.ndarray]:
+    """Stream the video at 25 fps as RGB uint8 chunks [n <= chunk_frames, H, W, 3].
+
+    Frames come from an ffmpeg rawvideo pipe, so memory stays bounded whatever the
+    clip length. `size=(H, W)` scales in ffmpeg. `video_filter` (e.g. a crop) is
+    applied to frames of `frame_size(info)` before that scaling; its output size
+    is unknown here, so it needs `size`. Stopping early kills ffmpeg.
+    """
+    if not info.has_video:
+        raise MediaError("no_video", f"{info.path}: no video stream")
+    if video_filter and size is None:
+        raise ValueError("iter_video_frames: video_filter needs an explicit size=(H, W)")
+    height, width = size or frame_size(info)
+    filters = [f"fps={VIDEO_FPS}"]
+    if video_filter:
+        source_height, source_width = frame_size(info)
+        filters += [f"scale={source_width}:{source_height}", video_filter]
+    filters.append(f"scale={width}:{height}:flags=area")
+    stream = ffmpeg.input(str(info.path))["v:0"].output(
+        "pipe:", format="rawvideo", pix_fmt="rgb24", vf=",".join(filters)
+    )
+    frame_bytes = height * width * RGB_CHANNELS
+    decoded = 0
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty ffmpeg cannot block
+        process = subprocess.Popen(
+            _ffmpeg_command(ffmpeg.get_args(stream)), stdout=subprocess.PIPE, stderr=stderr
+        )
+        try:
+            while True:
+                chunk = np.empty((chunk_frames, height, width, RGB_CHANNELS), dtype=np.uint8)
+                n = _read_into(process.stdout, memoryview(chunk).cast("B")) // frame_bytes
+                if n:
+                    decoded += n
+                    yield chunk[:n]
+                if n < chunk_frames:
+                    break
+            if process.wait() != 0:
+                stderr.seek(0)
+                raise MediaError("decode_error", f"{info.path}: {_last_line(stderr.read(), info.path)}")
+            if decoded == 0:
+                raise MediaError("decode_error", f"{info.path}: no video frame could be decoded")
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            process.stdout.close()
+
+
+def decode_audio(info: MediaInfo, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at `sample_rate` whose sample 0 is the first video frame's instant.
+
+    Audio that starts before the video is trimmed, audio that starts after it is
+    preceded by silence (SPEC §1: audio and frames share one time base).
+    """
+    if not info.has_audio:
+        raise MediaError("no_audio", f"{info.path}: no audio stream")
+    stream = ffmpeg.input(str(info.path))["a:0"].output(
+        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate
+    )
+    samples = np.frombuffer(run_ffmpeg(ffmpeg.get_args(stream), str(info.path)), dtype="<f4")
+    lead = round((info.video_start_s - info.audio_start_s) * sample_rate) if info.has_video else 0
+    if lead >= 0:
+        return samples[lead:].astype(np.float32)  # a writable copy
+    return np.concatenate([np.zeros(-lead, dtype=np.float32), samples])
+
+
+def _as_chunk(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS or frames.dtype != np.uint8:
+        raise ValueError(f"write_clip: expected uint8 RGB frames [n, H, W, 3], got {frames.shape}")
+    return np.ascontiguousarray(frames)
+
+
+def write_clip(
+    path: str | Path,
+    frames: np.ndarray | Iterable[np.ndarray],
+    audio: np.ndarray | None,
+    *,
+    fps: int = VIDEO_FPS,
+    sample_rate: int = SAMPLE_RATE,
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+    crf: int | None = 18,
+) -> Path:
+    """Encode RGB frames (one [n, H, W, 3] array, or an iterable of frames / chunks) and mono audio.
+
+    Frames are piped to ffmpeg, so a generator keeps memory bounded; `audio=None`
+    writes a video-only file. The file appears atomically (temp file + rename).
+    Audio sample 0 is the instant of frame 0: ffmpeg's mp4 muxer records the AAC
+    encoder's priming delay in an edit list, which decode_audio honours (the
+    round trip is pinned by a test).
+    """
+    path = Path(path)
+    chunks = iter([frames] if isinstance(frames, np.ndarray) else frames)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError("write_clip: no frames")
+    first = _as_chunk(first)
+    height, width = first.shape[1:3]
+    video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+    options: dict[str, object] = {"vcodec": video_codec, "pix_fmt": "yuv420p"}
+    if crf is not None:
+        options["crf"] = crf
+    if height % 2 or width % 2:  # yuv420p needs even sizes: pad one black row/column
+        options["vf"] = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        with tempfile.NamedTemporaryFile(suffix=".f32") as audio_file, tempfile.TemporaryFile() as stderr:
+            inputs = [video]
+            if audio is not None:
+                audio_file.write(np.asarray(audio, dtype="<f4").tobytes())
+                audio_file.flush()
+                inputs.append(ffmpeg.input(audio_file.name, format="f32le", ar=sample_rate, ac=1))
+                options["acodec"] = audio_codec
+            args = ffmpeg.get_args(ffmpeg.output(*inputs, temp_name, **options).overwrite_output())
+            process = subprocess.Popen(_ffmpeg_command(args), stdin=subprocess.PIPE, stderr=stderr)
+            try:
+                for chunk in chain([first], chunks):
+                    chunk = _as_chunk(chunk)
+                    if chunk.shape[1:3] != (height, width):
+                        raise ValueError(f"write_clip: frame size changed to {chunk.shape[1:3]}")
+                    process.stdin.write(chunk.tobytes())
+            except BrokenPipeError:
+                pass  # ffmpeg stopped early: its stderr says why
+            finally:
+                process.stdin.close()
+                if process.wait() != 0:
+                    stderr.seek(0)
+                    raise MediaError("encode_error", f"{path}: {_last_line(stderr.read(), temp_name)}")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
 
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "MediaError",
     "MediaInfo",
+    "decode_audio",
     "ffmpeg_binary",
+    "frame_size",
+    "iter_video_frames",
+    "n_video_frames",
     "probe",
     "run_ffmpeg",
+    "write_clip",
     "SAMPLE_RATE",
     "VIDEO_FPS",
 ]

@@ -1,0 +1,502 @@
+"""Filter a scores table into kept and rejected clips (SPEC §9, paper Appendix E).
+
+The library behind `synccurate filter`:
+
+- `FilterRules` holds the thresholds, `reject_reasons` lists why each row fails them,
+  `apply_filter` splits the table into kept and rejected (with a `reject_reason` column).
+- `summarize` / `render_summary` describe what happened (counts per reason and the
+  distributions of the three main metrics over the `ok` rows).
+- `write_table` writes a Parquet file atomically and never over the input table;
+  `kept_paths` gives the kept clips' absolute paths (for `--list`); `link_to` mirrors the
+  kept clips into a folder of symlinks.
+
+`mirror_paths` (the relative path a clip gets in an output folder) is shared with `fix`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+# Defaults (SPEC §9: the paper's recommended values are lost in its text; these are ours).
+DEFAULT_MIN_PROB = 0.5
+DEFAULT_MAX_OFFSCREEN = 0.2
+
+REASON_LOW_PROB = "low_prob"
+REASON_OFFSCREEN = "offscreen"
+REASON_LARGE_OFFSET = "large_offset"
+REASON_SILENCE = "silence"
+REASON_EDGE = "at_search_edge"
+STATUS_PREFIX = "status:"
+
+REJECT_REASON_COLUMN = "reject_reason"
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """Thresholds of `synccurate filter`. A clip is kept when every rule passes.
+
+    min_prob (default 0.5): keep when prob_at_offset >= min_prob.
+        prob_at_offset = sigmoid(mean_t c_t / tau) has no bias term (SPEC §3), so 0.5 is
+        exactly cos = 0, the model's own decision boundary between "this audio belongs to
+        this mouth" and "it does not" — independent of the learned temperature tau. A clip
+        that does not reach 0.5 even at its best offset shows no audio-visual evidence of
+        the visible face speaking. It is the least arbitrary value; users curating a
+        training set strictly may raise it (0.7 matches the chunk threshold of SPEC §7,
+        which already decides which runs of frames count as on-screen).
+    max_offscreen (default 0.2): keep when offscreen_ratio <= max_offscreen.
+        The paper's examples of LRS2 videos with an off-screen speaker (narration, an
+        interviewer, dubbing) are those with an off-screen ratio above 0.2. At 0.2 at most
+        one frame in five is heard-but-not-seen speech (about 1 s of a 5 s clip), which a
+        training pipeline sampling 5-frame windows tolerates; lower it for clean data.
+    max_abs_offset (default None = no limit): reject when |offset_frames| > max_abs_offset.
+        A large offset is not a defect by itself — `synccurate fix` repairs it (SPEC §9) —
+        so there is no default limit. (LatentSync-style curation uses 6.)
+    max_silence (default None = no limit): reject when silence_ratio > max_silence. Any
+        mouth fits silence, so mostly-silent clips look "in sync" for free (SPEC §7).
+    drop_at_search_edge (default False): reject when |offset| = K, the edge of the search
+        window: the true offset may lie outside it. Off by default because such a clip is
+        suspect rather than wrong; it is counted in the summary either way.
+    """
+
+    min_prob: float = DEFAULT_MIN_PROB
+    max_offscreen: float = DEFAULT_MAX_OFFSCREEN
+    max_abs_offset: int | None = None
+    max_silence: float | None = None
+    drop_at_search_edge: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_prob <= 1.0:
+            raise ValueError(f"min_prob must lie in [0, 1], got {self.min_prob}")
+        if not 0.0 <= self.max_offscreen <= 1.0:
+            raise ValueError(f"max_offscreen must lie in [0, 1], got {self.max_offscreen}")
+        if self.max_abs_offset is not None and self.max_abs_offset < 0:
+            raise ValueError(f"max_abs_offset must be >= 0, got {self.max_abs_offset}")
+        if self.max_silence is not None and not 0.0 <= self.max_silence <= 1.0:
+            raise ValueError(f"max_silence must lie in [0, 1], got {self.max_silence}")
+
+
+# --- reading the table ------------------------------------------------------------------
+
+REQUIRED_COLUMNS = ("root", "path", "status", "offset_frames", "prob_at_offset", "offscreen_ratio")
+
+
+def load_scores(path: str | Path) -> pd.DataFrame:
+    """Read a scores table and check it has the columns filtering needs."""
+    table = pd.read_parquet(path)
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a scores table (missing columns: {', '.join(missing)})")
+    return table
+
+
+def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
+    """Column as float64 with NaN for missing values (handles nullable dtypes and pd.NA)."""
+    if column not in table.columns:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[column], errors="coerce").astype("float64").to_numpy()
+
+
+def _flag(table: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in table.columns:
+        return np.zeros(len(table), dtype=bool)
+    return table[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
+
+
+def _is_ok(table: pd.DataFrame) -> np.ndarray:
+    return (table["status"].astype("string").fillna("") == "ok").to_numpy(dtype=bool)
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
+    """Per row, the list of reasons it fails `rules` (empty list = kept).
+
+    A row whose status is not ok gets the single reason `status:<status>`: its metrics are
+    missing or meaningless, so they are not judged. An ok row may collect several reasons,
+    in the order low_prob, offscreen, large_offset, silence, at_search_edge. A missing
+    (NaN) metric on an ok row fails its rule ("not >= P" is true for NaN).
+    """
+    status = table["status"].astype("string").fillna("missing").to_numpy(dtype=object)
+    ok = status == "ok"
+    prob = _numeric(table, "prob_at_offset")
+    offscreen = _numeric(table, "offscreen_ratio")
+    offset = _numeric(table, "offset_frames")
+    silence = _numeric(table, "silence_ratio")
+    edge = _flag(table, "at_search_edge")
+
+    with np.errstate(invalid="ignore"):
+        checks: list[tuple[str, np.ndarray]] = [
+            (REASON_LOW_PROB, ~(prob >= rules.min_prob)),
+            (REASON_OFFSCREEN, ~(offscreen <= rules.max_offscreen)),
+        ]
+        if rules.max_abs_offset is not None:
+            checks.append((REASON_LARGE_OFFSET, ~(np.abs(offset) <= rules.max_abs_offset)))
+        if rules.max_silence is not None:
+            checks.append((REASON_SILENCE, ~(silence <= rules.max_silence)))
+        if rules.drop_at_search_edge:
+            checks.append((REASON_EDGE, edge))
+
+    reasons: list[list[str]] = []
+    for i in range(len(table)):
+        if not ok[i]:
+            reasons.append([f"{STATUS_PREFIX}{status[i]}"])
+        else:
+            reasons.append([name for name, failed in checks if failed[i]])
+    return pd.Series(reasons, index=table.index, dtype=object, name="reasons")
+
+
+def apply_filter(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split `table` into (kept, rejected); both keep every column and the row order.
+
+    `rejected` gets one more column, `reject_reason`: the reasons joined with ','
+    (e.g. "low_prob,offscreen" or "status:no_face").
+    """
+    reasons = reject_reasons(table, rules)
+    rejected_mask = reasons.map(bool).to_numpy(dtype=bool)
+    kept = table.loc[~rejected_mask].copy()
+    rejected = table.loc[rejected_mask].copy()
+    rejected[REJECT_REASON_COLUMN] = pd.Series(
+        [",".join(r) for r in reasons[rejected_mask]], index=rejected.index, dtype="string"
+    )
+    return kept, rejected
+
+
+# --- summary ----------------------------------------------------------------------------
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+METRICS = ("prob_at_offset", "offscreen_ratio", "offset_frames")
+
+
+def _histogram(values: np.ndarray, metric: str) -> dict:
+    if metric == "offset_frames":
+        if len(values):
+            low, high = int(np.floor(values.min())), int(np.ceil(values.max()))
+        else:
+            low, high = 0, 0
+        edges = np.arange(low, high + 2) - 0.5  # one bin per integer offset
+    else:
+        edges = np.linspace(0.0, 1.0, 11)  # ten bins of 0.1 (both metrics live in [0, 1])
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _distribution(values: np.ndarray, metric: str) -> dict:
+    values = values[np.isfinite(values)]
+    result: dict = {"n": int(len(values))}
+    if len(values):
+        result.update(
+            min=float(values.min()),
+            max=float(values.max()),
+            mean=float(values.mean()),
+            quantiles={f"{q:g}": float(np.quantile(values, q)) for q in QUANTILES},
+        )
+    else:
+        result.update(min=None, max=None, mean=None, quantiles={f"{q:g}": None for q in QUANTILES})
+    result["histogram"] = _histogram(values, metric)
+    return result
+
+
+def summarize(
+    table: pd.DataFrame,
+    kept: pd.DataFrame,
+    rejected: pd.DataFrame,
+    rules: FilterRules | None = None,
+) -> dict:
+    """Counts and metric distributions, JSON-serialisable.
+
+    Keys: total, ok, kept, rejected, reasons ({reason: rows with that reason}; a row with
+    several reasons counts once under each), only_reason ({reason: rows rejected for that
+    reason alone}), statuses ({status: rows}), at_search_edge (ok rows with |offset| = K),
+    rules (when given), distributions ({metric: {n, min, max, mean, quantiles, histogram}}
+    over the ok rows of `table` for prob_at_offset, offscreen_ratio and offset_frames).
+    """
+    reasons: dict[str, int] = {}
+    only_reason: dict[str, int] = {}
+    if len(rejected) and REJECT_REASON_COLUMN in rejected.columns:
+        for joined in rejected[REJECT_REASON_COLUMN].astype("string").fillna(""):
+            parts = [part for part in str(joined).split(",") if part]
+            for part in parts:
+                reasons[part] = reasons.get(part, 0) + 1
+            if len(parts) == 1:
+                only_reason[parts[0]] = only_reason.get(parts[0], 0) + 1
+    ok = _is_ok(table)
+    statuses = table["status"].astype("string").fillna("missing").value_counts()
+    ok_rows = table.loc[ok]
+    summary = {
+        "total": int(len(table)),
+        "ok": int(ok.sum()),
+        "kept": int(len(kept)),
+        "rejected": int(len(rejected)),
+        "reasons": dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
+        "only_reason": dict(sorted(only_reason.items(), key=lambda item: (-item[1], item[0]))),
+        "statuses": {str(k): int(v) for k, v in statuses.items()},
+        "at_search_edge": int(_flag(ok_rows, "at_search_edge").sum()),
+        "distributions": {metric: _distribution(_numeric(ok_rows, metric), metric) for metric in METRICS},
+    }
+    if rules is not None:
+        summary["rules"] = asdict(rules)
+    return summary
+
+
+_BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+def bar(count: int, largest: int, width: int = 30) -> str:
+    """A horizontal bar of unicode blocks, `width` characters for `largest`."""
+    if largest <= 0 or count <= 0:
+        return ""
+    eighths = max(1, round(8 * width * count / largest))
+    full, rest = divmod(eighths, 8)
+    return "█" * full + (_BLOCKS[rest] if rest else "")
+
+
+def _bin_label(metric: str, low: float, high: float) -> str:
+    if metric == "offset_frames":
+        return f"{int(round((low + high) / 2)):+d}"
+    return f"{low:.1f}–{high:.1f}"
+
+
+def _bin_passes(metric: str, low: float, high: float, rules: dict | None) -> bool | None:
+    """Whether a histogram bin lies on the kept side of its rule (None: no rule)."""
+    if not rules:
+        return None
+    if metric == "prob_at_offset":
+        return low >= rules["min_prob"] - 1e-9
+    if metric == "offscreen_ratio":
+        return high <= rules["max_offscreen"] + 1e-9
+    if metric == "offset_frames" and rules.get("max_abs_offset") is not None:
+        return abs((low + high) / 2) <= rules["max_abs_offset"]
+    return None
+
+
+def render_summary(summary: dict, console) -> None:
+    """Print `summary` with rich: a table of counts, then one histogram per metric."""
+    from rich.table import Table
+
+    counts = Table(title="filter", show_header=True, header_style="bold")
+    counts.add_column("clips")
+    counts.add_column("count", justify="right")
+    counts.add_column("share", justify="right")
+    total = max(summary["total"], 1)
+
+    def add(label: str, value: int, style: str | None = None) -> None:
+        counts.add_row(label, str(value), f"{100 * value / total:.1f} %", style=style)
+
+    add("total", summary["total"])
+    add("scored ok", summary["ok"])
+    add("kept", summary["kept"], "green")
+    add("rejected", summary["rejected"], "red")
+    for reason, value in summary["reasons"].items():
+        alone = summary.get("only_reason", {}).get(reason, 0)
+        add(f"  {reason} (alone: {alone})", value)
+    if summary.get("at_search_edge"):
+        add("ok clips at the search edge", summary["at_search_edge"], "yellow")
+    console.print(counts)
+
+    rules = summary.get("rules")
+    if rules:
+        parts = [f"prob ≥ {rules['min_prob']:g}", f"offscreen ≤ {rules['max_offscreen']:g}"]
+        if rules.get("max_abs_offset") is not None:
+            parts.append(f"|offset| ≤ {rules['max_abs_offset']}")
+        if rules.get("max_silence") is not None:
+            parts.append(f"silence ≤ {rules['max_silence']:g}")
+        if rules.get("drop_at_search_edge"):
+            parts.append("not at the search edge")
+        console.print("rules: " + ", ".join(parts))
+
+    for metric, dist in summary["distributions"].items():
+        if not dist["n"]:
+            console.print(f"[bold]{metric}[/bold]: no ok clips")
+            continue
+        q = dist["quantiles"]
+        console.print(
+            f"[bold]{metric}[/bold] (ok clips: {dist['n']}) "
+            f"min {dist['min']:.3g}  p5 {q['0.05']:.3g}  median {q['0.5']:.3g}  "
+            f"p95 {q['0.95']:.3g}  max {dist['max']:.3g}"
+        )
+        edges, values = dist["histogram"]["edges"], dist["histogram"]["counts"]
+        largest = max(values) if values else 0
+        for i, value in enumerate(values):
+            low, high = edges[i], edges[i + 1]
+            passes = _bin_passes(metric, low, high, rules)
+            style = "" if passes is None else ("green" if passes else "red")
+            label = _bin_label(metric, low, high)
+            text = bar(value, largest)
+            line = f"  {label:>9} │{text}"
+            if style:
+                line = f"  {label:>9} │[{style}]{text}[/{style}]"
+            console.print(f"{line} {value}", highlight=False)
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if Path(os.path.abspath(a)) == Path(os.path.abspath(b)):
+        return True
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def write_table(table: pd.DataFrame, path: str | Path, *, protect: Iterable[str | Path] = ()) -> Path:
+    """Write `table` to Parquet atomically (temp file in the same folder, then os.replace).
+
+    Refuses (ValueError) when `path` is one of the `protect`ed files, e.g. the input table.
+    """
+    path = Path(path)
+    for other in protect:
+        if _same_file(path, Path(other)):
+            raise ValueError(f"refusing to write over the input table {other}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        table.to_parquet(temp, index=False)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def clip_path(root: str | None, path: str) -> Path:
+    """Absolute path of a clip (root/path; `path` alone when absolute or root missing)."""
+    clip = Path(path)
+    if not clip.is_absolute() and root is not None and not pd.isna(root) and str(root):
+        clip = Path(str(root)) / clip
+    return Path(os.path.abspath(clip))
+
+
+def kept_paths(kept: pd.DataFrame) -> list[str]:
+    """Absolute paths (root/path) of the kept clips, in table order — the `--list` output."""
+    roots = kept["root"] if "root" in kept.columns else [None] * len(kept)
+    return [str(clip_path(root, path)) for root, path in zip(roots, kept["path"], strict=True)]
+
+
+def _relative(root: str | None, path: str) -> PurePosixPath:
+    clip = PurePosixPath(Path(path).as_posix())
+    if clip.is_absolute():
+        if root is not None and not pd.isna(root) and str(root):
+            try:
+                return clip.relative_to(PurePosixPath(Path(str(root)).as_posix()))
+            except ValueError:
+                pass
+        clip = PurePosixPath(*clip.parts[1:])
+    parts = [part for part in clip.parts if part not in ("", ".", "..")]
+    return PurePosixPath(*parts) if parts else PurePosixPath("clip")
+
+
+def root_folder_names(roots: Iterable[str]) -> dict[str, str]:
+    """A distinct folder name per root: its base name, '-2', '-3'… added on collisions.
+
+    Roots are taken in sorted order so the naming does not depend on the table's order.
+    """
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for root in sorted({str(r) for r in roots}):
+        base = Path(root).name or "root"
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        names[root] = name
+    return names
+
+
+def mirror_paths(table: pd.DataFrame) -> pd.Series:
+    """Relative output path (posix string) of each clip inside an output folder.
+
+    One root in the table: the clip's path relative to that root (out/talks/a.mp4 for
+    root/talks/a.mp4). Several roots: the root's folder name first (out/<root-name>/…),
+    made distinct with '-2', '-3'… when two roots share a name (see `root_folder_names`).
+    """
+    roots = (
+        table["root"].astype("string").fillna("").astype(str)
+        if "root" in table.columns
+        else pd.Series([""] * len(table), index=table.index)
+    )
+    unique = sorted(set(roots))
+    names = root_folder_names(unique) if len(unique) > 1 else {}
+    out = []
+    for root, path in zip(roots, table["path"].astype(str), strict=True):
+        relative = _relative(root or None, path)
+        if names:
+            relative = PurePosixPath(names[root]) / relative
+        out.append(relative.as_posix())
+    return pd.Series(out, index=table.index, dtype=object, name="mirror_path")
+
+
+@dataclass
+class LinkReport:
+    """What `link_to` did: links made, links already in place, and conflicts left alone."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (link path, why)
+
+
+def link_to(kept: pd.DataFrame, folder: str | Path, mirror_from: pd.DataFrame | None = None) -> LinkReport:
+    """Symlink every kept clip into `folder`, mirroring its relative path (`mirror_paths`).
+
+    Links point to absolute paths. An existing entry that already is (or points to) the
+    same clip is left and reported as existing; anything else in the way is never
+    overwritten and is reported as a conflict. `mirror_from` (default: `kept`) is the table
+    whose roots decide the mirroring — pass the full scores table to get the same layout
+    as `synccurate fix`.
+    """
+    folder = Path(folder)
+    report = LinkReport()
+    relative = mirror_paths(mirror_from if mirror_from is not None else kept)
+    relative = relative.reindex(kept.index)
+    for target, rel in zip(kept_paths(kept), relative, strict=True):
+        link = folder / rel
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and os.readlink(link) == target or _same_file(link, Path(target)):
+                report.existing.append(str(link))
+            else:
+                report.conflicts.append((str(link), "a different file is already there"))
+            continue
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target, link)
+        except OSError as error:
+            report.conflicts.append((str(link), f"{type(error).__name__}: {error.strerror or error}"))
+            continue
+        report.created.append(str(link))
+    return report
+
+
+__all__ = [
+    "DEFAULT_MAX_OFFSCREEN",
+    "DEFAULT_MIN_PROB",
+    "FilterRules",
+    "LinkReport",
+    "REJECT_REASON_COLUMN",
+    "apply_filter",
+    "bar",
+    "clip_path",
+    "kept_paths",
+    "link_to",
+    "load_scores",
+    "mirror_paths",
+    "reject_reasons",
+    "render_summary",
+    "root_folder_names",
+    "summarize",
+    "write_table",
+]
+
+
+def _unused(_: Sequence) -> None:  # pragma: no cover
+    pass

@@ -1,0 +1,148 @@
+"""Similarity matrix (SPEC §5) and clip metrics (SPEC §7).
+
+S[t, k] = cos(v_t, a_{t-k}) for visual windows t = 0 … T-1 and offsets k = -K … K.
+Column index i of S holds offset k = i - K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from synccurate.audio import VIDEO_FPS, WINDOW_FRAMES
+
+MAX_OFFSET = 15  # frames searched on each side (K)
+SMOOTH_SIGMA = 2.0  # frames, Gaussian smoothing of S along t (our default)
+SMOOTH_RADIUS = 4  # frames; the Gaussian is truncated at ±4 frames
+CHUNK_THRESHOLD = 0.7  # an on-screen run needs a mean p_t at least this high
+MIN_RUN = 4  # frames; shorter runs are islands / archipelago members
+
+
+def n_windows(n_frames: int) -> int:
+    """Visual windows in a clip of n_frames: T = n_frames - 4."""
+    return max(0, n_frames - WINDOW_FRAMES + 1)
+
+
+def similarity_matrix(visual: torch.Tensor, audio: torch.Tensor, max_offset: int) -> torch.Tensor:
+    """S [T, 2K+1] from unit visual embeddings [T, D] and audio embeddings [T+2K, D].
+
+    audio[j] belongs to visual window j - K, so a_{t-k} is audio[t - k + K]: each
+    encoder ran once per window, and S is a gather over one matrix product.
+    """
+    T = visual.shape[0]
+    K = max_offset
+    if audio.shape[0] != T + 2 * K:
+        raise ValueError(f"expected {T + 2 * K} audio windows, got {audio.shape[0]}")
+    offsets = torch.arange(-K, K + 1, device=visual.device)
+    index = torch.arange(T, device=visual.device)[:, None] - offsets[None, :] + K  # [T, 2K+1]
+    gathered = audio[index]  # [T, 2K+1, D]
+    return torch.einsum("td,tkd->tk", visual.float(), gathered.float())
+
+
+def offset_profile(similarity: torch.Tensor | np.ndarray) -> np.ndarray:
+    """mean_t S[t, k] for every offset."""
+    return np.asarray(torch.as_tensor(similarity).float().mean(0).cpu())
+
+
+def best_offset(profile: np.ndarray) -> int:
+    """argmax_k of the mean similarity, as a signed offset (SPEC §6: positive = audio leads)."""
+    return int(np.argmax(profile)) - (len(profile) - 1) // 2
+
+
+def _gaussian_smooth(similarity: np.ndarray) -> np.ndarray:
+    """Smooth along t, renormalising the truncated kernel at the clip's ends."""
+    taps = np.arange(-SMOOTH_RADIUS, SMOOTH_RADIUS + 1)
+    kernel = np.exp(-0.5 * (taps / SMOOTH_SIGMA) ** 2)
+    T = similarity.shape[0]
+    padded = np.pad(similarity, ((SMOOTH_RADIUS, SMOOTH_RADIUS), (0, 0)))
+    weights = np.pad(np.ones(T), SMOOTH_RADIUS)
+    num = sum(kernel[i] * padded[i : i + T] for i in range(len(taps)))
+    den = sum(kernel[i] * weights[i : i + T] for i in range(len(taps)))
+    return num / den[:, None]
+
+
+def _runs(labels: np.ndarray) -> list[list]:
+    """[[label, start, stop], …] runs of equal consecutive labels."""
+    runs: list[list] = []
+    for t, label in enumerate(labels.tolist()):
+        if runs and runs[-1][0] == label:
+            runs[-1][2] = t + 1
+        else:
+            runs.append([label, t, t + 1])
+    return runs
+
+
+def _paint(runs: list[list], length: int) -> np.ndarray:
+    labels = np.zeros(length, dtype=bool)
+    for label, start, stop in runs:
+        labels[start:stop] = label
+    return labels
+
+
+def onscreen_labels(p: np.ndarray, cleanup: bool = True) -> np.ndarray:
+    """Per-window on-screen labels from p_t (SPEC §7 steps 5–7)."""
+    labels = p > 0.5
+    for label, start, stop in _runs(labels):
+        if label and p[start:stop].mean() < CHUNK_THRESHOLD:
+            labels[start:stop] = False
+    if not cleanup:
+        return labels
+    runs = _runs(labels)
+    short = [stop - start < MIN_RUN for _, start, stop in runs]
+    # Islands: a short run between two longer runs takes its neighbours' label.
+    for i in range(1, len(runs) - 1):
+        if short[i] and not short[i - 1] and not short[i + 1]:
+            runs[i][0] = runs[i - 1][0]
+    # Archipelagos: a stretch of two or more consecutive short runs is off-screen.
+    i = 0
+    while i < len(runs):
+        j = i
+        while j < len(runs) and short[j]:
+            j += 1
+        if j - i >= 2:
+            for run in runs[i:j]:
+                run[0] = False
+        i = max(j, i + 1)
+    return _paint(runs, len(labels))
+
+
+@dataclass
+class ClipMetrics:
+    offset_frames: int
+    offset_seconds: float
+    prob_at_offset: float
+    offscreen_ratio: float
+    confidence: float
+    at_search_edge: bool
+    p_t: np.ndarray  # per visual window, best in-sync probability near the offset
+    onscreen: np.ndarray  # per visual window, active-speaker label
+    profile: np.ndarray  # mean_t S[t, k], k = -K … K
+
+
+def clip_metrics(similarity: torch.Tensor | np.ndarray, tau: float, cleanup: bool = True) -> ClipMetrics:
+    """Offset, probability at offset, off-screen ratio and confidence of one clip."""
+    S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
+    K = (S.shape[1] - 1) // 2
+    profile = S.mean(0)
+    offset = best_offset(profile)
+    column = offset + K
+    smooth = _gaussian_smooth(S)
+    probs = 1 / (1 + np.exp(-smooth / tau))
+    near = slice(max(0, column - 1), min(S.shape[1], column + 2))
+    pick = probs[:, near].argmax(1)
+    p_t = probs[:, near][np.arange(len(S)), pick]
+    c_t = smooth[:, near][np.arange(len(S)), pick]
+    onscreen = onscreen_labels(p_t, cleanup)
+    return ClipMetrics(
+        offset_frames=offset,
+        offset_seconds=offset / VIDEO_FPS,
+        prob_at_offset=float(1 / (1 + np.exp(-c_t.mean() / tau))),
+        offscreen_ratio=float(1 - onscreen.mean()),
+        confidence=float(profile.max() - np.median(profile)),
+        at_search_edge=abs(offset) == K,
+        p_t=p_t.astype(np.float32),
+        onscreen=onscreen,
+        profile=profile.astype(np.float32),
+    )

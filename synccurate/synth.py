@@ -1,0 +1,670 @@
+"""Synthetic talking-head clips with exact ground truth.
+
+A procedurally drawn face (the whole frame is the face, VoxCeleb/LRS style) whose
+mouth follows a synthetic speech track: the lip opening tracks the loudness of the
+on-screen voice at each video frame and the lip shape tracks its vowel. The clips
+train a small sync model on CPU and test the pipeline with known answers:
+
+- ``offset_frames`` (SPEC §6 sign): +N means the audio was ADVANCED by N frames
+  (audio leads: the sound of frame t is heard at frame t - N); -N means delayed.
+- an off-screen stretch: a second voice speaks while the face's mouth stays shut;
+- silence-heavy clips (about 70 % pauses);
+- stutter: video frames held for 3-8 frames, audio untouched.
+
+Everything is drawn from ``numpy.random.SeedSequence(seed)``: one seed gives the
+same frames and samples bit for bit, and the options draw from their own child
+streams, so the same seed with another offset is the same performance, shifted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import scipy.io.wavfile
+import scipy.signal
+
+from synccurate import media
+from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, frame_silence
+
+MANIFEST_NAME = "manifest.parquet"
+CLIP_NAME = "clip_{index:05d}.mp4"
+
+# --- speech ------------------------------------------------------------------------------
+# Vowel formants F1..F3 (Hz, Peterson & Barney averages) and the mouth shape they get:
+# (width factor, opening factor). 'o'/'u' rounded and narrow, 'a' wide open, 'i'/'e' wide flat.
+VOWELS = ("a", "e", "i", "o", "u")
+FORMANTS = np.array(
+    [[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010], [570, 840, 2410], [300, 870, 2240]],
+    dtype=np.float64,
+)
+FORMANT_BANDWIDTHS = (80.0, 100.0, 150.0)
+FRICATIVE = len(VOWELS)  # class index of fricative noise; -1 is silence
+MOUTH_SHAPES = np.array(
+    # width, opening  (a, e, i, o, u, fricative)
+    [[1.00, 1.00], [1.08, 0.72], [1.18, 0.50], [0.72, 1.00], [0.56, 0.85], [0.80, 0.30]],
+    dtype=np.float64,
+)
+PITCH_RANGE = (90.0, 250.0)  # Hz, base pitch of a voice
+SYLLABLE_MS = (80, 250)  # vowel nucleus
+FRICATIVE_MS = (40, 110)
+WORD_GAP_MS = (0, 60)  # between syllables of one word
+PAUSE_MS = (50, 500)  # between words
+SILENCE_HEAVY_PAUSE_MS = (700, 2200)  # gives about 70 % silent frames
+NOISE_FLOOR_DBFS = (-72.0, -58.0)  # room noise added to the final track (below SILENCE_DBFS)
+PEAK_RANGE = (0.35, 0.9)  # clip peak level after normalisation
+
+# --- video -------------------------------------------------------------------------------
+SUPERSAMPLE = 2  # frames are drawn at 2x and area-downsampled (anti-aliasing, sub-pixel motion)
+MOUTH_INTERIOR = (22, 6, 10)  # RGB, dark: the mouth opening a test can count
+TEETH = (235, 232, 220)
+STUTTER_HOLD = (3, 8)  # frames one held image lasts
+STUTTER_EVERY_S = 1.5  # one hold per this many seconds
+OFFSCREEN_VOICE_GAP = 1.35  # the off-screen voice's pitch differs by at least this ratio
+OFFSCREEN_FADE = 161  # samples (10 ms) of cross-fade at the edges of the off-screen stretch
+
+
+def _ms(rng: np.random.Generator, span: tuple[float, float]) -> int:
+    return int(rng.uniform(*span) * SAMPLE_RATE / 1000)
+
+
+def _envelope(length: int, rng: np.random.Generator) -> np.ndarray:
+    """Raised-cosine attack and decay around a flat top."""
+    env = np.ones(length)
+    attack = min(length // 2, _ms(rng, (10, 40)))
+    decay = min(length - attack, _ms(rng, (30, 90)))
+    if attack:
+        env[:attack] = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, attack))
+    if decay:
+        env[length - decay :] = 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, decay))
+    return env
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.sqrt(np.mean(x**2))), 1e-9)
+
+
+def _resonator(x: np.ndarray, freq: float, bandwidth: float) -> np.ndarray:
+    r = np.exp(-np.pi * bandwidth / SAMPLE_RATE)
+    theta = 2 * np.pi * freq / SAMPLE_RATE
+    return scipy.signal.lfilter([1 - r], [1, -2 * r * np.cos(theta), r * r], x)
+
+
+def _voiced(length: int, vowel: int, voice: Voice, rng: np.random.Generator) -> np.ndarray:
+    """Glottal pulse train with a gliding pitch through the vowel's formant resonances."""
+    t = np.arange(length) / length
+    semitones = (
+        rng.uniform(-3, 3) * t + rng.uniform(-2, 2) + rng.normal(0, 0.05, length).cumsum() / 20
+    )
+    f0 = voice.pitch * 2 ** (semitones / 12)
+    phase = rng.random() + np.cumsum(f0) / SAMPLE_RATE
+    source = np.diff(np.floor(phase), prepend=np.floor(phase[0])).astype(np.float64)
+    source = scipy.signal.lfilter([1.0], [1.0, -0.9], source)  # glottal roll-off
+    source += rng.normal(0, 0.02, length)  # aspiration
+    out = source
+    for formant, bandwidth in zip(FORMANTS[vowel] * voice.tract, FORMANT_BANDWIDTHS, strict=True):
+        out = _resonator(out, formant, bandwidth)
+    return _unit_rms(np.diff(out, prepend=0.0))  # lip radiation
+
+
+def _fricative(length: int, rng: np.random.Generator) -> np.ndarray:
+    cutoff = rng.uniform(2500, 5000)
+    sos = scipy.signal.butter(4, cutoff, btype="highpass", fs=SAMPLE_RATE, output="sos")
+    return _unit_rms(scipy.signal.sosfilt(sos, rng.normal(0, 1, length)))
+
+
+@dataclass(frozen=True)
+class Voice:
+    pitch: float  # base f0, Hz
+    tract: float  # formant scale (vocal-tract length)
+
+
+def _speech(n_samples: int, voice: Voice, rng: np.random.Generator, silence_heavy: bool):
+    """Samples [n] and per-sample class labels (-1 silence, 0..4 vowel, 5 fricative)."""
+    samples = np.zeros(n_samples)
+    labels = np.full(n_samples, -1, dtype=np.int8)
+    pause_ms = SILENCE_HEAVY_PAUSE_MS if silence_heavy else PAUSE_MS
+    pos = _ms(rng, (0, 300))
+
+    def put(segment: np.ndarray, label: int) -> None:
+        nonlocal pos
+        end = min(pos + len(segment), n_samples)
+        if end > pos:
+            samples[pos:end] += segment[: end - pos]
+            labels[pos:end] = label
+        pos += len(segment)
+
+    while pos < n_samples:
+        for _ in range(rng.integers(1, 3 if silence_heavy else 4)):
+            loudness = rng.uniform(0.35, 1.0)
+            if rng.random() < 0.35:
+                length = _ms(rng, FRICATIVE_MS)
+                put(_fricative(length, rng) * _envelope(length, rng) * 0.3 * loudness, FRICATIVE)
+            vowel = int(rng.integers(len(VOWELS)))
+            length = _ms(rng, SYLLABLE_MS)
+            put(_voiced(length, vowel, voice, rng) * _envelope(length, rng) * loudness, vowel)
+            if rng.random() < 0.15:
+                length = _ms(rng, FRICATIVE_MS)
+                put(_fricative(length, rng) * _envelope(length, rng) * 0.25 * loudness, FRICATIVE)
+            pos += _ms(rng, WORD_GAP_MS)
+        pos += _ms(rng, pause_ms)
+    return samples, labels
+
+
+def _soft_mask(mask: np.ndarray, width: int) -> np.ndarray:
+    """A boolean mask with raised-cosine edges `width` samples long (values 0..1)."""
+    kernel = np.hanning(width)
+    kernel /= kernel.sum()
+    padded = np.pad(mask.astype(np.float64), width // 2, mode="edge")
+    return np.convolve(padded, kernel, "valid")
+
+
+def _frame_rms(samples: np.ndarray, n_frames: int) -> np.ndarray:
+    framed = samples[: n_frames * SAMPLES_PER_FRAME].reshape(n_frames, SAMPLES_PER_FRAME)
+    return np.sqrt(np.mean(framed**2, axis=1))
+
+
+def shift_audio(samples: np.ndarray, offset_frames: int) -> np.ndarray:
+    """Shift a track by offset_frames * 640 samples in the SPEC §6 sign, keeping its length.
+
+    +N advances the audio (drop the start, pad silence at the end): the sound of
+    frame t is then heard at frame t - N. -N delays it (pad the start, trim the end).
+    """
+    shift = offset_frames * SAMPLES_PER_FRAME
+    out = np.zeros_like(samples)
+    if shift >= 0:
+        out[: max(len(samples) - shift, 0)] = samples[shift:]
+    else:
+        out[-shift:] = samples[: len(samples) + shift]
+    return out
+
+
+# --- face --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Face:
+    """Per-clip appearance, in pixels of the supersampled canvas."""
+
+    canvas: int
+    background: np.ndarray  # [canvas, canvas, 3] uint8
+    skin: tuple[int, int, int]
+    lips: tuple[int, int, int]
+    hair: tuple[int, int, int] | None
+    iris: tuple[int, int, int]
+    center: tuple[float, float]
+    axes: tuple[float, float]  # face ellipse half-axes
+    mouth_width: float  # half-width of the open mouth
+    mouth_height: float  # half-height of the fully open mouth
+    lip_thickness: float
+
+
+def _draw_face(rng: np.random.Generator, size: int) -> Face:
+    canvas = size * SUPERSAMPLE
+    while True:
+        background_colour = rng.integers(50, 236, 3)
+        if background_colour @ (0.299, 0.587, 0.114) > 90:
+            break
+    gradient = np.linspace(1.0 + rng.uniform(0, 0.15), 1.0 - rng.uniform(0, 0.15), canvas)
+    background = np.clip(background_colour[None, None, :] * gradient[:, None, None], 0, 255)
+    background = np.broadcast_to(background, (canvas, canvas, 3)).astype(np.uint8)
+    tone = rng.random()  # light .. dark skin
+    skin = np.array([235, 198, 172]) * (1 - tone) + np.array([122, 84, 62]) * tone
+    skin = skin * rng.uniform(0.95, 1.05, 3)
+    lips = np.array([150, 45, 55]) * rng.uniform(0.8, 1.1) + rng.integers(-10, 11, 3)
+    hair_choices = [(35, 25, 20), (70, 45, 25), (20, 20, 22), (180, 150, 90), (130, 125, 120)]
+    hair = hair_choices[rng.integers(len(hair_choices))] if rng.random() < 0.85 else None
+    iris_choices = [(70, 45, 25), (60, 90, 130), (80, 110, 70), (40, 30, 25)]
+    scale = rng.uniform(0.9, 1.08)
+    ax, ay = 0.36 * canvas * scale, 0.46 * canvas * scale
+    cx = canvas * (0.5 + rng.uniform(-0.04, 0.04))
+    cy = canvas * (0.48 + rng.uniform(-0.03, 0.03))
+    return Face(
+        canvas=canvas,
+        background=background,
+        skin=tuple(int(v) for v in np.clip(skin, 0, 255)),
+        lips=tuple(int(v) for v in np.clip(lips, 0, 255)),
+        hair=hair,
+        iris=iris_choices[rng.integers(len(iris_choices))],
+        center=(cx, cy),
+        axes=(ax, ay),
+        mouth_width=ax * rng.uniform(0.38, 0.46),
+        mouth_height=ay * rng.uniform(0.15, 0.19),
+        lip_thickness=ay * rng.uniform(0.045, 0.06),
+    )
+
+
+def _smooth_noise(rng: np.random.Generator, n: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """Sum of three random slow sinusoids, peak amplitude about 1."""
+    t = np.arange(n) / VIDEO_FPS
+    freqs = rng.uniform(low_hz, high_hz, 3)
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    weights = rng.uniform(0.5, 1.0, 3)
+    return (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None])).sum(0) / 2
+
+
+@dataclass(frozen=True)
+class Pose:
+    dx: np.ndarray  # per-frame drift in canvas pixels
+    dy: np.ndarray
+    scale: np.ndarray
+    roll: np.ndarray  # degrees
+    blink: np.ndarray  # per-frame eye openness 0..1
+
+
+def _motion(rng: np.random.Generator, n: int, canvas: int) -> Pose:
+    drift = rng.uniform(0.01, 0.035) * canvas
+    blink = np.ones(n)
+    t = int(rng.integers(0, 3 * VIDEO_FPS))
+    while t < n:
+        blink[t : t + 3] = (0.3, 0.05, 0.4)[: len(blink[t : t + 3])]
+        t += int(rng.integers(2 * VIDEO_FPS, 5 * VIDEO_FPS))
+    return Pose(
+        dx=drift * _smooth_noise(rng, n, 0.1, 0.6),
+        dy=drift * _smooth_noise(rng, n, 0.1, 0.6),
+        scale=1 + rng.uniform(0.01, 0.03) * _smooth_noise(rng, n, 0.05, 0.4),
+        roll=rng.uniform(0, 3) * _smooth_noise(rng, n, 0.05, 0.4),
+        blink=blink,
+    )
+
+
+_SHIFT = 4  # cv2 fractional bits for sub-pixel drawing
+_ONE = 1 << _SHIFT
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+    return int(round(x * _ONE)), int(round(y * _ONE))
+
+
+def _ellipse(img, center, axes, angle, colour, thickness=-1, arc=(0, 360)) -> None:
+    axes = (max(int(round(axes[0] * _ONE)), 0), max(int(round(axes[1] * _ONE)), 0))
+    cv2.ellipse(
+        img, _pt(*center), axes, angle, arc[0], arc[1], colour, thickness, cv2.LINE_AA, _SHIFT
+    )
+
+
+def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) -> np.ndarray:
+    img = face.background.copy()
+    cx0, cy0 = face.center
+    s = pose.scale[t]
+    angle = pose.roll[t]
+    cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    cx, cy = cx0 + pose.dx[t], cy0 + pose.dy[t]
+    ax, ay = face.axes
+
+    def at(u: float, v: float) -> tuple[float, float]:  # face-local offsets -> canvas
+        return cx + s * (cos * u - sin * v), cy + s * (sin * u + cos * v)
+
+    def sc(a: float, b: float) -> tuple[float, float]:
+        return a * s, b * s
+
+    skin = face.skin
+    shade = tuple(int(c * 0.78) for c in skin)
+    # neck, hair, face
+    neck = np.array([at(-0.55 * ax, 0.5 * ay), at(0.55 * ax, 0.5 * ay)])
+    cv2.rectangle(
+        img,
+        _pt(neck[0][0], neck[0][1]),
+        _pt(neck[1][0], face.canvas + 10),
+        shade,
+        -1,
+        cv2.LINE_AA,
+        _SHIFT,
+    )
+    if face.hair is not None:
+        _ellipse(img, at(0, -0.28 * ay), sc(1.08 * ax, 0.82 * ay), angle, face.hair)
+    _ellipse(img, at(0, 0), sc(ax, ay), angle, skin)
+    if face.hair is not None:  # fringe
+        _ellipse(img, at(0, -0.78 * ay), sc(0.9 * ax, 0.3 * ay), angle, face.hair, arc=(180, 360))
+    # eyes and brows
+    brow = face.hair if face.hair is not None else shade
+    for side in (-1, 1):
+        ex, ey = 0.4 * ax * side, -0.18 * ay
+        _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay * pose.blink[t]), angle, (245, 245, 240))
+        if pose.blink[t] > 0.5:
+            _ellipse(img, at(ex, ey), sc(0.085 * ax, 0.085 * ax), angle, face.iris)
+            _ellipse(img, at(ex, ey), sc(0.04 * ax, 0.04 * ax), angle, (15, 15, 15))
+        _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay), angle, shade, 2 * SUPERSAMPLE)
+        _ellipse(
+            img,
+            at(ex, ey - 0.1 * ay),
+            sc(0.24 * ax, 0.07 * ay),
+            angle,
+            brow,
+            int(0.035 * ay),
+            arc=(200, 340),
+        )
+    # nose
+    _ellipse(img, at(0, 0.16 * ay), sc(0.12 * ax, 0.06 * ay), angle, shade, SUPERSAMPLE, (10, 170))
+    for side in (-1, 1):
+        _ellipse(img, at(0.06 * ax * side, 0.2 * ay), sc(0.03 * ax, 0.018 * ay), angle, shade)
+    # mouth
+    mx, my = at(0, 0.52 * ay)
+    width_factor, open_factor = MOUTH_SHAPES[shape] if shape >= 0 else (1.0, 0.0)
+    half_w = face.mouth_width * width_factor
+    half_h = face.mouth_height * open_factor * opening
+    lip = face.lip_thickness * (1.25 if shape in (3, 4) else 1.0)  # rounded lips pout
+    _ellipse(img, (mx, my), sc(half_w + lip * 0.6, half_h + lip), angle, face.lips)
+    if half_h * s > 0.4 * SUPERSAMPLE:
+        _ellipse(img, (mx, my), sc(half_w, half_h), angle, MOUTH_INTERIOR)
+        if shape == FRICATIVE:
+            teeth_center = at(0, 0.52 * ay - 0.45 * half_h / s)
+            _ellipse(img, teeth_center, sc(0.7 * half_w, 0.5 * half_h), angle, TEETH)
+            _ellipse(
+                img,
+                (mx, my),
+                sc(half_w + lip * 0.3, half_h + lip * 0.5),
+                angle,
+                face.lips,
+                int(lip * 0.9),
+            )
+    else:
+        slit = tuple(int(c * 0.6) for c in face.lips)
+        _ellipse(img, (mx, my), sc(half_w, 0.0), angle, slit, SUPERSAMPLE)
+    return cv2.resize(img, (face.canvas // SUPERSAMPLE,) * 2, interpolation=cv2.INTER_AREA)
+
+
+# --- the clip ----------------------------------------------------------------------------
+def synth_arrays(
+    *,
+    seconds: float,
+    seed: int,
+    offset_frames: int = 0,
+    offscreen_fraction: float = 0.0,
+    silence_heavy: bool = False,
+    stutter: bool = False,
+    size: int = 96,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One synthetic clip in memory: (frames uint8 [n, size, size, 3] RGB, audio float32, truth).
+
+    The audio is 16 kHz mono with exactly n * 640 samples, already shifted by
+    ``offset_frames`` (SPEC §6 sign: +N = audio advanced, leads by N frames).
+    ``truth`` holds numpy arrays and scalars:
+    true_offset_frames, n_frames, seconds, seed, size, silence_heavy, stutter,
+    offscreen_start / offscreen_end (frames, half-open, equal when none),
+    offscreen_frames (bool [n]), offscreen_ratio, silence_frames (bool [n], of the
+    returned audio), silence_ratio, stutter_frames (bool [n], frames repeating the
+    previous image), shown_frame (int [n], the source frame each image shows),
+    mouth_open (float [n], the lip opening 0..1 drawn in each image), mouth_shape
+    (int [n], -1 closed, 0..4 vowel a e i o u, 5 fricative).
+    """
+    n_frames = int(round(seconds * VIDEO_FPS))
+    if n_frames < 1:
+        raise ValueError(f"seconds={seconds} gives no video frame")
+    if not 0.0 <= offscreen_fraction < 1.0:
+        raise ValueError("offscreen_fraction must be in [0, 1)")
+    n_samples = n_frames * SAMPLES_PER_FRAME
+    streams = np.random.SeedSequence(int(seed)).spawn(7)
+    rng_face, rng_speech, rng_other, rng_motion, rng_off, rng_stutter, rng_level = (
+        np.random.default_rng(s) for s in streams
+    )
+
+    # speech: the on-screen voice, and an off-screen one with another pitch
+    pitch = rng_speech.uniform(*PITCH_RANGE)
+    voice = Voice(pitch=pitch, tract=rng_speech.uniform(0.9, 1.12))
+    speech, labels = _speech(n_samples, voice, rng_speech, silence_heavy)
+
+    offscreen = np.zeros(n_frames, dtype=bool)
+    off_start = off_end = 0
+    if offscreen_fraction > 0:
+        length = max(1, int(round(offscreen_fraction * n_frames)))
+        off_start = int(rng_off.integers(0, n_frames - length + 1))
+        off_end = off_start + length
+        offscreen[off_start:off_end] = True
+        low, high = PITCH_RANGE
+        if pitch * OFFSCREEN_VOICE_GAP <= high:
+            other_pitch = rng_other.uniform(pitch * OFFSCREEN_VOICE_GAP, high)
+        else:
+            other_pitch = rng_other.uniform(low, pitch / OFFSCREEN_VOICE_GAP)
+        other = Voice(pitch=other_pitch, tract=rng_other.uniform(0.9, 1.12))
+        other_speech, _ = _speech(n_samples, other, rng_other, False)
+        fade = _soft_mask(np.repeat(offscreen, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
+        speech = speech * (1 - fade)
+        labels = np.where(fade > 0.5, -1, labels).astype(np.int8)
+        mix = speech + other_speech * fade * rng_other.uniform(0.7, 1.2)
+    else:
+        mix = speech
+
+    # mouth: opening from the on-screen voice's loudness per frame, shape from its class
+    rms = _frame_rms(speech, n_frames)
+    voiced = rms[rms > 1e-6]
+    reference = np.percentile(voiced, 90) if voiced.size else 1.0
+    opening = np.convolve(np.clip(rms / reference, 0, 1), [0.2, 0.6, 0.2], "same")
+    opening = np.clip(opening, 0.0, 1.0)
+    energy = np.zeros((n_frames, len(VOWELS) + 2))  # column 0 = silence
+    frame_of_sample = np.arange(n_samples) // SAMPLES_PER_FRAME
+    np.add.at(energy, (frame_of_sample, labels.astype(np.int64) + 1), speech**2)
+    shape = energy[:, 1:].argmax(1)
+    shape = np.where(energy[:, 1:].sum(1) > 0, shape, -1)
+    closed = opening < 0.04
+    shape = np.where(closed, -1, shape)
+    opening = np.where(closed, 0.0, opening)
+
+    # video
+    face = _draw_face(rng_face, size)
+    pose = _motion(rng_motion, n_frames, face.canvas)
+    images = np.stack(
+        [_render_frame(face, pose, t, opening[t], int(shape[t])) for t in range(n_frames)]
+    )
+    shown = np.arange(n_frames)
+    stutter_frames = np.zeros(n_frames, dtype=bool)
+    if stutter:
+        holds = max(1, int(round(seconds / STUTTER_EVERY_S)))
+        for _ in range(holds):
+            hold = int(rng_stutter.integers(STUTTER_HOLD[0], STUTTER_HOLD[1] + 1))
+            if n_frames <= hold:
+                break
+            start = int(rng_stutter.integers(0, n_frames - hold + 1))
+            shown[start + 1 : start + hold] = shown[start]
+        stutter_frames[1:] = shown[1:] == shown[:-1]
+        images = images[shown]
+
+    # final audio track: level, shift (SPEC §6), room noise
+    mix = mix / max(float(np.abs(mix).max()), 1e-9) * rng_level.uniform(*PEAK_RANGE)
+    audio = shift_audio(mix, int(offset_frames))
+    noise_rms = 10 ** (rng_level.uniform(*NOISE_FLOOR_DBFS) / 20)
+    audio = (audio + rng_level.normal(0, noise_rms, n_samples)).astype(np.float32)
+
+    silence = frame_silence(audio, n_frames)
+    truth = {
+        "seed": int(seed),
+        "seconds": float(seconds),
+        "n_frames": n_frames,
+        "size": int(size),
+        "true_offset_frames": int(offset_frames),
+        "offscreen_start": off_start,
+        "offscreen_end": off_end,
+        "offscreen_frames": offscreen,
+        "offscreen_ratio": float(offscreen.mean()),
+        "silence_frames": silence,
+        "silence_ratio": float(silence.mean()),
+        "silence_heavy": bool(silence_heavy),
+        "stutter": bool(stutter),
+        "stutter_frames": stutter_frames,
+        "shown_frame": shown,
+        "mouth_open": opening[shown].astype(np.float32),
+        "mouth_shape": shape[shown].astype(np.int8),
+    }
+    return images, audio, truth
+
+
+# --- files -------------------------------------------------------------------------------
+def _encode_clip(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
+    """Write RGB frames (25 fps) + 16 kHz mono audio as h264/AAC .mp4, atomically.
+
+    Private stand-in until media.write_clip exists.
+    """
+    path = Path(path)
+    n, height, width, _ = frames.shape
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, wav = tempfile.mkstemp(suffix=".wav", dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    try:
+        pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
+        scipy.io.wavfile.write(wav, SAMPLE_RATE, pcm)
+        command = [
+            media.ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-r", str(VIDEO_FPS), "-i", "pipe:0",
+            "-i", wav,
+            "-map", "0:v:0", "-map", "1:a:0",
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "96k", "-ar", str(SAMPLE_RATE), "-ac", "1",
+            "-f", "mp4", tmp,
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True
+        )
+        if result.returncode != 0:
+            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise media.MediaError(
+                "encode_error", f"{path}: {lines[-1] if lines else 'ffmpeg failed'}"
+            )
+        os.replace(tmp, path)
+    finally:
+        for leftover in (wav, tmp):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def _record(truth: dict) -> dict:
+    """The truth dict with numpy arrays turned into plain lists (manifest-ready)."""
+    keep = {k: v for k, v in truth.items() if k not in ("shown_frame", "mouth_open", "mouth_shape")}
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in keep.items()}
+
+
+def synth_clip(
+    path: str | Path,
+    *,
+    seconds: float,
+    seed: int,
+    offset_frames: int = 0,
+    offscreen_fraction: float = 0.0,
+    silence_heavy: bool = False,
+    stutter: bool = False,
+    size: int = 96,
+) -> dict:
+    """Write one synthetic clip (.mp4) and return its ground-truth record.
+
+    The record has the scalar and per-frame list fields of `synth_arrays`' truth
+    (without the drawing internals) plus ``path`` (as given).
+    """
+    frames, audio, truth = synth_arrays(
+        seconds=seconds,
+        seed=seed,
+        offset_frames=offset_frames,
+        offscreen_fraction=offscreen_fraction,
+        silence_heavy=silence_heavy,
+        stutter=stutter,
+        size=size,
+    )
+    _encode_clip(Path(path), frames, audio)
+    return {"path": str(path), **_record(truth)}
+
+
+def clip_seed(seed: int, index: int) -> int:
+    """The seed of clip `index` of a data set made with `seed`."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def _every(index: int, every: int) -> bool:
+    return every > 0 and index % every == every - 1
+
+
+def _dataset_job(job: tuple[Path, str, dict]) -> dict:
+    out_dir, name, options = job
+    record = synth_clip(out_dir / name, **options)
+    record["path"] = name
+    return record
+
+
+def synth_dataset(
+    out_dir: str | Path,
+    *,
+    n: int,
+    seconds: float,
+    seed: int,
+    offset_frames: int | None = 0,
+    offset_range: int | None = None,
+    offscreen_fraction: float = 0.0,
+    offscreen_every: int = 0,
+    silence_heavy: bool = False,
+    silence_every: int = 0,
+    stutter: bool = False,
+    stutter_every: int = 0,
+    size: int = 96,
+    workers: int = 1,
+) -> pd.DataFrame:
+    """Write `n` clips ``clip_00000.mp4``… and ``manifest.parquet`` into out_dir.
+
+    Clip i is seeded with ``clip_seed(seed, i)``; everything is deterministic for a
+    seed whatever `workers` is.
+
+    - offsets: ``offset_range=R`` draws each clip's true offset uniformly from -R..R;
+      otherwise every clip gets ``offset_frames`` (None = 0).
+    - off-screen: with ``offscreen_fraction > 0``, every clip gets an off-screen stretch
+      of that fraction when ``offscreen_every == 0``, else only clips with
+      ``i % offscreen_every == offscreen_every - 1``.
+    - silence-heavy / stutter: all clips when the flag is set, plus clips with
+      ``i % every == every - 1`` when ``*_every > 0``.
+
+    Returns the manifest (one row per clip, ``path`` relative to out_dir).
+    """
+    if offset_range is not None and offset_frames not in (None, 0):
+        raise ValueError("give offset_frames or offset_range, not both")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for index in range(n):
+        if offset_range is not None:
+            rng = np.random.default_rng([int(seed), index, 1])
+            offset = int(rng.integers(-offset_range, offset_range + 1))
+        else:
+            offset = int(offset_frames or 0)
+        fraction = (
+            offscreen_fraction if (offscreen_every == 0 or _every(index, offscreen_every)) else 0.0
+        )
+        options = {
+            "seconds": seconds,
+            "seed": clip_seed(seed, index),
+            "offset_frames": offset,
+            "offscreen_fraction": fraction,
+            "silence_heavy": silence_heavy or _every(index, silence_every),
+            "stutter": stutter or _every(index, stutter_every),
+            "size": size,
+        }
+        jobs.append((out_dir, CLIP_NAME.format(index=index), options))
+    if workers > 1 and n > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            records = list(pool.map(_dataset_job, jobs, chunksize=max(1, n // (4 * workers))))
+    else:
+        records = [_dataset_job(job) for job in jobs]
+    manifest = pd.DataFrame(records)
+    manifest.insert(1, "index", np.arange(n))
+    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=out_dir, prefix=".manifest.")
+    os.close(fd)
+    try:
+        manifest.to_parquet(tmp, index=False)
+        os.replace(tmp, out_dir / MANIFEST_NAME)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return manifest
+
+
+__all__ = [
+    "CLIP_NAME",
+    "MANIFEST_NAME",
+    "clip_seed",
+    "shift_audio",
+    "synth_arrays",
+    "synth_clip",
+    "synth_dataset",
+]

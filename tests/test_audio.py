@@ -1,0 +1,61 @@
+"""Window arithmetic of SPEC §1: mel frames per video frame and the audio window span."""
+
+import numpy as np
+import pytest
+
+from synccurate import audio
+
+
+def test_derived_constants():
+    assert audio.MEL_FPS == 80
+    assert audio.SAMPLES_PER_FRAME == 640
+    assert audio.WINDOW_MELS == 16
+    assert audio.CONTEXT_MELS == 8
+    assert audio.AUDIO_WINDOW_MELS == 32
+
+
+@pytest.mark.parametrize("frame", [0, 1, 7, 24, 25, 26])
+def test_mel_index_is_truncated_3_2_t(frame):
+    assert audio.mel_index(frame) == int(80 * frame / 25)
+
+
+def test_spectrogram_length_matches_video_frames():
+    seconds = 3
+    mel = audio.log_mel(np.zeros(seconds * audio.SAMPLE_RATE, np.float32))
+    assert mel.shape == (audio.N_MELS, seconds * audio.MEL_FPS + 1)  # centred STFT adds one frame
+    assert mel.min() == pytest.approx(-audio.MAX_ABS_VALUE)
+
+
+@pytest.mark.parametrize("click_frame", [25, 31, 40])
+@pytest.mark.parametrize("window_shift", [0, 2, 4])
+def test_click_lands_at_expected_position_in_its_window(click_frame, window_shift):
+    """A click at the start of video frame f sits at mel 3.2 f; in the window of visual
+    window t it must appear at position 3.2 f - int(3.2 t) + 8."""
+    samples = np.zeros(4 * audio.SAMPLE_RATE, np.float32)
+    samples[click_frame * audio.SAMPLES_PER_FRAME] = 1.0
+    mel = audio.log_mel(samples)
+    t = click_frame - window_shift
+    window = audio.audio_windows(mel, t, 1)[0, 0]
+    assert window.shape == (audio.N_MELS, audio.AUDIO_WINDOW_MELS)
+    expected = 3.2 * click_frame - int(3.2 * t) + audio.CONTEXT_MELS
+    loudest = int(np.argmax(window.mean(0)))
+    assert abs(loudest - expected) <= 0.6
+
+
+def test_windows_outside_the_clip_are_silence_padded():
+    mel = audio.log_mel(np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32))
+    windows = audio.audio_windows(mel, -15, 10)
+    assert windows.shape == (10, 1, audio.N_MELS, audio.AUDIO_WINDOW_MELS)
+    assert np.all(windows[0] == audio.MEL_SILENCE)  # window -15 lies wholly before the clip
+    first_real = audio.audio_windows(mel, 0, 1)[0, 0]
+    assert np.all(first_real[:, : audio.CONTEXT_MELS] == audio.MEL_SILENCE)
+    assert np.array_equal(first_real[:, audio.CONTEXT_MELS :], mel[:, : audio.WINDOW_MELS + 8])
+    late = audio.audio_windows(mel, 60, 1)[0, 0]  # past the 1 s clip
+    assert np.all(late == audio.MEL_SILENCE)
+
+
+def test_frame_silence():
+    samples = np.zeros(10 * audio.SAMPLES_PER_FRAME, np.float32)
+    samples[3 * 640 : 5 * 640] = 0.3 * np.sin(np.arange(2 * 640) / 5)
+    silent = audio.frame_silence(samples, 12)  # two frames past the audio's end
+    assert silent.tolist() == [True] * 3 + [False] * 2 + [True] * 7
