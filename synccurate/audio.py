@@ -52,7 +52,9 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     """
     samples = np.asarray(samples, dtype=np.float32)
     emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], samples).astype(np.float32)
-    spectrum = np.abs(librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT))
+    spectrum = np.abs(
+        librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT)
+    )
     mel = _mel_basis() @ spectrum
     min_amplitude = 10 ** (MIN_LEVEL_DB / 20)
     db = 20 * np.log10(np.maximum(min_amplitude, mel)) - REF_LEVEL_DB

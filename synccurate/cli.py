@@ -63,12 +63,14 @@ def score(
     paths: list[Path] = typer.Argument(..., help="Folders (searched recursively) or video files."),
     output: Path = typer.Option(..., "-o", "--output", help="Parquet table to write or resume."),
     weights: Path | None = typer.Option(
-        None, help="Checkpoint (.safetensors with .json beside it). Default: $SYNCCURATE_WEIGHTS, "
-        "then the bundled weights/."
+        None,
+        help="Checkpoint (.safetensors with .json beside it). Default: $SYNCCURATE_WEIGHTS, "
+        "then the bundled weights/.",
     ),
     face_detector: Detector = typer.Option(
-        Detector.auto, help="auto picks face-alignment when its weights are cached, else opencv; "
-        "none = the frames are already face crops."
+        Detector.auto,
+        help="auto picks face-alignment when its weights are cached, else opencv; "
+        "none = the frames are already face crops.",
     ),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when present."),
     batch_size: int = typer.Option(256, min=1, help="Windows per model batch (across clips)."),
@@ -140,8 +142,384 @@ def _print_score_summary(stats, table, output: Path) -> None:
     for status, count in stats.statuses.most_common():
         summary.add_row(status, str(count))
     wall = max(stats.wall, 1e-6)
-    summary.add_row("video scored", f"{stats.video_seconds:.1f} s ({stats.video_seconds / wall:.1f} s/s)")
+    summary.add_row(
+        "video scored", f"{stats.video_seconds:.1f} s ({stats.video_seconds / wall:.1f} s/s)"
+    )
     for stage in ("audio", "faces", "model"):
         if stats.seconds[stage]:
             summary.add_row(f"time in {stage}", f"{stats.seconds[stage]:.1f} s")
     console.print(summary)
+
+
+@app.command("filter")
+def filter_(
+    scores: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="Scores table from `score`."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Parquet table of the kept clips."),
+    min_prob: float = typer.Option(
+        0.5, help="Keep clips with prob_at_offset ≥ this (0.5 = the model's tipping point)."
+    ),
+    max_offscreen: float = typer.Option(
+        0.2, help="Keep clips with offscreen_ratio ≤ this (above 0.2 someone else talks a lot)."
+    ),
+    max_abs_offset: int | None = typer.Option(None, help="Also drop clips with |offset| > this."),
+    max_silence: float | None = typer.Option(
+        None, help="Also drop clips with silence_ratio > this."
+    ),
+    drop_edge: bool = typer.Option(
+        False,
+        help="Also drop clips whose offset is at the search edge (true offset may be beyond).",
+    ),
+    rejected: Path | None = typer.Option(None, help="Also write the rejected rows, with reasons."),
+    list_: bool = typer.Option(
+        False, "--list", help="Print kept clip paths, one per line, on stdout."
+    ),
+    link_to: Path | None = typer.Option(None, help="Make a folder of symlinks to the kept clips."),
+) -> None:
+    """Keep the clips that are in sync enough; say why each other clip was rejected."""
+    from synccurate import filtering
+
+    try:
+        rules = filtering.FilterRules(
+            min_prob=min_prob,
+            max_offscreen=max_offscreen,
+            max_abs_offset=max_abs_offset,
+            max_silence=max_silence,
+            drop_at_search_edge=drop_edge,
+        )
+        table = filtering.load_scores(scores)
+        kept, dropped = filtering.apply_filter(table, rules)
+        filtering.write_table(kept, output, protect=[scores])
+        if rejected:
+            filtering.write_table(dropped, rejected, protect=[scores, output])
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    filtering.render_summary(filtering.summarize(table, kept, dropped, rules), console)
+    if link_to:
+        report = filtering.link_to(kept, link_to, mirror_from=table)
+        console.print(
+            f"links in {link_to}: {report.created} created, {report.existing} already there, "
+            f"{len(report.conflicts)} conflicts",
+            highlight=False,
+        )
+        for conflict in report.conflicts:
+            console.print(f"[yellow]conflict[/yellow] {conflict}", highlight=False)
+    if list_:
+        for path in filtering.kept_paths(kept):
+            typer.echo(path)
+
+
+@app.command()
+def fix(
+    source: Path = typer.Argument(..., exists=True, help="A scores table (.parquet) or one video."),
+    out_dir: Path | None = typer.Option(None, help="Folder for fixed clips (with a scores table)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Output video (with one video)."
+    ),
+    offset: int | None = typer.Option(None, help="Offset in frames to repair (with one video)."),
+    min_abs_offset: int = typer.Option(1, min=0, help="Clips with |offset| below this are copied."),
+    only_kept: Path | None = typer.Option(None, help="Fix only the clips in this `filter` output."),
+    link_unshifted: bool = typer.Option(False, help="Link instead of copying unshifted clips."),
+    jobs: int = typer.Option(1, min=1, help="Clips encoded in parallel."),
+) -> None:
+    """Shift each clip's audio by its offset (positive offset → delay the audio) so it is in sync.
+
+    The video stream is copied bit for bit; the audio is re-encoded in the source's codec
+    family, shifted by an exact number of samples; the duration is kept.
+    """
+    from synccurate import filtering
+    from synccurate import fix as fixing
+
+    if source.suffix.lower() != ".parquet":
+        if offset is None or output is None:
+            fail("fixing one video needs --offset N and -o OUT")
+        if output.exists():
+            fail(f"{output}: already exists; choose another output")
+        try:
+            result = fixing.fix_clip(source, output, offset)
+        except (fixing.MediaError, ValueError, OSError) as error:
+            fail(str(error))
+        console.print(
+            f"{output}: audio shifted by {result['applied_shift_s'] * 1000:+.1f} ms "
+            f"({result['applied_shift_samples']:+d} samples at {result['sample_rate']} Hz)",
+            highlight=False,
+        )
+        return
+    if out_dir is None:
+        fail("fixing a scores table needs --out-dir DIR")
+    try:
+        scores = filtering.load_scores(source)
+        kept = filtering.load_scores(only_kept) if only_kept else None
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    bar = Progress(
+        TextColumn("fixing"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} clips"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    with bar:
+        task = bar.add_task("fix", total=len(scores))
+
+        def advance(done: int, total: int, row: dict) -> None:
+            bar.update(task, completed=done)
+            if row["status"] not in fixing.DONE_STATUSES + ("skipped_not_ok", "skipped_not_kept"):
+                bar.console.print(
+                    f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False
+                )
+
+        try:
+            log = fixing.fix_table(
+                scores,
+                out_dir,
+                min_abs_offset=min_abs_offset,
+                only_kept=kept,
+                link_unshifted=link_unshifted,
+                jobs=jobs,
+                progress=advance,
+            )
+        except ValueError as error:
+            fail(str(error))
+    counts = Table(title=f"fix → {out_dir} (log: {out_dir / fixing.LOG_NAME})")
+    counts.add_column("status")
+    counts.add_column("clips", justify="right")
+    for status, count in log["status"].value_counts().items():
+        counts.add_row(str(status), str(count))
+    console.print(counts)
+
+
+@app.command()
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder for the clips and manifest.parquet."),
+    n: int = typer.Option(10, min=1, help="Number of clips."),
+    seconds: float = typer.Option(4.0, min=0.5, help="Length of each clip."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same clips."),
+    offset: int = typer.Option(0, help="True offset of every clip (SPEC sign: + = audio leads)."),
+    offset_range: int | None = typer.Option(
+        None, help="Draw offsets uniformly from ±this instead."
+    ),
+    offscreen: float = typer.Option(0.0, min=0, max=0.95, help="Off-screen speech fraction."),
+    offscreen_every: int = typer.Option(0, min=0, help="Only every k-th clip gets it (0 = all)."),
+    silence_every: int = typer.Option(0, min=0, help="Every k-th clip is mostly silence."),
+    stutter_every: int = typer.Option(0, min=0, help="Every k-th clip has frozen/repeated frames."),
+    size: int = typer.Option(96, min=48, help="Frame size in pixels (square face crops)."),
+    workers: int = typer.Option(min(4, os.cpu_count() or 1), min=1),
+) -> None:
+    """Generate synthetic talking-face clips with exact ground truth (manifest.parquet)."""
+    from synccurate import synth as synthesis
+
+    try:
+        manifest = synthesis.synth_dataset(
+            out_dir,
+            n=n,
+            seconds=seconds,
+            seed=seed,
+            offset_frames=None if offset_range is not None else offset,
+            offset_range=offset_range,
+            offscreen_fraction=offscreen,
+            offscreen_every=offscreen_every,
+            silence_heavy=silence_every > 0,
+            silence_every=silence_every,
+            stutter=stutter_every > 0,
+            stutter_every=stutter_every,
+            size=size,
+            workers=workers,
+        )
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    console.print(f"wrote {len(manifest)} clips and {out_dir / synthesis.MANIFEST_NAME}")
+
+
+@app.command()
+def train(
+    videos: list[Path] = typer.Argument(..., help="Folders of in-sync training videos."),
+    out_dir: Path = typer.Option(
+        Path("runs/train"), "-o", "--out-dir", help="Checkpoints go here."
+    ),
+    cache: Path | None = typer.Option(None, help="Crop + mel cache (default OUT_DIR/cache)."),
+    config: str = typer.Option("small", help="Model size: tiny, small or paper."),
+    epochs: int = typer.Option(600, min=0, help="Epochs with DropBlock (paper: 600)."),
+    tune_epochs: int = typer.Option(50, min=0, help="Drop-and-tune epochs, BN only (paper: 50)."),
+    steps_per_epoch: int = typer.Option(0, min=0, help="0 = one pass over the training windows."),
+    batch_size: int = typer.Option(256, min=2),
+    lr: float = typer.Option(1e-4),
+    tune_lr: float | None = typer.Option(
+        None, help="Learning rate of the tune phase (default lr)."
+    ),
+    hard: int = typer.Option(15, min=0, help="Hard negatives per positive (N_h)."),
+    easy: int = typer.Option(15, min=0, help="Easy negatives per positive (N_e)."),
+    lam: float = typer.Option(0.1, min=0, max=1, help="Weight of the easy negatives (λ)."),
+    val_fraction: float = typer.Option(0.05, min=0, max=0.5),
+    face_detector: Detector = typer.Option(Detector.none, help="For the cache; none = face crops."),
+    workers: int = typer.Option(0, min=0, help="Processes building the cache."),
+    device: Device = typer.Option(Device.auto),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(True, help="Continue from OUT_DIR/last.safetensors if present."),
+) -> None:
+    """Train IC-SyncNet with the BBCE loss and drop-and-tune (SPEC §4).
+
+    Multi-GPU / multi-node: `torchrun --nproc-per-node 8 -m synccurate train …` (the
+    batch is split over the processes; rank 0 builds the cache while the others wait).
+    """
+    from synccurate import model as model_lib
+    from synccurate import score as scoring
+    from synccurate import train as training
+
+    if config not in model_lib.CONFIGS:
+        fail(f"--config {config}: choose one of {', '.join(model_lib.CONFIGS)}")
+    cache = cache or out_dir / "cache"
+    settings = training.TrainSettings(
+        epochs=epochs,
+        tune_epochs=tune_epochs,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        lr=lr,
+        tune_lr=tune_lr or lr,
+        n_hard=hard,
+        n_easy=easy,
+        lam=lam,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    try:
+        if int(os.environ.get("RANK", "0")) == 0:
+            added = training.build_cache(
+                videos,
+                cache,
+                model_lib.CONFIGS[config],
+                detector=face_detector.value,
+                workers=workers,
+                log=console.print,
+            )
+            console.print(f"cache {cache}: {added} clips added")
+        if epochs + tune_epochs == 0:
+            return
+        final = training.train(
+            cache,
+            out_dir,
+            config,
+            settings,
+            device=scoring.resolve_device(device.value),
+            resume=resume,
+            log=console.print,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    console.print(f"trained weights: {final} (use with --weights, or copy into weights/)")
+
+
+@app.command("eval")
+def eval_(
+    paths: list[Path] = typer.Argument(None, help="Folders of in-sync test clips."),
+    manifest: Path | None = typer.Option(None, help="A manifest.parquet with true_offset_frames."),
+    weights: Path | None = typer.Option(None, help="Checkpoint to evaluate (default: bundled)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write results JSON here."),
+    face_detector: Detector = typer.Option(Detector.none),
+    device: Device = typer.Option(Device.auto),
+    batch_size: int = typer.Option(256, min=1),
+    workers: int = typer.Option(0, min=0),
+) -> None:
+    """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8)."""
+    from synccurate import evaluate
+    from synccurate import model as model_lib
+    from synccurate import score as scoring
+
+    if not paths and manifest is None:
+        fail("give test clip folders or --manifest")
+    try:
+        refs, offsets = evaluate.load_truth(paths or [], manifest)
+        net, sidecar = model_lib.load_checkpoint(model_lib.find_weights(weights))
+        results = evaluate.evaluate(
+            net,
+            sidecar["model_id"],
+            refs,
+            offsets,
+            device=scoring.resolve_device(device.value),
+            detector=face_detector.value,
+            batch_size=batch_size,
+            workers=workers,
+        )
+    except (FileNotFoundError, ValueError, KeyError, model_lib.WeightsError) as error:
+        fail(str(error))
+    table = Table(title=f"accuracy of {results['model']} on {results['n_clips']} clips")
+    table.add_column("clip length (frames)")
+    table.add_column("accuracy", justify="right")
+    table.add_column("sub-clips", justify="right")
+    for length, accuracy in results["accuracy"].items():
+        table.add_row(length, f"{accuracy:.1%}", str(results["n_subclips"][length]))
+    console.print(table)
+    for error in results["failed_clips"]:
+        console.print(f"[yellow]skipped[/yellow] {error}", highlight=False)
+    if output:
+        evaluate.write_json_atomic(results, output)
+
+
+@app.command()
+def plot(
+    clips: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Video files."),
+    out_dir: Path = typer.Option(Path("."), "-o", "--out-dir", help="PNG files go here."),
+    weights: Path | None = typer.Option(None),
+    face_detector: Detector = typer.Option(Detector.auto),
+    device: Device = typer.Option(Device.auto),
+    max_offset: int = typer.Option(15, min=1, max=60),
+) -> None:
+    """Draw each clip's sync map (similarity over time × offset, offset profile, p_t timeline)."""
+    from synccurate import model as model_lib
+    from synccurate import score as scoring
+    from synccurate.plot import plot_sync_map
+    from synccurate.sync import clip_metrics
+
+    try:
+        net, sidecar = model_lib.load_checkpoint(model_lib.find_weights(weights))
+        torch_device = scoring.resolve_device(device.value)
+    except (ValueError, model_lib.WeightsError) as error:
+        fail(str(error))
+    refs = scoring.discover(clips)
+    crop_hw = (net.config.crop_height, net.config.crop_width)
+    net.to(torch_device)
+    for clip in scoring.prepare_clips(refs, crop_hw, face_detector.value):
+        if clip.status != "ok":
+            console.print(f"[yellow]{clip.status}[/yellow] {clip.error}", highlight=False)
+            continue
+        (S,) = scoring.similarity_matrices(net, [clip], 256, torch_device, max_offset)
+        metrics = clip_metrics(S, net.tau)
+        target = out_dir / f"{Path(clip.ref.path).stem}.syncmap.png"
+        plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({sidecar['model_id']})", target)
+        console.print(f"{target}: offset {metrics.offset_frames:+d}", highlight=False)
+
+
+@app.command()
+def demo(
+    folder: Path = typer.Argument(Path("example"), help="Where the example clips and table go."),
+    weights: Path | None = typer.Option(None),
+    device: Device = typer.Option(Device.auto),
+) -> None:
+    """Generate example clips with known shifts (and an off-screen speaker), score, compare."""
+    from synccurate import demo as example
+
+    truth = example.make_example_clips(folder)
+    table_path = folder / "scores.parquet"
+    score(
+        paths=[folder / "clips"],
+        output=table_path,
+        weights=weights,
+        face_detector=Detector.none,
+        device=device,
+        batch_size=256,
+        workers=0,
+        max_offset=15,
+        retry_failed=True,
+        progress=True,
+    )
+    import pandas as pd
+
+    comparison = example.compare(pd.read_parquet(table_path), truth)
+    table = Table(title="scores vs ground truth (offset: + = audio leads, in frames of 1/25 s)")
+    for column in comparison.columns:
+        table.add_column(column, justify="left" if column in ("path", "status") else "right")
+    for row in comparison.itertuples(index=False):
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(table)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -239,7 +240,9 @@ def summarize(
         "only_reason": dict(sorted(only_reason.items(), key=lambda item: (-item[1], item[0]))),
         "statuses": {str(k): int(v) for k, v in statuses.items()},
         "at_search_edge": int(_flag(ok_rows, "at_search_edge").sum()),
-        "distributions": {metric: _distribution(_numeric(ok_rows, metric), metric) for metric in METRICS},
+        "distributions": {
+            metric: _distribution(_numeric(ok_rows, metric), metric) for metric in METRICS
+        },
     }
     if rules is not None:
         summary["rules"] = asdict(rules)
@@ -264,17 +267,21 @@ def _bin_label(metric: str, low: float, high: float) -> str:
     return f"{low:.1f}–{high:.1f}"
 
 
-def _bin_passes(metric: str, low: float, high: float, rules: dict | None) -> bool | None:
-    """Whether a histogram bin lies on the kept side of its rule (None: no rule)."""
+def _bin_style(metric: str, low: float, high: float, rules: dict | None) -> str:
+    """green: the bin lies on the kept side of its rule; red: on the rejected side;
+    yellow: the threshold falls inside it; "" when no rule applies to the metric."""
     if not rules:
-        return None
-    if metric == "prob_at_offset":
-        return low >= rules["min_prob"] - 1e-9
-    if metric == "offscreen_ratio":
-        return high <= rules["max_offscreen"] + 1e-9
+        return ""
+    eps = 1e-9
+    if metric == "prob_at_offset":  # kept when value >= min_prob
+        threshold = rules["min_prob"]
+        return "green" if low >= threshold - eps else "red" if high <= threshold + eps else "yellow"
+    if metric == "offscreen_ratio":  # kept when value <= max_offscreen
+        threshold = rules["max_offscreen"]
+        return "green" if high <= threshold + eps else "red" if low >= threshold - eps else "yellow"
     if metric == "offset_frames" and rules.get("max_abs_offset") is not None:
-        return abs((low + high) / 2) <= rules["max_abs_offset"]
-    return None
+        return "green" if abs((low + high) / 2) <= rules["max_abs_offset"] else "red"
+    return ""
 
 
 def render_summary(summary: dict, console) -> None:
@@ -324,10 +331,12 @@ def render_summary(summary: dict, console) -> None:
         )
         edges, values = dist["histogram"]["edges"], dist["histogram"]["counts"]
         largest = max(values) if values else 0
+        skip_empty = len(values) > 16  # long offset ranges: only the offsets that occur
         for i, value in enumerate(values):
+            if skip_empty and not value:
+                continue
             low, high = edges[i], edges[i + 1]
-            passes = _bin_passes(metric, low, high, rules)
-            style = "" if passes is None else ("green" if passes else "red")
+            style = _bin_style(metric, low, high, rules)
             label = _bin_label(metric, low, high)
             text = bar(value, largest)
             line = f"  {label:>9} │{text}"
@@ -348,7 +357,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def write_table(table: pd.DataFrame, path: str | Path, *, protect: Iterable[str | Path] = ()) -> Path:
+@lru_cache(maxsize=1)
+def default_file_mode() -> int:
+    """Permissions of a newly created file under the process umask (mkstemp makes 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_table(
+    table: pd.DataFrame, path: str | Path, *, protect: Iterable[str | Path] = ()
+) -> Path:
     """Write `table` to Parquet atomically (temp file in the same folder, then os.replace).
 
     Refuses (ValueError) when `path` is one of the `protect`ed files, e.g. the input table.
@@ -362,6 +381,7 @@ def write_table(table: pd.DataFrame, path: str | Path, *, protect: Iterable[str 
     os.close(handle)
     try:
         table.to_parquet(temp, index=False)
+        os.chmod(temp, default_file_mode())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -388,10 +408,12 @@ def _relative(root: str | None, path: str) -> PurePosixPath:
     if clip.is_absolute():
         if root is not None and not pd.isna(root) and str(root):
             try:
-                return clip.relative_to(PurePosixPath(Path(str(root)).as_posix()))
+                clip = clip.relative_to(PurePosixPath(Path(str(root)).as_posix()))
             except ValueError:
-                pass
-        clip = PurePosixPath(*clip.parts[1:])
+                clip = PurePosixPath(*clip.parts[1:])
+        else:
+            clip = PurePosixPath(*clip.parts[1:])
+    # never let a name climb out of the output folder
     parts = [part for part in clip.parts if part not in ("", ".", "..")]
     return PurePosixPath(*parts) if parts else PurePosixPath("clip")
 
@@ -414,19 +436,24 @@ def root_folder_names(roots: Iterable[str]) -> dict[str, str]:
     return names
 
 
-def mirror_paths(table: pd.DataFrame) -> pd.Series:
+def _roots(table: pd.DataFrame) -> pd.Series:
+    if "root" not in table.columns:
+        return pd.Series([""] * len(table), index=table.index, dtype=object)
+    return table["root"].astype("string").fillna("").astype(str)
+
+
+def mirror_paths(table: pd.DataFrame, layout_from: pd.DataFrame | None = None) -> pd.Series:
     """Relative output path (posix string) of each clip inside an output folder.
 
-    One root in the table: the clip's path relative to that root (out/talks/a.mp4 for
+    One root: the clip's path relative to that root (out/talks/a.mp4 for
     root/talks/a.mp4). Several roots: the root's folder name first (out/<root-name>/…),
     made distinct with '-2', '-3'… when two roots share a name (see `root_folder_names`).
+    The roots are those of `layout_from` (default: `table`); pass the full scores table
+    so that a subset (kept clips) gets the same layout as the whole.
     """
-    roots = (
-        table["root"].astype("string").fillna("").astype(str)
-        if "root" in table.columns
-        else pd.Series([""] * len(table), index=table.index)
-    )
-    unique = sorted(set(roots))
+    roots = _roots(table)
+    all_roots = roots if layout_from is None else _roots(layout_from)
+    unique = sorted(set(all_roots) | set(roots))
     names = root_folder_names(unique) if len(unique) > 1 else {}
     out = []
     for root, path in zip(roots, table["path"].astype(str), strict=True):
@@ -446,7 +473,9 @@ class LinkReport:
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (link path, why)
 
 
-def link_to(kept: pd.DataFrame, folder: str | Path, mirror_from: pd.DataFrame | None = None) -> LinkReport:
+def link_to(
+    kept: pd.DataFrame, folder: str | Path, mirror_from: pd.DataFrame | None = None
+) -> LinkReport:
     """Symlink every kept clip into `folder`, mirroring its relative path (`mirror_paths`).
 
     Links point to absolute paths. An existing entry that already is (or points to) the
@@ -457,12 +486,13 @@ def link_to(kept: pd.DataFrame, folder: str | Path, mirror_from: pd.DataFrame | 
     """
     folder = Path(folder)
     report = LinkReport()
-    relative = mirror_paths(mirror_from if mirror_from is not None else kept)
-    relative = relative.reindex(kept.index)
+    relative = mirror_paths(kept, layout_from=mirror_from)
     for target, rel in zip(kept_paths(kept), relative, strict=True):
         link = folder / rel
         if link.is_symlink() or link.exists():
-            if link.is_symlink() and os.readlink(link) == target or _same_file(link, Path(target)):
+            if (link.is_symlink() and os.readlink(link) == target) or _same_file(
+                link, Path(target)
+            ):
                 report.existing.append(str(link))
             else:
                 report.conflicts.append((str(link), "a different file is already there"))
@@ -471,7 +501,9 @@ def link_to(kept: pd.DataFrame, folder: str | Path, mirror_from: pd.DataFrame | 
             link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(target, link)
         except OSError as error:
-            report.conflicts.append((str(link), f"{type(error).__name__}: {error.strerror or error}"))
+            report.conflicts.append(
+                (str(link), f"{type(error).__name__}: {error.strerror or error}")
+            )
             continue
         report.created.append(str(link))
     return report
@@ -496,7 +528,3 @@ __all__ = [
     "summarize",
     "write_table",
 ]
-
-
-def _unused(_: Sequence) -> None:  # pragma: no cover
-    pass

@@ -52,6 +52,16 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@lru_cache(maxsize=1)
+def _passthrough_option() -> str:
+    """ffmpeg >= 5.1 spells "pass frames through, no dup/drop" -fps_mode; older ones -vsync
+    (removed in ffmpeg 9). Unnumbered (git) builds are recent."""
+    result = subprocess.run([ffmpeg_binary(), "-version"], capture_output=True, check=False)
+    version = re.search(rb"version n?(\d+)\.(\d+)", result.stdout)
+    old = version is not None and (int(version[1]), int(version[2])) < (5, 1)
+    return "vsync" if old else "fps_mode"
+
+
 def _ffmpeg_command(args: list[str]) -> list[str]:
     return [ffmpeg_binary(), *FFMPEG_GLOBAL_ARGS, *args]
 
@@ -61,7 +71,9 @@ def _last_line(stderr: bytes, path: str | Path | None = None) -> str:
 
     The caller prefixes the path itself, so it must not appear twice.
     """
-    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    lines = [
+        line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()
+    ]
     if not lines:
         return "no message"
     line = re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*", "", lines[-1])
@@ -71,7 +83,7 @@ def _last_line(stderr: bytes, path: str | Path | None = None) -> str:
 
 
 def run_ffmpeg(args: list[str], what: str = "ffmpeg") -> bytes:
-    """Run ffmpeg with `args` (no shell); return stdout or raise MediaError with stderr's last line."""
+    """Run ffmpeg with `args` (no shell); return stdout, or raise MediaError with its last line."""
     result = subprocess.run(_ffmpeg_command(args), capture_output=True, check=False)
     if result.returncode != 0:
         raise MediaError("decode_error", f"{what}: {_last_line(result.stderr, what)}")
@@ -143,11 +155,15 @@ def probe(path: str | Path) -> MediaInfo:
                 width=video.codec_context.width if video else None,
                 height=video.codec_context.height if video else None,
                 video_codec=video.codec_context.name if video else None,
-                video_start_s=(_seconds(video.start_time, video.time_base) or 0.0) if video else 0.0,
+                video_start_s=(_seconds(video.start_time, video.time_base) or 0.0)
+                if video
+                else 0.0,
                 audio_codec=audio.codec_context.name if audio else None,
                 audio_sample_rate=audio.codec_context.sample_rate if audio else None,
                 audio_channels=audio.codec_context.channels if audio else None,
-                audio_start_s=(_seconds(audio.start_time, audio.time_base) or 0.0) if audio else 0.0,
+                audio_start_s=(_seconds(audio.start_time, audio.time_base) or 0.0)
+                if audio
+                else 0.0,
                 audio_bit_rate=(audio.codec_context.bit_rate or None) if audio else None,
                 rotation=_first_frame_rotation(container, video) if video else 0,
                 sample_aspect_ratio=float(sar) if sar else 1.0,
@@ -213,8 +229,15 @@ def iter_video_frames(
         source_height, source_width = frame_size(info)
         filters += [f"scale={source_width}:{source_height}", video_filter]
     filters.append(f"scale={width}:{height}:flags=area")
+    # Passthrough: the fps filter already made the rate constant, and ffmpeg's default
+    # (cfr) would duplicate the first frame back to the container start when the video
+    # starts later than the audio, so frame 0 would not be the first video frame.
     stream = ffmpeg.input(str(info.path))["v:0"].output(
-        "pipe:", format="rawvideo", pix_fmt="rgb24", vf=",".join(filters)
+        "pipe:",
+        format="rawvideo",
+        pix_fmt="rgb24",
+        vf=",".join(filters),
+        **{_passthrough_option(): "passthrough"},
     )
     frame_bytes = height * width * RGB_CHANNELS
     decoded = 0
@@ -233,7 +256,9 @@ def iter_video_frames(
                     break
             if process.wait() != 0:
                 stderr.seek(0)
-                raise MediaError("decode_error", f"{info.path}: {_last_line(stderr.read(), info.path)}")
+                raise MediaError(
+                    "decode_error", f"{info.path}: {_last_line(stderr.read(), info.path)}"
+                )
             if decoded == 0:
                 raise MediaError("decode_error", f"{info.path}: no video frame could be decoded")
         finally:
@@ -296,7 +321,9 @@ def write_clip(
         raise ValueError("write_clip: no frames")
     first = _as_chunk(first)
     height, width = first.shape[1:3]
-    video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+    video = ffmpeg.input(
+        "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps
+    )
     options: dict[str, object] = {"vcodec": video_codec, "pix_fmt": "yuv420p"}
     if crf is not None:
         options["crf"] = crf
@@ -305,7 +332,10 @@ def write_clip(
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
-        with tempfile.NamedTemporaryFile(suffix=".f32") as audio_file, tempfile.TemporaryFile() as stderr:
+        with (
+            tempfile.NamedTemporaryFile(suffix=".f32") as audio_file,
+            tempfile.TemporaryFile() as stderr,
+        ):
             inputs = [video]
             if audio is not None:
                 audio_file.write(np.asarray(audio, dtype="<f4").tobytes())
@@ -326,7 +356,9 @@ def write_clip(
                 process.stdin.close()
                 if process.wait() != 0:
                     stderr.seek(0)
-                    raise MediaError("encode_error", f"{path}: {_last_line(stderr.read(), temp_name)}")
+                    raise MediaError(
+                        "encode_error", f"{path}: {_last_line(stderr.read(), temp_name)}"
+                    )
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

@@ -104,7 +104,9 @@ class BlurPool(nn.Module):
         taps = torch.tensor([1.0, 2.0, 1.0])
         kernel = torch.outer(taps, taps)
         kernel = kernel / kernel.sum()
-        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).contiguous(), persistent=False)
+        self.register_buffer(
+            "kernel", kernel.expand(channels, 1, 3, 3).contiguous(), persistent=False
+        )
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +134,9 @@ class DropBlock(nn.Module):
             seeds = (torch.rand(x.shape[0], 1, *shape, device=x.device) < gamma).to(x.dtype)
             blocks = F.max_pool3d(seeds, size, stride=1, padding=size // 2)[:, 0]
         else:
-            seeds = (torch.rand(x.shape[0], x.shape[1], *shape, device=x.device) < gamma).to(x.dtype)
+            seeds = (torch.rand(x.shape[0], x.shape[1], *shape, device=x.device) < gamma).to(
+                x.dtype
+            )
             blocks = F.max_pool2d(seeds, size, stride=1, padding=size // 2)
         keep = 1 - blocks[..., : x.shape[-2], : x.shape[-1]]
         if self.volumetric:

@@ -11,8 +11,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -134,7 +134,9 @@ def prepare_clip(ref: ClipRef, crop_hw: tuple[int, int], detector=None) -> Prepa
         clip.crops, clip.has_face, clip.detector = track.crops, track.has_face, track.detector
         clip.silence = audio.frame_silence(samples, clip.n_frames)
         if n_windows(clip.n_frames) < 1:
-            raise media.MediaError("too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps")
+            raise media.MediaError(
+                "too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps"
+            )
         if clip.has_face.mean() < MIN_FACE_RATIO:
             raise media.MediaError(
                 "no_face", f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames"
@@ -171,10 +173,25 @@ def _prepare_in_workers(refs, crop_hw, detector_name, device, workers) -> Iterat
                 try:
                     yield future.result()
                 except Exception as error:  # a worker that died (e.g. a decoder crash)
-                    yield PreparedClip(ref, status="error", error=f"{ref.file}: worker failed: {error}")
+                    yield PreparedClip(
+                        ref, status="error", error=f"{ref.file}: worker failed: {error}"
+                    )
                 next_ref = next(queue, None)
                 if next_ref is not None:
                     running[pool.submit(prepare_clip, next_ref, crop_hw)] = next_ref
+
+
+def prepare_clips(
+    refs: list[ClipRef],
+    crop_hw: tuple[int, int],
+    detector_name: str = "auto",
+    device: str = "cpu",
+    workers: int = 0,
+) -> Iterator[PreparedClip]:
+    """Prepared clips in completion order, from `workers` processes (0 = in this process)."""
+    if workers > 0:
+        return _prepare_in_workers(refs, crop_hw, detector_name, device, workers)
+    return _prepare_in_process(refs, crop_hw, detector_name, device)
 
 
 # --- step 2: batched embedding -------------------------------------------------
@@ -238,7 +255,9 @@ def similarity_matrices(
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     with torch.inference_mode(), amp:
         v = embed_batched(model.embed_visual, visual, T, batch_size, device)
-        a = embed_batched(model.embed_audio, audio_, [t + 2 * max_offset for t in T], batch_size, device)
+        a = embed_batched(
+            model.embed_audio, audio_, [t + 2 * max_offset for t in T], batch_size, device
+        )
     return [similarity_matrix(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
 
 
@@ -298,10 +317,14 @@ class ScoresTable:
             try:
                 existing = pd.read_parquet(path)
             except Exception as error:
-                raise ValueError(f"{path}: exists and is not a readable Parquet table ({error})") from error
+                raise ValueError(
+                    f"{path}: exists and is not a readable Parquet table ({error})"
+                ) from error
             missing = {"root", "path", "status"} - set(existing.columns)
             if missing:
-                raise ValueError(f"{path}: exists but is not a scores table (no {sorted(missing)} column)")
+                raise ValueError(
+                    f"{path}: exists but is not a scores table (no {sorted(missing)} column)"
+                )
             for row in existing.to_dict("records"):
                 if retry_failed and row["status"] != "ok":
                     continue
@@ -365,11 +388,7 @@ def score_clips(
     todo = [ref for ref in refs if not table.done(ref)]
     crop_hw = (model.config.crop_height, model.config.crop_width)
     detector_device = "cpu" if workers else device.type
-    prepared = (
-        _prepare_in_workers(todo, crop_hw, detector_name, detector_device, workers)
-        if workers > 0
-        else _prepare_in_process(todo, crop_hw, detector_name, detector_device)
-    )
+    prepared = prepare_clips(todo, crop_hw, detector_name, detector_device, workers)
     model.to(device).eval()
     pending: list[PreparedClip] = []
 

@@ -121,7 +121,9 @@ class ClipMetrics:
     profile: np.ndarray  # mean_t S[t, k], k = -K … K
 
 
-def clip_metrics(similarity: torch.Tensor | np.ndarray, tau: float, cleanup: bool = True) -> ClipMetrics:
+def clip_metrics(
+    similarity: torch.Tensor | np.ndarray, tau: float, cleanup: bool = True
+) -> ClipMetrics:
     """Offset, probability at offset, off-screen ratio and confidence of one clip."""
     S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
     K = (S.shape[1] - 1) // 2

@@ -18,9 +18,9 @@ streams, so the same seed with another offset is the same performance, shifted.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import subprocess
-import tempfile
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import scipy.io.wavfile
 import scipy.signal
 
 from synccurate import media
@@ -36,6 +35,24 @@ from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, frame_si
 
 MANIFEST_NAME = "manifest.parquet"
 CLIP_NAME = "clip_{index:05d}.mp4"
+MANIFEST_COLUMNS = (
+    "path",  # relative to the data set folder
+    "index",
+    "seed",  # the clip's own seed: synth_arrays(seed=...) rebuilds it
+    "seconds",
+    "n_frames",
+    "size",
+    "true_offset_frames",  # SPEC §6 sign: + = audio advanced (leads)
+    "offscreen_start",  # first off-screen frame; start == end when there is none
+    "offscreen_end",  # one past the last
+    "offscreen_frames",  # list[bool] per video frame
+    "offscreen_ratio",
+    "silence_frames",  # list[bool] per video frame, audio.frame_silence of the file's audio
+    "silence_ratio",
+    "silence_heavy",
+    "stutter",
+    "stutter_frames",  # list[bool]: frames that repeat the previous image
+)
 
 # --- speech ------------------------------------------------------------------------------
 # Vowel formants F1..F3 (Hz, Peterson & Barney averages) and the mouth shape they get:
@@ -56,8 +73,8 @@ PITCH_RANGE = (90.0, 250.0)  # Hz, base pitch of a voice
 SYLLABLE_MS = (80, 250)  # vowel nucleus
 FRICATIVE_MS = (40, 110)
 WORD_GAP_MS = (0, 60)  # between syllables of one word
-PAUSE_MS = (50, 500)  # between words
-SILENCE_HEAVY_PAUSE_MS = (700, 2200)  # gives about 70 % silent frames
+PAUSE_MS = (50, 450)  # between words (skewed short, see _speech)
+SILENCE_HEAVY_PAUSE_MS = (500, 1500)  # gives about 70 % silent frames
 NOISE_FLOOR_DBFS = (-72.0, -58.0)  # room noise added to the final track (below SILENCE_DBFS)
 PEAK_RANGE = (0.35, 0.9)  # clip peak level after normalisation
 
@@ -126,12 +143,18 @@ class Voice:
     tract: float  # formant scale (vocal-tract length)
 
 
-def _speech(n_samples: int, voice: Voice, rng: np.random.Generator, silence_heavy: bool):
+def _speech(
+    n_samples: int,
+    voice: Voice,
+    rng: np.random.Generator,
+    silence_heavy: bool,
+    lead_ms: tuple[float, float] = (0, 200),
+):
     """Samples [n] and per-sample class labels (-1 silence, 0..4 vowel, 5 fricative)."""
     samples = np.zeros(n_samples)
     labels = np.full(n_samples, -1, dtype=np.int8)
     pause_ms = SILENCE_HEAVY_PAUSE_MS if silence_heavy else PAUSE_MS
-    pos = _ms(rng, (0, 300))
+    pos = _ms(rng, lead_ms)
 
     def put(segment: np.ndarray, label: int) -> None:
         nonlocal pos
@@ -143,18 +166,21 @@ def _speech(n_samples: int, voice: Voice, rng: np.random.Generator, silence_heav
 
     while pos < n_samples:
         for _ in range(rng.integers(1, 3 if silence_heavy else 4)):
-            loudness = rng.uniform(0.35, 1.0)
+            loudness = rng.uniform(0.45, 1.0)
             if rng.random() < 0.35:
                 length = _ms(rng, FRICATIVE_MS)
-                put(_fricative(length, rng) * _envelope(length, rng) * 0.3 * loudness, FRICATIVE)
+                put(_fricative(length, rng) * _envelope(length, rng) * 0.4 * loudness, FRICATIVE)
             vowel = int(rng.integers(len(VOWELS)))
             length = _ms(rng, SYLLABLE_MS)
             put(_voiced(length, vowel, voice, rng) * _envelope(length, rng) * loudness, vowel)
             if rng.random() < 0.15:
                 length = _ms(rng, FRICATIVE_MS)
-                put(_fricative(length, rng) * _envelope(length, rng) * 0.25 * loudness, FRICATIVE)
+                put(_fricative(length, rng) * _envelope(length, rng) * 0.35 * loudness, FRICATIVE)
             pos += _ms(rng, WORD_GAP_MS)
-        pos += _ms(rng, pause_ms)
+        pause = _ms(rng, pause_ms)
+        if not silence_heavy and rng.random() < 0.6:  # most pauses in running speech are short
+            pause = _ms(rng, (pause_ms[0], pause_ms[0] + 100))
+        pos += pause
     return samples, labels
 
 
@@ -262,7 +288,7 @@ def _motion(rng: np.random.Generator, n: int, canvas: int) -> Pose:
     blink = np.ones(n)
     t = int(rng.integers(0, 3 * VIDEO_FPS))
     while t < n:
-        blink[t : t + 3] = (0.3, 0.05, 0.4)[: len(blink[t : t + 3])]
+        blink[t : t + 3] = 0.0
         t += int(rng.integers(2 * VIDEO_FPS, 5 * VIDEO_FPS))
     return Pose(
         dx=drift * _smooth_noise(rng, n, 0.1, 0.6),
@@ -325,10 +351,12 @@ def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) ->
     brow = face.hair if face.hair is not None else shade
     for side in (-1, 1):
         ex, ey = 0.4 * ax * side, -0.18 * ay
-        _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay * pose.blink[t]), angle, (245, 245, 240))
         if pose.blink[t] > 0.5:
+            _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay), angle, (245, 245, 240))
             _ellipse(img, at(ex, ey), sc(0.085 * ax, 0.085 * ax), angle, face.iris)
             _ellipse(img, at(ex, ey), sc(0.04 * ax, 0.04 * ax), angle, (15, 15, 15))
+        else:  # lid closed
+            _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay), angle, shade)
         _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay), angle, shade, 2 * SUPERSAMPLE)
         _ellipse(
             img,
@@ -364,7 +392,7 @@ def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) ->
                 int(lip * 0.9),
             )
     else:
-        slit = tuple(int(c * 0.6) for c in face.lips)
+        slit = tuple(int(c * 0.7) for c in face.lips)
         _ellipse(img, (mx, my), sc(half_w, 0.0), angle, slit, SUPERSAMPLE)
     return cv2.resize(img, (face.canvas // SUPERSAMPLE,) * 2, interpolation=cv2.INTER_AREA)
 
@@ -422,7 +450,10 @@ def synth_arrays(
         else:
             other_pitch = rng_other.uniform(low, pitch / OFFSCREEN_VOICE_GAP)
         other = Voice(pitch=other_pitch, tract=rng_other.uniform(0.9, 1.12))
-        other_speech, _ = _speech(n_samples, other, rng_other, False)
+        # the other voice starts talking as the stretch starts
+        other_speech = np.zeros(n_samples)
+        first = off_start * SAMPLES_PER_FRAME
+        other_speech[first:], _ = _speech(n_samples - first, other, rng_other, False, (0, 40))
         fade = _soft_mask(np.repeat(offscreen, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
         speech = speech * (1 - fade)
         labels = np.where(fade > 0.5, -1, labels).astype(np.int8)
@@ -494,46 +525,6 @@ def synth_arrays(
 
 
 # --- files -------------------------------------------------------------------------------
-def _encode_clip(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
-    """Write RGB frames (25 fps) + 16 kHz mono audio as h264/AAC .mp4, atomically.
-
-    Private stand-in until media.write_clip exists.
-    """
-    path = Path(path)
-    n, height, width, _ = frames.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, wav = tempfile.mkstemp(suffix=".wav", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
-        pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
-        scipy.io.wavfile.write(wav, SAMPLE_RATE, pcm)
-        command = [
-            media.ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-            "-r", str(VIDEO_FPS), "-i", "pipe:0",
-            "-i", wav,
-            "-map", "0:v:0", "-map", "1:a:0",
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "96k", "-ar", str(SAMPLE_RATE), "-ac", "1",
-            "-f", "mp4", tmp,
-        ]  # fmt: skip
-        result = subprocess.run(
-            command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True
-        )
-        if result.returncode != 0:
-            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise media.MediaError(
-                "encode_error", f"{path}: {lines[-1] if lines else 'ffmpeg failed'}"
-            )
-        os.replace(tmp, path)
-    finally:
-        for leftover in (wav, tmp):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-
-
 def _record(truth: dict) -> dict:
     """The truth dict with numpy arrays turned into plain lists (manifest-ready)."""
     keep = {k: v for k, v in truth.items() if k not in ("shown_frame", "mouth_open", "mouth_shape")}
@@ -565,7 +556,8 @@ def synth_clip(
         stutter=stutter,
         size=size,
     )
-    _encode_clip(Path(path), frames, audio)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    media.write_clip(path, frames, audio)
     return {"path": str(path), **_record(truth)}
 
 
@@ -578,11 +570,15 @@ def _every(index: int, every: int) -> bool:
     return every > 0 and index % every == every - 1
 
 
-def _dataset_job(job: tuple[Path, str, dict]) -> dict:
-    out_dir, name, options = job
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _dataset_job(job: tuple[Path, int, dict]) -> dict:
+    out_dir, index, options = job
+    name = CLIP_NAME.format(index=index)
     record = synth_clip(out_dir / name, **options)
-    record["path"] = name
-    return record
+    return {**record, "path": name, "index": index}
 
 
 def synth_dataset(
@@ -640,27 +636,32 @@ def synth_dataset(
             "stutter": stutter or _every(index, stutter_every),
             "size": size,
         }
-        jobs.append((out_dir, CLIP_NAME.format(index=index), options))
+        jobs.append((out_dir, index, options))
     if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # fork where there is one: workers only run numpy / cv2 / ffmpeg (never torch), and
+        # spawn would demand an `if __name__ == "__main__"` guard from every caller script
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_worker_init
+        ) as pool:
             records = list(pool.map(_dataset_job, jobs, chunksize=max(1, n // (4 * workers))))
     else:
         records = [_dataset_job(job) for job in jobs]
-    manifest = pd.DataFrame(records)
-    manifest.insert(1, "index", np.arange(n))
-    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=out_dir, prefix=".manifest.")
-    os.close(fd)
+    manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS)
+    # a unique temp name (not mkstemp, so the file gets the umask's permissions)
+    tmp = out_dir / f".{MANIFEST_NAME}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         manifest.to_parquet(tmp, index=False)
         os.replace(tmp, out_dir / MANIFEST_NAME)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
     return manifest
 
 
 __all__ = [
     "CLIP_NAME",
+    "MANIFEST_COLUMNS",
     "MANIFEST_NAME",
     "clip_seed",
     "shift_audio",

@@ -1,0 +1,93 @@
+"""The standard accuracy protocol (SPEC §8): offset accuracy of sub-clips of 5 … 15 frames."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from synccurate.audio import WINDOW_FRAMES
+from synccurate.model import ICSyncNet
+from synccurate.score import discover, prepare_clips, similarity_matrices
+from synccurate.sync import MAX_OFFSET
+
+CLIP_LENGTHS = (5, 7, 9, 11, 13, 15)  # frames per sub-clip
+TOLERANCE = 1  # frames: a prediction within ±1 of the truth counts as correct
+
+
+def accuracy_at(
+    matrices: list[torch.Tensor], length: int, true_offsets: list[int]
+) -> tuple[float, int]:
+    """Fraction of all `length`-frame sub-clips whose argmax offset is within ±1 of the truth.
+
+    A sub-clip of L frames holds L - 4 visual windows; S is averaged over them.
+    """
+    correct = total = 0
+    span = length - WINDOW_FRAMES + 1
+    for S, truth in zip(matrices, true_offsets, strict=True):
+        S = torch.as_tensor(S).float().cpu()
+        if S.shape[0] < span:
+            continue
+        cumulative = torch.cat([torch.zeros(1, S.shape[1]), S.cumsum(0)])
+        means = cumulative[span:] - cumulative[:-span]  # [n_subclips, 2K+1]
+        predicted = means.argmax(1) - (S.shape[1] - 1) // 2
+        correct += int(((predicted - truth).abs() <= TOLERANCE).sum())
+        total += len(predicted)
+    return (correct / total if total else float("nan")), total
+
+
+def load_truth(paths: list[Path], manifest: Path | None) -> tuple[list, list[int]]:
+    """Clips and their true offsets: from a manifest (true_offset_frames) or 0 (in-sync)."""
+    if manifest is None:
+        refs = discover(paths)
+        return refs, [0] * len(refs)
+    table = pd.read_parquet(manifest)
+    root = manifest.resolve().parent
+    refs = discover([root / p for p in table["path"]])
+    return refs, [int(x) for x in table["true_offset_frames"]]
+
+
+def evaluate(
+    model: ICSyncNet,
+    model_id: str,
+    refs: list,
+    true_offsets: list[int],
+    *,
+    device: torch.device,
+    detector: str = "none",
+    batch_size: int = 256,
+    workers: int = 0,
+) -> dict:
+    """Accuracy table for every clip length, with the number of sub-clips behind each figure."""
+    crop_hw = (model.config.crop_height, model.config.crop_width)
+    truth = {ref: offset for ref, offset in zip(refs, true_offsets, strict=True)}
+    prepared = prepare_clips(refs, crop_hw, detector, "cpu", workers)
+    clips, failed = [], []
+    for clip in prepared:
+        (clips if clip.status == "ok" else failed).append(clip)
+    model.to(device).eval()
+    matrices = []
+    for start in range(0, len(clips), 32):  # bounded memory: 32 clips' windows at a time
+        matrices += similarity_matrices(model, clips[start : start + 32], batch_size, device)
+    offsets = [truth[c.ref] for c in clips]
+    accuracy, counts = {}, {}
+    for length in CLIP_LENGTHS:
+        accuracy[str(length)], counts[str(length)] = accuracy_at(matrices, length, offsets)
+    return {
+        "accuracy": accuracy,
+        "n_subclips": counts,
+        "n_clips": len(clips),
+        "failed_clips": [c.error for c in failed],
+        "model": model_id,
+        "max_offset": MAX_OFFSET,
+        "tolerance_frames": TOLERANCE,
+    }
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,724 @@
+"""Repair the audio-video offset of clips (`synccurate fix`, SPEC §6).
+
+Sign (binding): a positive offset means the audio leads (is early), so `fix` DELAYS the
+audio by offset/25 s; a negative offset ADVANCES it. The clip keeps its duration: the
+audio is padded with silence at one end and trimmed at the other.
+
+How a clip is repaired (`fix_clip`):
+
+1. The source audio is decoded by ffmpeg to float32 PCM at its own sample rate and
+   channel count, and placed on the video timeline (sample 0 = first video frame).
+2. The samples are shifted in numpy by exactly round(offset / 25 * rate) samples.
+3. ffmpeg muxes the untouched video stream (`-c:v copy`, bit-identical frames) with the
+   shifted audio, re-encoded in the source's codec family at a similar bit rate.
+4. Everything is compared on the *presentation timeline*: decoded sample k of a stream
+   whose first frame is presented `lead` seconds after the first video frame sits at
+   video time lead + k/rate (`decode_timeline`). Encoders add delay (MP2: 481 samples of
+   filter bank delay; AAC: 1024 priming samples; MP3: 1105) that ffmpeg signals with edit
+   lists (MP4/MOV), codec delay (Matroska) or earlier audio timestamps (MPEG-PS/TS, FLV),
+   so the raw decoded PCM of an .mpg starts 481 samples "early" while a player presents
+   it in place. After encoding, the output is decoded again and cross-correlated with the
+   intended signal on that timeline (`check_lag_samples`); a residual lag (a container
+   that cannot signal the delay) is compensated by feeding the encoder the signal that
+   many samples earlier, and the clip is encoded again (at most twice more).
+
+Only the first video stream and the first audio stream are kept; subtitles, data and
+other audio streams are dropped. Global metadata is copied.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+
+from synccurate.audio import VIDEO_FPS
+from synccurate.filtering import clip_path, default_file_mode, mirror_paths, write_table
+from synccurate.media import MediaError, MediaInfo, ffmpeg_binary, probe
+
+LOG_NAME = "fixes.parquet"
+MAX_CODEC_DELAY = 8192  # samples; larger measured lags are not believed
+MAX_ENCODES = 3  # the first encode and up to two corrections
+MAX_LAG_WINDOW = 1 << 21  # samples cross-correlated when checking alignment
+DONE_STATUSES = ("fixed", "copied", "linked")
+
+LOG_COLUMNS = {
+    "root": "string",
+    "path": "string",
+    "input": "string",
+    "output": "string",
+    "offset_frames": "Int64",
+    "applied_shift_samples": "Int64",
+    "applied_shift_s": "float64",
+    "sample_rate": "Int64",
+    "audio_encoder": "string",
+    "compensation_samples": "Int64",
+    "check_lag_samples": "Int64",
+    "status": "string",
+    "error": "string",
+    "reused": "boolean",
+}
+
+
+class FixError(MediaError):
+    """A clip that could not be fixed; `status` is the fixes-log status."""
+
+
+# --- ffmpeg plumbing ---------------------------------------------------------------------
+
+
+def ffmpeg_path_arg(path: str | Path) -> str:
+    """An ffmpeg input/output argument naming `path` literally.
+
+    An absolute path behind the `file:` protocol: a name starting with '-' is not taken for
+    an option and a name containing ':' or '|' is not taken for another protocol.
+    """
+    return "file:" + os.path.abspath(path)
+
+
+def _ffmpeg(
+    args: list[str], what: str, stdin: bytes | None = None, status: str = "encode_error"
+) -> bytes:
+    """Run ffmpeg (argument list, no shell); raise FixError(status) with stderr's last line."""
+    command = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+    result = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    if result.returncode != 0:
+        lines = [ln.strip() for ln in result.stderr.decode("utf-8", "replace").splitlines()]
+        lines = [ln for ln in lines if ln]
+        raise FixError(status, f"{what}: {lines[-1] if lines else 'ffmpeg failed'}")
+    return result.stdout
+
+
+@lru_cache(maxsize=1)
+def available_encoders() -> frozenset[str]:
+    """Names of the audio encoders the ffmpeg binary offers."""
+    out = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-encoders"], capture_output=True, check=False
+    ).stdout.decode("utf-8", "replace")
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and len(parts[0]) == 6 and parts[0].startswith("A"):
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def decode_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
+    """First audio stream of `path` as float32 [n_samples, channels] at `sample_rate`.
+
+    Pass the stream's own rate and channel count (from `probe`) to get its samples
+    unchanged: ffmpeg's decoders honour edit lists and codec delay where the container
+    signals them.
+    """
+    raw = _ffmpeg(
+        [
+            "-i",
+            ffmpeg_path_arg(path),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-sn",
+            "-dn",
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ar",
+            str(sample_rate),
+            "-ac",
+            str(channels),
+            "pipe:1",
+        ],
+        f"decoding the audio of {Path(path).name}",
+        status="decode_error",
+    )
+    usable = len(raw) // (4 * channels) * 4 * channels
+    return np.frombuffer(raw[:usable], dtype="<f4").reshape(-1, channels).astype(np.float32)
+
+
+# --- the shift --------------------------------------------------------------------------
+
+
+def shift_in_samples(offset_frames: int, sample_rate: int) -> int:
+    """round(offset_frames / 25 * sample_rate), in exact arithmetic (640 per frame at 16 kHz)."""
+    return round(Fraction(int(offset_frames) * int(sample_rate), VIDEO_FPS))
+
+
+def shift_audio(samples: np.ndarray, shift: int) -> np.ndarray:
+    """Delay (shift > 0) or advance (shift < 0) `samples` [n, ...] keeping its length.
+
+    out[i] = samples[i - shift]; what falls outside is silence (zeros).
+    """
+    out = np.zeros_like(samples)
+    n = len(samples)
+    if shift >= 0:
+        if shift < n:
+            out[shift:] = samples[: n - shift]
+    elif -shift < n:
+        out[: n + shift] = samples[-shift:]
+    return out
+
+
+def _compensate(samples: np.ndarray, delay: int) -> np.ndarray:
+    """What to feed an encoder that delays by `delay` samples so it outputs `samples`."""
+    if delay > 0:
+        return samples[delay:]
+    if delay < 0:
+        pad = np.zeros((-delay, *samples.shape[1:]), dtype=samples.dtype)
+        return np.concatenate([pad, samples])
+    return samples
+
+
+def measure_lag(
+    reference: np.ndarray, candidate: np.ndarray, max_lag: int = MAX_CODEC_DELAY
+) -> int | None:
+    """Lag L (|L| <= max_lag) with candidate[i] ≈ reference[i - L], from cross-correlation
+    of the channel means; None when the reference is (nearly) silent or no lag correlates.
+    """
+    x = np.asarray(reference, dtype=np.float64)
+    y = np.asarray(candidate, dtype=np.float64)
+    x = x.mean(axis=1) if x.ndim > 1 else x
+    y = y.mean(axis=1) if y.ndim > 1 else y
+    n = min(len(x), len(y), MAX_LAG_WINDOW)  # a long clip is judged on its first ~45 s
+    if n < 16 or np.sqrt(np.mean(x[:n] ** 2)) < 1e-4:
+        return None
+    x, y = x[:n], y[:n]
+    size = 1 << int(math.ceil(math.log2(2 * n)))
+    corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)
+    max_lag = min(max_lag, n - 1)
+    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
+    values = np.concatenate([corr[: max_lag + 1], corr[size - max_lag :]])
+    best = int(np.argmax(values))
+    norm = np.sqrt(np.sum(x**2) * np.sum(y**2))
+    if norm <= 0 or values[best] / norm < 0.2:
+        return None
+    return int(lags[best])
+
+
+# --- codec choice -----------------------------------------------------------------------
+
+_MP2_RATES_MPEG1 = (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384)
+_MP2_RATES_MPEG2 = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+_DEFAULT_KBPS = {"aac": 128, "mp2": 192, "mp3": 128, "opus": 96, "vorbis": 128, "ac3": 192}
+
+
+@dataclass(frozen=True)
+class AudioCodecPlan:
+    """How the shifted audio is encoded: ffmpeg encoder, its options, the codec family."""
+
+    encoder: str
+    options: tuple[str, ...]
+    family: str
+
+
+def _family(codec: str | None) -> str:
+    codec = (codec or "").lower()
+    if codec.startswith("pcm_"):
+        return "pcm"
+    for family, names in {
+        "aac": ("aac", "aac_latm", "aac_fixed"),
+        "mp2": ("mp2", "mp2float", "mp1", "mp1float"),
+        "mp3": ("mp3", "mp3float", "libmp3lame"),
+        "opus": ("opus", "libopus"),
+        "vorbis": ("vorbis", "libvorbis"),
+        "flac": ("flac",),
+        "alac": ("alac",),
+        "ac3": ("ac3", "ac3_fixed"),
+        "eac3": ("eac3",),
+    }.items():
+        if codec in names:
+            return family
+    return "unknown"
+
+
+def _kbps(bit_rate: int | None, family: str, sample_rate: int) -> int:
+    kbps = round(bit_rate / 1000) if bit_rate else _DEFAULT_KBPS.get(family, 128)
+    if family == "mp2":  # the MP2 encoder only accepts the standard bit rates
+        table = _MP2_RATES_MPEG1 if sample_rate >= 32000 else _MP2_RATES_MPEG2
+        kbps = min(table, key=lambda allowed: (abs(allowed - kbps), -allowed))
+    return max(8, kbps)
+
+
+def plan_audio_codec(info: MediaInfo) -> AudioCodecPlan:
+    """Encoder for the source's codec family: aac→aac, mp2→mp2, mp3→libmp3lame (else aac),
+    pcm_*→the same pcm, opus→libopus, vorbis→libvorbis, flac, alac, ac3, eac3; anything
+    else (or an encoder this ffmpeg lacks) → aac. Lossy codecs get the source's bit rate
+    (mp2 snapped to its allowed values), or a default when the source does not say.
+    """
+    encoders = available_encoders()
+    family = _family(info.audio_codec)
+    rate = info.audio_sample_rate or 48000
+    lossless = {"flac": "flac", "alac": "alac"}
+    lossy = {
+        "aac": "aac",
+        "mp2": "mp2",
+        "mp3": "libmp3lame",
+        "opus": "libopus",
+        "vorbis": "libvorbis",
+        "ac3": "ac3",
+        "eac3": "eac3",
+    }
+    if family == "pcm" and info.audio_codec in encoders:
+        return AudioCodecPlan(str(info.audio_codec), (), "pcm")
+    if family == "pcm":
+        return AudioCodecPlan("pcm_s16le", (), "pcm")
+    if family in lossless and lossless[family] in encoders:
+        return AudioCodecPlan(lossless[family], (), family)
+    if family in lossy and lossy[family] in encoders:
+        kbps = _kbps(info.audio_bit_rate, family, rate)
+        return AudioCodecPlan(lossy[family], ("-b:a", f"{kbps}k"), family)
+    kbps = _kbps(info.audio_bit_rate, "aac", rate)
+    return AudioCodecPlan("aac", ("-b:a", f"{kbps}k"), "aac")
+
+
+def _raw_input(sample_rate: int, channels: int, offset_s: float = 0.0) -> list[str]:
+    offset = ["-itsoffset", f"{offset_s:.6f}"] if offset_s else []
+    return [*offset, "-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:0"]
+
+
+# --- one clip ---------------------------------------------------------------------------
+
+
+def _refuse_input_overwrite(src: Path, dst: Path) -> None:
+    """Raise when writing `dst` would replace the input `src` (or the entry naming it)."""
+    dst_entry = dst.parent.resolve() / dst.name
+    src_entry = src.parent.resolve() / src.name
+    if dst_entry in (src.resolve(), src_entry):
+        raise FixError("refused", f"refusing to write over the input {src}")
+
+
+def _temp_beside(dst: Path) -> Path:
+    handle, temp = tempfile.mkstemp(prefix=".synccurate-", suffix=dst.suffix, dir=dst.parent)
+    os.close(handle)
+    return Path(temp)
+
+
+def _publish(temp: Path, dst: Path) -> None:
+    if not temp.is_symlink():
+        os.chmod(temp, default_file_mode())
+    os.replace(temp, dst)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    lead_s: float  # first audio sample's time minus the first video frame's time
+    video_from_file_start_s: float  # first video frame's time minus the file's start time
+
+
+def _first_frame_time(container, stream) -> float | None:
+    """Presentation time of the first decoded frame of `stream` (what a player shows first)."""
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is not None and frame.time_base is not None:
+                return float(frame.pts * frame.time_base)
+            return None
+    except (av.error.FFmpegError, ValueError):
+        return None
+    return None
+
+
+def _timing(path: Path, info: MediaInfo) -> _Timing:
+    """Where the first audio sample and the first video frame are presented.
+
+    Taken from the first *decoded* frames, not the streams' start_time: a decoder that
+    drops leading samples (Opus pre-skip, AAC priming) moves the first sample's time, and
+    start_time does not always follow (Opus in WebM reports the packet's). ffmpeg shifts
+    every input so that its file starts at zero, hence video_from_file_start_s.
+    """
+    video_s = audio_s = file_start = None
+    try:
+        with av.open(str(path)) as container:
+            if container.start_time is not None:
+                file_start = container.start_time / av.time_base
+            if container.streams.video:
+                video_s = _first_frame_time(container, container.streams.video[0])
+        with av.open(str(path)) as container:
+            if container.streams.audio:
+                audio_s = _first_frame_time(container, container.streams.audio[0])
+    except (av.error.FFmpegError, ValueError):
+        pass
+    video_s = info.video_start_s if video_s is None else video_s
+    audio_s = info.audio_start_s if audio_s is None else audio_s
+    starts = [info.video_start_s, info.audio_start_s]
+    file_start = min(starts) if file_start is None else file_start
+    return _Timing(audio_s - video_s, max(0.0, video_s - file_start))
+
+
+def on_timeline(samples: np.ndarray, lead_samples: int) -> np.ndarray:
+    """Put decoded samples on the video's timeline: index 0 = the first video frame.
+
+    A stream starting `lead_samples` after the video gets that much silence in front; one
+    starting before it (negative lead, e.g. an MP2 stream whose timestamps carry the
+    encoder delay) loses the samples before the first frame.
+    """
+    if lead_samples > 0:
+        pad = np.zeros((lead_samples, *samples.shape[1:]), dtype=samples.dtype)
+        return np.concatenate([pad, samples])
+    return samples[-lead_samples:] if lead_samples < 0 else samples
+
+
+def decode_timeline(path: str | Path, info: MediaInfo | None = None) -> tuple[np.ndarray, int]:
+    """(samples [n, channels] float32, rate) of the first audio stream on the video timeline:
+    sample k is presented k/rate seconds after the first video frame — what a player
+    does with the timestamps. This is how `fix` measures and verifies alignment.
+    """
+    path = Path(path)
+    info = info or probe(path)
+    if not info.has_audio or not info.audio_sample_rate or not info.audio_channels:
+        raise FixError("no_audio", f"{path}: no audio stream")
+    rate, channels = int(info.audio_sample_rate), int(info.audio_channels)
+    samples = decode_audio(path, rate, channels)
+    lead = round(_timing(path, info).lead_s * rate) if info.has_video else 0
+    return on_timeline(samples, lead), rate
+
+
+def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bool = True) -> dict:
+    """Write `dst`: `src` with its audio delayed by offset_frames/25 s (advanced if < 0).
+
+    The container is chosen by dst's extension (use the source's). The video stream is
+    copied, the first audio stream re-encoded (see `plan_audio_codec`) from the source's
+    samples on the video timeline (`decode_timeline`) shifted by
+    round(offset_frames / 25 * rate) samples; the audio of the output starts with the
+    first video frame and ends where the source's audio ended. `dst` is written
+    atomically (temp file beside it, then os.replace) and may already exist (it is then
+    replaced), but never resolves to `src`.
+
+    Returns {offset_frames, applied_shift_samples, applied_shift_s, sample_rate, channels,
+    audio_encoder, compensation_samples, check_lag_samples, status: "fixed"}.
+    check_lag_samples is the residual lag of the output (on its timeline) against the
+    intended signal: 0 = sample-exact; None when verify=False or the audio is silent.
+    compensation_samples is how much earlier the signal was fed to the encoder to reach
+    that (0 whenever the container signals the codec delay itself).
+    Raises FixError/MediaError (.status: missing_input, no_video, no_audio, decode_error,
+    encode_error, refused) on failure.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FixError("missing_input", f"{src}: no such file")
+    if not dst.suffix:
+        raise FixError("refused", f"{dst}: the output needs an extension (it picks the container)")
+    _refuse_input_overwrite(src, dst)
+    info = probe(src)
+    if not info.has_video:
+        raise FixError("no_video", f"{src}: no video stream")
+    if not info.has_audio or not info.audio_sample_rate or not info.audio_channels:
+        raise FixError("no_audio", f"{src}: no audio stream")
+    source, rate = decode_timeline(src, info)
+    channels = int(info.audio_channels)
+    if not len(source):
+        raise FixError("no_audio", f"{src}: the audio stream decodes to no samples")
+
+    shift = shift_in_samples(offset_frames, rate)
+    shifted = shift_audio(source, shift)
+    plan = plan_audio_codec(info)
+    # The shifted audio starts with the first video frame: place the raw input there.
+    audio_at = _timing(src, info).video_from_file_start_s
+    audio_at = audio_at if audio_at > 1e-6 else 0.0
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_beside(dst)
+    compensation = 0
+    check: int | None = None
+    try:
+        for attempt in range(MAX_ENCODES):
+            _ffmpeg(
+                [
+                    "-y",
+                    "-i",
+                    ffmpeg_path_arg(src),
+                    *_raw_input(rate, channels, audio_at),
+                    "-map",
+                    "0:v:0",
+                    "-map",
+                    "1:a:0",
+                    "-map_metadata",
+                    "0",
+                    "-c:v",
+                    "copy",
+                    "-c:a",
+                    plan.encoder,
+                    *plan.options,
+                    "-ar",
+                    str(rate),
+                    "-ac",
+                    str(channels),
+                    ffmpeg_path_arg(temp),
+                ],
+                f"encoding {dst.name}",
+                stdin=_compensate(shifted, compensation).astype("<f4").tobytes(),
+            )
+            if not verify:
+                break
+            check = measure_lag(shifted, decode_timeline(temp)[0])
+            if not check or attempt == MAX_ENCODES - 1:
+                break
+            compensation += check  # this container does not signal the codec delay
+        _publish(temp, dst)
+    finally:
+        temp.unlink(missing_ok=True)
+    return {
+        "offset_frames": int(offset_frames),
+        "applied_shift_samples": int(shift),
+        "applied_shift_s": shift / rate,
+        "sample_rate": rate,
+        "channels": channels,
+        "audio_encoder": plan.encoder,
+        "compensation_samples": int(compensation),
+        "check_lag_samples": check,
+        "status": "fixed",
+    }
+
+
+def copy_clip(src: str | Path, dst: str | Path, *, link: bool = False) -> str:
+    """Copy `src` to `dst` atomically, or with link=True hard-link it (symlink when a hard
+    link is impossible). Returns "copied" or "linked"."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FixError("missing_input", f"{src}: no such file")
+    _refuse_input_overwrite(src, dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_beside(dst)
+    try:
+        if link:
+            temp.unlink()
+            try:
+                os.link(src, temp)
+            except OSError:
+                os.symlink(os.path.abspath(src), temp)
+        else:
+            shutil.copyfile(src, temp)
+            shutil.copystat(src, temp)
+        _publish(temp, dst)
+    finally:
+        if temp.is_symlink() or temp.exists():
+            temp.unlink()
+    return "linked" if link else "copied"
+
+
+# --- a whole table ----------------------------------------------------------------------
+
+
+def _text(value) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _read_log(path: Path) -> dict[tuple[str, str], dict]:
+    if not path.is_file():
+        return {}
+    try:
+        previous = pd.read_parquet(path)
+    except Exception:  # a damaged log means redoing the work, not failing
+        return {}
+    rows = {}
+    for row in previous.to_dict("records"):
+        key = (_text(row.get("input")), _text(row.get("output")))
+        rows[key] = row
+    return rows
+
+
+def _log_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
+    for column, dtype in LOG_COLUMNS.items():
+        frame[column] = frame[column].astype(dtype)
+    return frame
+
+
+def fix_table(
+    scores: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    min_abs_offset: int = 1,
+    only_kept: pd.DataFrame | None = None,
+    link_unshifted: bool = False,
+    verify: bool = True,
+    jobs: int = 1,
+    progress: Callable[[int, int, dict], None] | None = None,
+    flush_every_s: float = 5.0,
+) -> pd.DataFrame:
+    """Fix every clip of a scores table into `out_dir`; write and return the log.
+
+    Output layout: out_dir/<path relative to its root> (one root), or
+    out_dir/<root folder name>/<path> (several roots; see filtering.mirror_paths).
+
+    Per row (the log's `status`):
+      - skipped_not_kept: `only_kept` is given and the clip (root, path) is not in it;
+      - skipped_not_ok: the score status is not ok (`error` says which);
+      - missing_input: the clip is gone;
+      - copied / linked: |offset| < min_abs_offset (nothing to shift): copied, or
+        hard-linked (symlinked across file systems) with link_unshifted;
+      - fixed: re-encoded with `fix_clip`;
+      - encode_error / decode_error / no_audio / no_video / refused / error: that failure
+        with a one-line `error`; the batch goes on.
+    A rerun skips rows the previous log (out_dir/fixes.parquet) records as done with the
+    same input, output and offset, when the output still exists: their previous row is
+    kept with reused=True. Outputs that exist but are not logged as done are redone.
+
+    The log (columns LOG_COLUMNS, table order) is written atomically to
+    out_dir/fixes.parquet every `flush_every_s` seconds and at the end (also when
+    interrupted). `progress(done, total, row)` is called after each row. `jobs` > 1
+    fixes clips in that many threads (each runs its own ffmpeg).
+    """
+    out_dir = Path(os.path.abspath(out_dir))
+    roots = {str(r) for r in scores["root"].dropna()} if "root" in scores.columns else set()
+    for root in roots:
+        if Path(root).resolve() == out_dir.resolve():
+            raise ValueError(
+                f"the output folder {out_dir} is an input root: it would overwrite clips"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / LOG_NAME
+    previous = _read_log(log_path)
+    relative = mirror_paths(scores)
+    wanted: set[str] | None = None
+    if only_kept is not None:
+        kept_roots = only_kept["root"] if "root" in only_kept.columns else [None] * len(only_kept)
+        wanted = {
+            str(clip_path(_text(root), str(path)))
+            for root, path in zip(kept_roots, only_kept["path"], strict=True)
+        }
+
+    rows: list[dict | None] = [None] * len(scores)
+    tasks: list[tuple[int, dict, str, bool]] = []  # (position, base row, action, stale)
+    scores_roots = scores["root"] if "root" in scores.columns else [None] * len(scores)
+    row_errors = scores["error"].tolist() if "error" in scores.columns else None
+    for position, (root, path, status, offset, rel) in enumerate(
+        zip(
+            scores_roots,
+            scores["path"],
+            scores["status"],
+            scores["offset_frames"],
+            relative,
+            strict=True,
+        )
+    ):
+        source = clip_path(_text(root), str(path))
+        target = out_dir / rel
+        offset_value = None if pd.isna(offset) else int(offset)
+        base = {
+            "root": _text(root),
+            "path": str(path),
+            "input": str(source),
+            "output": None,
+            "offset_frames": offset_value,
+            "applied_shift_samples": None,
+            "applied_shift_s": None,
+            "sample_rate": None,
+            "audio_encoder": None,
+            "compensation_samples": None,
+            "check_lag_samples": None,
+            "status": None,
+            "error": None,
+            "reused": False,
+        }
+        status_text = _text(status) or "missing"
+        score_error = _text(row_errors[position]) if row_errors is not None else None
+        if wanted is not None and str(source) not in wanted:
+            rows[position] = {**base, "status": "skipped_not_kept"}
+            continue
+        if status_text != "ok":
+            reason = f"{status_text}: {score_error}" if score_error else status_text
+            rows[position] = {**base, "status": "skipped_not_ok", "error": reason}
+            continue
+        if offset_value is None:
+            rows[position] = {**base, "status": "skipped_not_ok", "error": "no offset"}
+            continue
+        if not source.is_file():
+            rows[position] = {**base, "status": "missing_input", "error": f"{source}: no such file"}
+            continue
+        action = "fix" if abs(offset_value) >= min_abs_offset else "copy"
+        before = previous.get((str(source), str(target)))
+        if (
+            before is not None
+            and _text(before.get("status")) in DONE_STATUSES
+            and (_text(before.get("status")) == "fixed") == (action == "fix")
+            and not pd.isna(before.get("offset_frames"))
+            and int(before["offset_frames"]) == offset_value
+            and (target.exists() or target.is_symlink())
+        ):
+            rows[position] = {**{k: before.get(k) for k in LOG_COLUMNS}, "reused": True}
+            continue
+        # an output of an earlier run (another offset) is removed if this attempt fails
+        stale = before is not None and _text(before.get("status")) in DONE_STATUSES
+        tasks.append((position, {**base, "output": str(target)}, action, stale))
+
+    total = len(scores)
+    done = 0
+    for row in rows:
+        if row is not None:
+            done += 1
+            if progress is not None:
+                progress(done, total, row)
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        write_table(_log_frame([row for row in rows if row is not None]), log_path)
+
+    def work(task: tuple[int, dict, str, bool]) -> tuple[int, dict]:
+        position, row, action, stale = task
+        try:
+            return position, attempt(row, action)
+        except Exception as error:  # never let one clip end the batch
+            if isinstance(error, MediaError):
+                lines = str(error).splitlines() or [error.status]
+                failed = {"status": error.status, "error": lines[0]}
+            else:
+                message = f"{type(error).__name__}: {error}".splitlines()[0]
+                failed = {"status": "error", "error": message}
+            if stale and failed["status"] != "refused":
+                Path(row["output"]).unlink(missing_ok=True)
+            return position, {**row, "output": None, **failed}
+
+    def attempt(row: dict, action: str) -> dict:
+        if action == "fix":
+            result = fix_clip(row["input"], row["output"], row["offset_frames"], verify=verify)
+            return {**row, **{k: v for k, v in result.items() if k in LOG_COLUMNS}}
+        status = copy_clip(row["input"], row["output"], link=link_unshifted)
+        return {**row, "status": status, "applied_shift_samples": 0, "applied_shift_s": 0.0}
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        for position, row in pool.map(work, tasks):
+            rows[position] = row
+            done += 1
+            if progress is not None:
+                progress(done, total, row)
+            if time.monotonic() - last_flush > flush_every_s:
+                flush()
+                last_flush = time.monotonic()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C: finish running clips only
+        flush()
+    return _log_frame([row for row in rows if row is not None])
+
+
+__all__ = [
+    "AudioCodecPlan",
+    "DONE_STATUSES",
+    "FixError",
+    "LOG_COLUMNS",
+    "LOG_NAME",
+    "copy_clip",
+    "decode_audio",
+    "decode_timeline",
+    "on_timeline",
+    "ffmpeg_path_arg",
+    "fix_clip",
+    "fix_table",
+    "measure_lag",
+    "plan_audio_codec",
+    "shift_audio",
+    "shift_in_samples",
+]

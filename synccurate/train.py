@@ -1,0 +1,426 @@
+"""Training IC-SyncNet (SPEC §4): a cache of mouth crops + mel, BBCE loss, drop-and-tune, DDP.
+
+Data flow: videos → `build_cache` (decode + faces once, sharded, resumable) →
+`WindowData` (random positive windows with hard and easy negatives) → `train`.
+Multi-GPU / multi-node runs use torch's DistributedDataParallel under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from synccurate import audio
+from synccurate.evaluate import accuracy_at
+from synccurate.model import CONFIGS, ICSyncNet, ModelConfig, load_checkpoint, save_checkpoint
+from synccurate.score import ClipRef, discover, prepare_clips
+from synccurate.sync import MAX_OFFSET, n_windows
+
+HARD_SHIFT_MIN = 2  # frames; hard negatives are shifted by 2 ≤ |s| ≤ 15 (our choice, SPEC §4)
+HARD_SHIFT_MAX = MAX_OFFSET
+SHARD_CLIPS = 256  # clips per cache shard
+
+
+# --- the cache ------------------------------------------------------------------
+
+
+def _write_shard(cache: Path, number: int, clips: list) -> None:
+    """One shard folder: crops.npy [sum n, H, W, 3], mel.npy [80, sum M], index.json."""
+    tmp = cache / f".shard_{number:05d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "crops.npy", np.concatenate([c.crops for c in clips]))
+    np.save(tmp / "mel.npy", np.concatenate([c.mel for c in clips], axis=1).astype(np.float16))
+    index, frame, mel = [], 0, 0
+    for c in clips:
+        index.append(
+            {
+                "root": c.ref.root,
+                "path": c.ref.path,
+                "frame": frame,
+                "n_frames": c.n_frames,
+                "mel": mel,
+                "n_mel": c.mel.shape[1],
+            }
+        )
+        frame, mel = frame + c.n_frames, mel + c.mel.shape[1]
+    (tmp / "index.json").write_text(json.dumps(index))
+    os.replace(tmp, cache / f"shard_{number:05d}")
+
+
+def _cached_refs(cache: Path) -> set[tuple[str, str]]:
+    done = set()
+    for index in cache.glob("shard_*/index.json"):
+        done |= {(e["root"], e["path"]) for e in json.loads(index.read_text())}
+    for skipped in cache.glob("skipped_*.json"):
+        done |= {tuple(e) for e in json.loads(skipped.read_text())}
+    return done
+
+
+def build_cache(
+    paths: list[Path],
+    cache: Path,
+    config: ModelConfig,
+    *,
+    detector: str = "none",
+    workers: int = 0,
+    log=print,
+) -> int:
+    """Decode and crop every clip once into shards; rerunning adds only the missing clips."""
+    cache.mkdir(parents=True, exist_ok=True)
+    refs = discover(paths)
+    done = _cached_refs(cache)
+    todo = [r for r in refs if (r.root, r.path) not in done]
+    crop_hw = (config.crop_height, config.crop_width)
+    number = len(list(cache.glob("shard_*")))
+    prepared = prepare_clips(todo, crop_hw, detector, "cpu", workers)
+    batch, skipped = [], []
+    for clip in tqdm(prepared, total=len(todo), desc="caching", disable=not todo):
+        if clip.status != "ok":
+            log(f"skipped {clip.error}")
+            skipped.append([clip.ref.root, clip.ref.path])
+            continue
+        batch.append(clip)
+        if len(batch) == SHARD_CLIPS:
+            _write_shard(cache, number, batch)
+            number, batch = number + 1, []
+    if batch:
+        _write_shard(cache, number, batch)
+    if skipped:
+        (cache / f"skipped_{number:05d}.json").write_text(json.dumps(skipped))
+    return len(todo)
+
+
+@dataclass
+class CachedClip:
+    crops: np.ndarray  # uint8 [n, H, W, 3] (memory-mapped)
+    mel: np.ndarray  # float16 [80, M]
+    key: str
+
+
+def load_cache(cache: Path) -> list[CachedClip]:
+    clips = []
+    for shard in sorted(cache.glob("shard_*")):
+        crops = np.load(shard / "crops.npy", mmap_mode="r")
+        mel = np.load(shard / "mel.npy", mmap_mode="r")
+        for e in json.loads((shard / "index.json").read_text()):
+            clips.append(
+                CachedClip(
+                    crops[e["frame"] : e["frame"] + e["n_frames"]],
+                    mel[:, e["mel"] : e["mel"] + e["n_mel"]],
+                    f"{e['root']}/{e['path']}",
+                )
+            )
+    return clips
+
+
+def split_clips(clips: list[CachedClip], val_fraction: float) -> tuple[list, list]:
+    """Deterministic held-out split by a hash of the clip's path (stable across reruns)."""
+    import zlib
+
+    def held_out(clip: CachedClip) -> bool:
+        return zlib.crc32(clip.key.encode()) % 1000 < val_fraction * 1000
+
+    train = [c for c in clips if not held_out(c)]
+    val = [c for c in clips if held_out(c)]
+    return train, val
+
+
+# --- samples, augmentation, loss ------------------------------------------------
+
+
+def augment(
+    windows: torch.Tensor, generator: torch.Generator, jitter: float = 0.05
+) -> torch.Tensor:
+    """Per-frame random translation and scale (±jitter) and a flip of the whole window."""
+    B, C, H, W = windows.shape
+    frames = windows.reshape(B * audio.WINDOW_FRAMES, 3, H, W)
+    n = frames.shape[0]
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * jitter
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * jitter * 2  # grid units span 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, frames.shape, align_corners=False)
+    moved = F.grid_sample(frames, grid, padding_mode="border", align_corners=False)
+    moved = moved.reshape(B, C, H, W)
+    flip = torch.rand(B, generator=generator) < 0.5
+    moved[flip] = moved[flip].flip(-1)
+    return moved
+
+
+def bbce_loss(
+    pos: torch.Tensor, hard: torch.Tensor, easy: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """Balanced BCE on logits cos/τ: pos [B], hard [B, N_h], easy [B, N_e] (SPEC §4).
+
+    −log σ(x) = softplus(−x) and −log(1 − σ(x)) = softplus(x), computed stably.
+    """
+    loss = F.softplus(-pos)
+    if hard.shape[1]:
+        loss = loss + (1 - lam) * F.softplus(hard).mean(1)
+    if easy.shape[1]:
+        loss = loss + lam * F.softplus(easy).mean(1)
+    return 0.5 * loss.mean()
+
+
+class WindowSampler:
+    """Random positive windows with N_h same-clip shifted and N_e other-clip audio windows."""
+
+    def __init__(self, clips: list[CachedClip], n_hard: int, seed: int):
+        self.clips = [c for c in clips if n_windows(len(c.crops)) > 0]
+        self.n_hard = n_hard
+        self.rng = np.random.default_rng(seed)
+        lengths = np.array([n_windows(len(c.crops)) for c in self.clips])
+        self.weights = lengths / lengths.sum()
+        self.total_windows = int(lengths.sum())
+
+    def _shifts(self, t: int, T: int) -> np.ndarray:
+        candidates = [
+            s
+            for s in range(-HARD_SHIFT_MAX, HARD_SHIFT_MAX + 1)
+            if abs(s) >= HARD_SHIFT_MIN and 0 <= t + s < T
+        ]
+        if not candidates:  # a clip shorter than the shift range: pad with silence windows
+            candidates = [HARD_SHIFT_MIN]
+        return self.rng.choice(candidates, self.n_hard, replace=len(candidates) < self.n_hard)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """visual [B, 15, H, W] in [0, 1], audio [B, 1, 80, 32], hard audio [B, N_h, 1, 80, 32]."""
+        picks = self.rng.choice(len(self.clips), size, p=self.weights)
+        visual, positive, hard = [], [], []
+        for i in picks:
+            clip = self.clips[i]
+            T = n_windows(len(clip.crops))
+            t = int(self.rng.integers(T))
+            crops = torch.from_numpy(np.array(clip.crops[t : t + audio.WINDOW_FRAMES]))
+            visual.append(crops.permute(0, 3, 1, 2).reshape(-1, *crops.shape[1:3]))
+            mel = np.asarray(clip.mel, dtype=np.float32)
+            positive.append(audio.audio_windows(mel, t, 1)[0])
+            hard.append(
+                np.stack([audio.audio_windows(mel, t + s, 1)[0] for s in self._shifts(t, T)])
+                if self.n_hard
+                else np.zeros((0, 1, audio.N_MELS, audio.AUDIO_WINDOW_MELS))
+            )
+        return (
+            torch.stack(visual).float() / 255.0,
+            torch.from_numpy(np.stack(positive)).float(),
+            torch.from_numpy(np.stack(hard)).float(),
+        )
+
+
+def easy_negatives(a_pos: torch.Tensor, n_easy: int, generator: torch.Generator) -> torch.Tensor:
+    """For each item, n_easy positive audio embeddings of *other* items: [B, N_e, D]."""
+    B = a_pos.shape[0]
+    n_easy = min(n_easy, B - 1)
+    if n_easy <= 0:
+        return a_pos.new_zeros(B, 0, a_pos.shape[1])
+    # offsets 1 … B-1 never pick the item itself
+    offsets = torch.stack(
+        [torch.randperm(B - 1, generator=generator)[:n_easy] + 1 for _ in range(B)]
+    )
+    index = (torch.arange(B)[:, None] + offsets) % B
+    return a_pos[index.to(a_pos.device)]
+
+
+# --- evaluation on held-out clips -------------------------------------------------
+
+
+def clip_similarities(model: ICSyncNet, clips: list[CachedClip], device, batch_size: int = 512):
+    """S matrices of cached clips (each window embedded once), for held-out accuracy."""
+    from synccurate.score import PreparedClip, similarity_matrices
+
+    prepared = [
+        PreparedClip(
+            ClipRef("", c.key), crops=np.asarray(c.crops), mel=np.asarray(c.mel, np.float32)
+        )
+        for c in clips
+    ]
+    return similarity_matrices(model, prepared, batch_size, device)
+
+
+# --- the training loop ----------------------------------------------------------
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 600  # paper: 600 epochs with DropBlock …
+    tune_epochs: int = 50  # … then 50 epochs training only BatchNorm (drop-and-tune)
+    batch_size: int = 256
+    steps_per_epoch: int = 0  # 0 = one pass over all training windows per epoch
+    lr: float = 1e-4
+    tune_lr: float = 1e-4
+    n_hard: int = 15
+    n_easy: int = 15
+    lam: float = 0.1  # SPEC §4 default weight of the easy negatives
+    jitter: float = 0.05
+    val_fraction: float = 0.05
+    seed: int = 0
+
+
+def _distributed() -> tuple[int, int, int]:
+    if (
+        "WORLD_SIZE" in os.environ
+        and int(os.environ["WORLD_SIZE"]) > 1
+        and not dist.is_initialized()
+    ):
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+class _JointForward(torch.nn.Module):
+    """Routes both encoders through one forward() so DDP can sync all their gradients."""
+
+    def __init__(self, model: ICSyncNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, visual: torch.Tensor, mels: torch.Tensor):
+        return self.model.embed_visual(visual), self.model.embed_audio(mels)
+
+
+def _wrap(model: ICSyncNet, device: torch.device) -> torch.nn.Module:
+    joint = _JointForward(model)
+    if not dist.is_initialized():
+        return joint
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(joint, device_ids=ids)
+
+
+def train(
+    cache: Path,
+    out_dir: Path,
+    config: ModelConfig | str,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    resume: bool = True,
+    log=print,
+) -> Path:
+    """Train (or resume) and return the final checkpoint path in out_dir."""
+    rank, world, local_rank = _distributed()
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    torch.manual_seed(settings.seed + rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = load_cache(cache)
+    train_clips, val_clips = split_clips(clips, settings.val_fraction)
+    if not train_clips:
+        raise ValueError(f"{cache}: no cached training clips (run with the video folders first)")
+    last = out_dir / "last.safetensors"
+    state_file = out_dir / "train_state.pt"
+    start_epoch = 0
+    if resume and last.exists() and state_file.exists():
+        model, _ = load_checkpoint(last, device)
+        state = torch.load(state_file, weights_only=True)
+        start_epoch = state["epoch"]
+        log(f"resuming from {last} after epoch {start_epoch}")
+    else:
+        model = ICSyncNet(CONFIGS[config] if isinstance(config, str) else config).to(device)
+        state = None
+    sampler = WindowSampler(train_clips, settings.n_hard, settings.seed * 1000 + rank + start_epoch)
+    generator = torch.Generator().manual_seed(settings.seed * 7919 + rank + start_epoch)
+    local_batch = max(2, settings.batch_size // world)  # the global batch is split over ranks
+    per_epoch = settings.steps_per_epoch or max(1, sampler.total_windows // settings.batch_size)
+    total_epochs = settings.epochs + settings.tune_epochs
+    optimizer = None
+    phase = None
+    for epoch in range(start_epoch, total_epochs):
+        tuning = epoch >= settings.epochs
+        if phase != tuning:  # (re)build the optimizer when the phase starts
+            phase = tuning
+            model.set_drop_rate(0.0 if tuning else model.config.dropblock_rate)
+            for p in model.parameters():
+                p.requires_grad_(not tuning)
+            params = model.bn_only_parameters() if tuning else list(model.parameters())
+            for p in params:
+                p.requires_grad_(True)
+            optimizer = torch.optim.Adam(params, lr=settings.tune_lr if tuning else settings.lr)
+            if state is not None and state.get("tuning") == tuning:
+                optimizer.load_state_dict(state["optimizer"])
+            wrapped = _wrap(model, device)
+        model.train()
+        meters = {"loss": 0.0, "pos": 0.0, "neg": 0.0}
+        bar = tqdm(
+            range(per_epoch),
+            desc=f"epoch {epoch + 1}/{total_epochs}{' tune' if tuning else ''}",
+            disable=rank != 0,
+            leave=False,
+        )
+        for step in bar:
+            visual, positive, hard = sampler.batch(local_batch)
+            visual = augment(visual, generator, settings.jitter).to(device)
+            B, N_h = hard.shape[:2]
+            mels = torch.cat([positive, hard.reshape(B * N_h, *hard.shape[2:])]).to(device)
+            v, a = wrapped(visual, mels)
+            a_pos, a_hard = a[:B], a[B:].reshape(B, N_h, -1)
+            a_easy = easy_negatives(a_pos, settings.n_easy, generator)
+            scale = model.log_tau.exp()
+            pos = (v * a_pos).sum(-1)
+            hard_cos = (v[:, None] * a_hard).sum(-1)
+            easy_cos = (v[:, None] * a_easy).sum(-1)
+            loss = bbce_loss(pos / scale, hard_cos / scale, easy_cos / scale, settings.lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meters["loss"] += float(loss.detach())
+            meters["pos"] += float(pos.detach().mean())
+            meters["neg"] += float(torch.cat([hard_cos, easy_cos], 1).detach().mean())
+            n = step + 1
+            bar.set_postfix(
+                loss=f"{meters['loss'] / n:.3f}",
+                tau=f"{model.tau:.3f}",
+                pos=f"{meters['pos'] / n:.2f}",
+                neg=f"{meters['neg'] / n:.2f}",
+            )
+        if rank == 0:
+            summary = {k: v / per_epoch for k, v in meters.items()}
+            if val_clips:
+                model.eval()
+                S = clip_similarities(model, val_clips, device)
+                summary["val_acc15"], _ = accuracy_at(S, 15, [0] * len(S))
+                summary["val_acc5"], _ = accuracy_at(S, 5, [0] * len(S))
+            log(
+                f"epoch {epoch + 1}/{total_epochs}{' (tune)' if tuning else ''}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())
+                + f", tau {model.tau:.4f}"
+            )
+            save_checkpoint(model, last, {"epoch": epoch + 1, "tuning": tuning, **summary})
+            tmp = state_file.with_suffix(".tmp")
+            torch.save(
+                {"epoch": epoch + 1, "tuning": tuning, "optimizer": optimizer.state_dict()}, tmp
+            )
+            os.replace(tmp, state_file)
+        if dist.is_initialized():
+            dist.barrier()
+    final = out_dir / f"icsyncnet-{model.config.name}.safetensors"
+    if rank == 0:
+        save_checkpoint(
+            model,
+            final,
+            {
+                "epochs": settings.epochs,
+                "tune_epochs": settings.tune_epochs,
+                "settings": asdict(settings),
+                "trained_clips": len(train_clips),
+                "held_out_clips": len(val_clips),
+            },
+        )
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return final

@@ -1,0 +1,168 @@
+"""The scoring driver end to end: statuses of bad files, resume after SIGKILL, the sign."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synccurate import audio, media, synth
+from synccurate.cli import app
+from synccurate.faces import make_detector
+from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.score import ClipRef, prepare_clip, similarity_matrices
+from synccurate.sync import clip_metrics
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """An untrained tiny model: enough to exercise the plumbing, statuses and the table."""
+    torch.manual_seed(0)
+    return save_checkpoint(ICSyncNet(CONFIGS["tiny"]), tmp_path_factory.mktemp("w") / "tiny")
+
+
+def _ffmpeg(*args):
+    media.run_ffmpeg(list(args))
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    good = folder / "good_1.mp4"
+    synth.synth_clip(good, seconds=2.0, seed=1)
+    synth.synth_clip(folder / "sub dir" / "good 2.mp4", seconds=2.0, seed=2)
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "random.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    _ffmpeg("-i", str(good), "-vn", "-c:a", "copy", str(folder / "audio_only.mp4"))
+    _ffmpeg("-i", str(good), "-an", "-c:v", "copy", str(folder / "video_only.mp4"))
+    (folder / "notes.txt").write_text("not a video: must be ignored")
+    return folder
+
+
+def test_score_mixed_folder_gives_one_row_per_clip_with_statuses(
+    mixed_folder, tiny_weights, tmp_path
+):
+    before = {p: p.stat().st_mtime_ns for p in mixed_folder.rglob("*")}
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(mixed_folder),
+            "-o",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--workers",
+            "0",
+            "--face-detector",
+            "none",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    statuses = dict(zip(table["path"], table["status"], strict=True))
+    assert statuses == {
+        "good_1.mp4": "ok",
+        "sub dir/good 2.mp4": "ok",
+        "empty.mp4": "decode_error",
+        "random.mp4": "decode_error",
+        "audio_only.mp4": "no_video",
+        "video_only.mp4": "no_audio",
+    }
+    for row in table.itertuples():
+        if row.status == "ok":
+            assert pd.isna(row.error)
+            assert row.n_frames == 50 and -15 <= row.offset_frames <= 15
+            assert 0 <= row.prob_at_offset <= 1 and 0 <= row.offscreen_ratio <= 1
+            assert len(row.p_t) == row.n_frames - 4 and row.model.startswith("tiny@")
+        else:
+            assert row.path in row.error and "\n" not in row.error
+    assert {p: p.stat().st_mtime_ns for p in mixed_folder.rglob("*")} == before  # inputs untouched
+
+
+def test_score_refuses_a_non_table_output(mixed_folder, tiny_weights, tmp_path):
+    out = tmp_path / "precious.parquet"
+    out.write_text("my notes")
+    result = CliRunner().invoke(
+        app,
+        ["score", str(mixed_folder / "good_1.mp4"), "-o", str(out), "--weights", str(tiny_weights)],
+    )
+    assert result.exit_code == 2
+    assert out.read_text() == "my notes"
+
+
+def test_killed_run_resumes_with_every_clip_exactly_once(tiny_weights, tmp_path):
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=10, seconds=2.0, seed=9, workers=2)
+    out = tmp_path / "scores.parquet"
+    command = [
+        sys.executable,
+        "-m",
+        "synccurate",
+        "score",
+        str(folder),
+        "-o",
+        str(out),
+        "--weights",
+        str(tiny_weights),
+        "--workers",
+        "0",
+        "--batch-size",
+        "8",
+        "--face-detector",
+        "none",
+        "--no-progress",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = pd.read_parquet(out)  # readable at any moment
+    assert 1 <= len(partial) < 10
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    table = pd.read_parquet(out)
+    assert len(table) == 10 and table["path"].is_unique
+    assert set(table["path"]) == {f"clip_{i:05d}.mp4" for i in range(10)}
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+class MouthEnergyModel(torch.nn.Module):
+    """A model-free stand-in for IC-SyncNet: visual = mouth darkness of the 5 frames, audio =
+    loudness of the 5 frames' mel columns, both centred. Their cosine is the correlation of
+    mouth opening and loudness, which peaks where audio and video line up."""
+
+    tau = 0.1
+
+    def embed_visual(self, windows):
+        frames = windows.reshape(len(windows), 5, 3, *windows.shape[2:])
+        darkness = 1 - frames.mean(dim=(2, 3, 4))
+        return torch.nn.functional.normalize(darkness - darkness.mean(1, keepdim=True), dim=1)
+
+    def embed_audio(self, mels):
+        centre = mels[:, 0, :, audio.CONTEXT_MELS : audio.CONTEXT_MELS + audio.WINDOW_MELS]
+        edges = [int(i * 3.2) for i in range(6)]
+        loudness = torch.stack(
+            [centre[..., a:b].mean(dim=(1, 2)) for a, b in zip(edges[:-1], edges[1:], strict=True)], 1
+        )
+        return torch.nn.functional.normalize(loudness - loudness.mean(1, keepdim=True), dim=1)
+
+
+@pytest.mark.parametrize("true_offset", [-6, 0, 5])
+def test_sign_of_the_offset_through_the_real_plumbing(tmp_path, true_offset):
+    """Audio delayed → negative offset, audio advanced → positive (SPEC §6), without a model."""
+    clip = tmp_path / "clip.mp4"
+    synth.synth_clip(clip, seconds=6.0, seed=11, offset_frames=true_offset)
+    prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), (32, 64), make_detector("none"))
+    assert prepared.status == "ok", prepared.error
+    (S,) = similarity_matrices(MouthEnergyModel(), [prepared], 64, torch.device("cpu"))
+    assert clip_metrics(S, MouthEnergyModel.tau).offset_frames == true_offset
