@@ -51,7 +51,8 @@ Columns (see docs/reading-scores.md):
   mouth (someone off screen talking, dubbing).
 - confidence (SyncNet-style max - median), face_ratio, silence_ratio, at_search_edge (the
   offset hit ±max-offset, so the true offset may lie beyond), model, status and error
-  (ok / no_face / no_audio / no_video / too_short / decode_error), per-window p_t and onscreen.
+  (ok / no_face / no_audio / no_video / too_short / decode_error / error), per-window p_t
+  and onscreen.
 
 Reruns resume: clips already in the table are skipped, so an interrupted run can be restarted
 with the same command.
@@ -89,7 +90,7 @@ def score(
         checkpoint = model_lib.find_weights(weights)
         net, sidecar = model_lib.load_checkpoint(checkpoint)
         torch_device = scoring.resolve_device(device.value)
-        table = scoring.ScoresTable(output, retry_failed=retry_failed)
+        table = scoring.ScoresTable(output, retry_failed=retry_failed, model_id=sidecar["model_id"])
     except (FileNotFoundError, ValueError, model_lib.WeightsError) as error:
         fail(str(error))
     if output.resolve() in {ref.file.resolve() for ref in refs}:
@@ -179,6 +180,7 @@ def filter_(
 ) -> None:
     """Keep the clips that are in sync enough; say why each other clip was rejected."""
     from synccurate import filtering
+    from synccurate.tables import write_table
 
     try:
         rules = filtering.FilterRules(
@@ -190,9 +192,9 @@ def filter_(
         )
         table = filtering.load_scores(scores)
         kept, dropped = filtering.apply_filter(table, rules)
-        filtering.write_table(kept, output, protect=[scores])
+        write_table(kept, output, protect=[scores])
         if rejected:
-            filtering.write_table(dropped, rejected, protect=[scores, output])
+            write_table(dropped, rejected, protect=[scores, output])
     except (ValueError, OSError) as error:
         fail(str(error))
     filtering.render_summary(filtering.summarize(table, kept, dropped, rules), console)
@@ -352,6 +354,9 @@ def train(
     hard: int = typer.Option(15, min=0, help="Hard negatives per positive (N_h)."),
     easy: int = typer.Option(15, min=0, help="Easy negatives per positive (N_e)."),
     lam: float = typer.Option(0.1, min=0, max=1, help="Weight of the easy negatives (λ)."),
+    run_length: int = typer.Option(
+        8, min=1, help="Consecutive positives per clip in a batch (they share audio windows)."
+    ),
     val_fraction: float = typer.Option(0.05, min=0, max=0.5),
     face_detector: Detector = typer.Option(Detector.none, help="For the cache; none = face crops."),
     workers: int = typer.Option(0, min=0, help="Processes building the cache."),
@@ -381,6 +386,7 @@ def train(
         n_hard=hard,
         n_easy=easy,
         lam=lam,
+        run_length=run_length,
         val_fraction=val_fraction,
         seed=seed,
     )
@@ -408,7 +414,8 @@ def train(
         )
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
-    console.print(f"trained weights: {final} (use with --weights, or copy into weights/)")
+    if int(os.environ.get("RANK", "0")) == 0:
+        console.print(f"trained weights: {final} (use with --weights, or copy into weights/)")
 
 
 @app.command("eval")
@@ -449,7 +456,8 @@ def eval_(
     table.add_column("accuracy", justify="right")
     table.add_column("sub-clips", justify="right")
     for length, accuracy in results["accuracy"].items():
-        table.add_row(length, f"{accuracy:.1%}", str(results["n_subclips"][length]))
+        shown = "n/a" if accuracy is None else f"{accuracy:.1%}"
+        table.add_row(length, shown, str(results["n_subclips"][length]))
     console.print(table)
     for error in results["failed_clips"]:
         console.print(f"[yellow]skipped[/yellow] {error}", highlight=False)
@@ -486,7 +494,8 @@ def plot(
             continue
         (S,) = scoring.similarity_matrices(net, [clip], 256, torch_device, max_offset)
         metrics = clip_metrics(S, net.tau)
-        target = out_dir / f"{Path(clip.ref.path).stem}.syncmap.png"
+        name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
+        target = out_dir / f"{name}.syncmap.png"
         plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({sidecar['model_id']})", target)
         console.print(f"{target}: offset {metrics.offset_frames:+d}", highlight=False)
 

@@ -36,7 +36,7 @@ def accuracy_at(
         predicted = means.argmax(1) - (S.shape[1] - 1) // 2
         correct += int(((predicted - truth).abs() <= TOLERANCE).sum())
         total += len(predicted)
-    return (correct / total if total else float("nan")), total
+    return (correct / total if total else None), total
 
 
 def load_truth(paths: list[Path], manifest: Path | None) -> tuple[list, list[int]]:
@@ -65,21 +65,30 @@ def evaluate(
     crop_hw = (model.config.crop_height, model.config.crop_width)
     truth = {ref: offset for ref, offset in zip(refs, true_offsets, strict=True)}
     prepared = prepare_clips(refs, crop_hw, detector, "cpu", workers)
-    clips, failed = [], []
-    for clip in prepared:
-        (clips if clip.status == "ok" else failed).append(clip)
     model.to(device).eval()
-    matrices = []
-    for start in range(0, len(clips), 32):  # bounded memory: 32 clips' windows at a time
-        matrices += similarity_matrices(model, clips[start : start + 32], batch_size, device)
-    offsets = [truth[c.ref] for c in clips]
+    matrices, offsets, failed, group = [], [], [], []
+
+    def embed_group() -> None:  # only S is kept: memory stays bounded by one group of clips
+        matrices.extend(similarity_matrices(model, group, batch_size, device))
+        offsets.extend(truth[c.ref] for c in group)
+        group.clear()
+
+    for clip in prepared:
+        if clip.status != "ok":
+            failed.append(clip)
+            continue
+        group.append(clip)
+        if len(group) == 32:
+            embed_group()
+    if group:
+        embed_group()
     accuracy, counts = {}, {}
     for length in CLIP_LENGTHS:
         accuracy[str(length)], counts[str(length)] = accuracy_at(matrices, length, offsets)
     return {
         "accuracy": accuracy,
         "n_subclips": counts,
-        "n_clips": len(clips),
+        "n_clips": len(matrices),
         "failed_clips": [c.error for c in failed],
         "model": model_id,
         "max_offset": MAX_OFFSET,

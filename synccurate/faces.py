@@ -44,7 +44,11 @@ S3FD_THRESHOLD = 0.5  # face-alignment's own default score threshold
 # context around them; a black border restores that context.
 PAD_FRACTION = 0.25  # of the longest side, on every side
 
-OPENCV_MAX_SIDE = 320  # px: Haar runs on a grayscale copy at most this large
+# Haar runs on a grayscale copy whose longest side is at most 160 px, which finds
+# the large faces of talking-head footage at a quarter of the cost, and only where
+# that finds nothing at 320 px (faces down to ~10 % of the frame).
+OPENCV_SIDES = (160, 320)  # px
+HAAR_WINDOW = 24  # px: the cascades' training window, the smallest face they can see
 OPENCV_SCALE_FACTOR = 1.15  # image pyramid step
 OPENCV_MIN_NEIGHBORS = 3
 OPENCV_MIN_FACE = 0.1  # smallest face, as a fraction of the frame's shorter side
@@ -96,11 +100,19 @@ class OpenCVDetector:
 
     def _detect_one(self, frame: np.ndarray) -> list[Box]:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, OPENCV_MAX_SIDE / max(gray.shape))
+        for side in OPENCV_SIDES:
+            faces = self._detect_at(gray, side)
+            if faces:
+                return faces
+        return []
+
+    def _detect_at(self, gray: np.ndarray, side: int) -> list[Box]:
+        """Faces in `gray` searched on an equalised, padded copy whose longest side is `side`."""
+        scale = min(1.0, side / max(gray.shape))
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
-        smallest = max(24, int(OPENCV_MIN_FACE * min(gray.shape)))
+        smallest = max(HAAR_WINDOW, int(OPENCV_MIN_FACE * min(gray.shape)))
         pad = _pad_width(*gray.shape)
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         for classifier in self._frontal:
@@ -262,6 +274,17 @@ def _continues(box: np.ndarray, last: np.ndarray) -> bool:
     return _iou(box, last) >= LINK_IOU or distance <= LINK_CENTRE * size
 
 
+def _distinct(faces: Sequence[Box]) -> list[np.ndarray]:
+    """Boxes largest first, without those centred inside a larger one (one box per face)."""
+    kept: list[np.ndarray] = []
+    for face in sorted(faces, key=lambda f: _area(np.asarray(f[:4])), reverse=True):
+        box = np.asarray(face[:4], dtype=float)
+        centre = (box[:2] + box[2:]) / 2
+        if not any((k[:2] <= centre).all() and (centre <= k[2:]).all() for k in kept):
+            kept.append(box)
+    return kept
+
+
 def _link(detections: Sequence[Sequence[Box] | None]) -> list[dict[int, np.ndarray]]:
     """Greedy frame-to-frame linking of boxes into tracks ({frame: box} each)."""
     tracks: list[dict[int, np.ndarray]] = []
@@ -277,17 +300,14 @@ def _link(detections: Sequence[Sequence[Box] | None]) -> list[dict[int, np.ndarr
         ]
         previous = t
         taken: set[int] = set()
-        boxes = sorted(
-            (np.asarray(face[:4], dtype=float) for face in faces), key=_area, reverse=True
-        )
-        for box in boxes:
+        for box in _distinct(faces):
             candidates = [
-                (_iou(box, track[max(track)]), i)
+                (len(track), _iou(box, track[max(track)]), i)  # the established track first
                 for i, track in enumerate(active)
                 if i not in taken and _continues(box, track[max(track)])
             ]
             if candidates:
-                _, best = max(candidates)
+                *_, best = max(candidates)
                 active[best][t] = box
                 taken.add(best)
             else:

@@ -6,7 +6,7 @@ The library behind `synccurate filter`:
   `apply_filter` splits the table into kept and rejected (with a `reject_reason` column).
 - `summarize` / `render_summary` describe what happened (counts per reason and the
   distributions of the three main metrics over the `ok` rows).
-- `write_table` writes a Parquet file atomically and never over the input table;
+- writing goes through `tables.write_table` (atomic, never over the input table);
   `kept_paths` gives the kept clips' absolute paths (for `--list`); `link_to` mirrors the
   kept clips into a folder of symlinks.
 
@@ -16,14 +16,14 @@ The library behind `synccurate filter`:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+
+from synccurate.tables import same_file
 
 # Defaults (SPEC §9: the paper's recommended values are lost in its text; these are ours).
 DEFAULT_MIN_PROB = 0.5
@@ -348,47 +348,6 @@ def render_summary(summary: dict, console) -> None:
 # --- writing ----------------------------------------------------------------------------
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if Path(os.path.abspath(a)) == Path(os.path.abspath(b)):
-        return True
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-@lru_cache(maxsize=1)
-def default_file_mode() -> int:
-    """Permissions of a newly created file under the process umask (mkstemp makes 0600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_table(
-    table: pd.DataFrame, path: str | Path, *, protect: Iterable[str | Path] = ()
-) -> Path:
-    """Write `table` to Parquet atomically (temp file in the same folder, then os.replace).
-
-    Refuses (ValueError) when `path` is one of the `protect`ed files, e.g. the input table.
-    """
-    path = Path(path)
-    for other in protect:
-        if _same_file(path, Path(other)):
-            raise ValueError(f"refusing to write over the input table {other}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        table.to_parquet(temp, index=False)
-        os.chmod(temp, default_file_mode())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def clip_path(root: str | None, path: str) -> Path:
     """Absolute path of a clip (root/path; `path` alone when absolute or root missing)."""
     clip = Path(path)
@@ -490,9 +449,7 @@ def link_to(
     for target, rel in zip(kept_paths(kept), relative, strict=True):
         link = folder / rel
         if link.is_symlink() or link.exists():
-            if (link.is_symlink() and os.readlink(link) == target) or _same_file(
-                link, Path(target)
-            ):
+            if (link.is_symlink() and os.readlink(link) == target) or same_file(link, Path(target)):
                 report.existing.append(str(link))
             else:
                 report.conflicts.append((str(link), "a different file is already there"))
@@ -526,5 +483,4 @@ __all__ = [
     "render_summary",
     "root_folder_names",
     "summarize",
-    "write_table",
 ]

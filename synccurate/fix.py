@@ -46,8 +46,9 @@ import numpy as np
 import pandas as pd
 
 from synccurate.audio import VIDEO_FPS
-from synccurate.filtering import clip_path, default_file_mode, mirror_paths, write_table
+from synccurate.filtering import clip_path, mirror_paths
 from synccurate.media import MediaError, MediaInfo, ffmpeg_binary, probe
+from synccurate.tables import default_file_mode, write_table
 
 LOG_NAME = "fixes.parquet"
 MAX_CODEC_DELAY = 8192  # samples; larger measured lags are not believed

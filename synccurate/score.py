@@ -7,7 +7,6 @@ stage keeps its own counters so the summary can say where the time went.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ import torch
 from synccurate import audio, faces, media
 from synccurate.model import ICSyncNet, stack_windows
 from synccurate.sync import MAX_OFFSET, clip_metrics, n_windows, similarity_matrix
+from synccurate.tables import write_table
 
 MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
 
@@ -194,6 +194,12 @@ def prepare_clips(
     return _prepare_in_process(refs, crop_hw, detector_name, device)
 
 
+def face_windows(has_face: np.ndarray) -> np.ndarray:
+    """Visual windows whose five frames all have a face."""
+    T = n_windows(len(has_face))
+    return np.all([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)
+
+
 # --- step 2: batched embedding -------------------------------------------------
 
 
@@ -298,17 +304,16 @@ def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({k: v for k, v in COLUMNS.items() if v != "object"})
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write next to the target then rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 class ScoresTable:
     """The output table: loaded on start (resume), rewritten atomically as rows arrive."""
 
-    def __init__(self, path: Path, flush_every_s: float = 2.0, retry_failed: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        flush_every_s: float = 2.0,
+        retry_failed: bool = False,
+        model_id: str | None = None,
+    ):
         self.path = path
         self.flush_every_s = flush_every_s
         self.rows: dict[tuple[str, str], dict] = {}
@@ -325,6 +330,12 @@ class ScoresTable:
                 raise ValueError(
                     f"{path}: exists but is not a scores table (no {sorted(missing)} column)"
                 )
+            others = set(existing.loc[existing["status"] == "ok", "model"].dropna()) - {model_id}
+            if model_id and others:
+                raise ValueError(
+                    f"{path}: already holds scores of {', '.join(sorted(others))}, not {model_id}; "
+                    "write to another table so models are not mixed"
+                )
             for row in existing.to_dict("records"):
                 if retry_failed and row["status"] != "ok":
                     continue
@@ -340,7 +351,7 @@ class ScoresTable:
 
     def flush(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(rows_to_frame(list(self.rows.values())), self.path)
+        write_table(rows_to_frame(list(self.rows.values())), self.path)
         self._last_flush = time.monotonic()
 
 
@@ -408,7 +419,7 @@ def score_clips(
         matrices = similarity_matrices(model, pending, batch_size, device, max_offset)
         stats.seconds["model"] += time.perf_counter() - start
         for clip, S in zip(pending, matrices, strict=True):
-            finish(clip, clip_metrics(S, model.tau))
+            finish(clip, clip_metrics(S, model.tau, valid=face_windows(clip.has_face)))
         pending.clear()
 
     for clip in prepared:

@@ -122,20 +122,30 @@ class ClipMetrics:
 
 
 def clip_metrics(
-    similarity: torch.Tensor | np.ndarray, tau: float, cleanup: bool = True
+    similarity: torch.Tensor | np.ndarray,
+    tau: float,
+    cleanup: bool = True,
+    valid: np.ndarray | None = None,
 ) -> ClipMetrics:
-    """Offset, probability at offset, off-screen ratio and confidence of one clip."""
+    """Offset, probability at offset, off-screen ratio and confidence of one clip.
+
+    `valid` marks the visual windows whose five frames all show the face; the others
+    say nothing about sync, so they stay out of the averages and count as off-screen.
+    """
     S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
     K = (S.shape[1] - 1) // 2
-    profile = S.mean(0)
+    valid = np.ones(len(S), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if not valid.any():
+        raise ValueError("no visual window shows a face")
+    profile = S[valid].mean(0)
     offset = best_offset(profile)
     column = offset + K
     smooth = _gaussian_smooth(S)
     probs = 1 / (1 + np.exp(-smooth / tau))
     near = slice(max(0, column - 1), min(S.shape[1], column + 2))
     pick = probs[:, near].argmax(1)
-    p_t = probs[:, near][np.arange(len(S)), pick]
-    c_t = smooth[:, near][np.arange(len(S)), pick]
+    p_t = np.where(valid, probs[:, near][np.arange(len(S)), pick], 0.0)
+    c_t = smooth[:, near][np.arange(len(S)), pick][valid]
     onscreen = onscreen_labels(p_t, cleanup)
     return ClipMetrics(
         offset_frames=offset,

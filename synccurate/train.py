@@ -21,7 +21,14 @@ from tqdm import tqdm
 
 from synccurate import audio
 from synccurate.evaluate import accuracy_at
-from synccurate.model import CONFIGS, ICSyncNet, ModelConfig, load_checkpoint, save_checkpoint
+from synccurate.model import (
+    CONFIGS,
+    ICSyncNet,
+    ModelConfig,
+    load_checkpoint,
+    save_checkpoint,
+    stack_windows,
+)
 from synccurate.score import ClipRef, discover, prepare_clips
 from synccurate.sync import MAX_OFFSET, n_windows
 
@@ -174,62 +181,89 @@ def bbce_loss(
     return 0.5 * loss.mean()
 
 
-class WindowSampler:
-    """Random positive windows with N_h same-clip shifted and N_e other-clip audio windows."""
+@dataclass
+class Batch:
+    """One training batch. Audio windows are shared: hard negatives index into `audio`."""
 
-    def __init__(self, clips: list[CachedClip], n_hard: int, seed: int):
+    visual: torch.Tensor  # [B, 15, H, W] in [0, 1]
+    audio: torch.Tensor  # [n_audio, 1, 80, 32]
+    positive: torch.Tensor  # [B] index into audio of each positive window
+    hard: torch.Tensor  # [B, N_h] index into audio of each hard negative
+    group: torch.Tensor  # [B] run id; easy negatives come from other runs
+
+
+class WindowSampler:
+    """Runs of consecutive windows from random clips, sharing one strip of audio windows.
+
+    A run of R visual windows t0 … t0+R-1 needs the audio windows t0-15 … t0+R-1+15
+    for its positives and all hard negatives (shifts 2 ≤ |s| ≤ 15), so each positive
+    costs about (R + 30) / R audio windows instead of 1 + N_h: the extra negatives
+    that SPEC §4 calls cheap really are.
+    """
+
+    def __init__(self, clips: list[CachedClip], n_hard: int, seed: int, run_length: int = 8):
         self.clips = [c for c in clips if n_windows(len(c.crops)) > 0]
         self.n_hard = n_hard
+        self.run_length = run_length
         self.rng = np.random.default_rng(seed)
         lengths = np.array([n_windows(len(c.crops)) for c in self.clips])
         self.weights = lengths / lengths.sum()
         self.total_windows = int(lengths.sum())
 
     def _shifts(self, t: int, T: int) -> np.ndarray:
+        """N_h shifts s with 2 ≤ |s| ≤ 15, inside the clip when it is long enough."""
         candidates = [
             s
             for s in range(-HARD_SHIFT_MAX, HARD_SHIFT_MAX + 1)
             if abs(s) >= HARD_SHIFT_MIN and 0 <= t + s < T
         ]
-        if not candidates:  # a clip shorter than the shift range: pad with silence windows
-            candidates = [HARD_SHIFT_MIN]
+        if not candidates:  # a clip shorter than the shift range: silence-padded windows
+            candidates = [HARD_SHIFT_MIN, -HARD_SHIFT_MIN]
         return self.rng.choice(candidates, self.n_hard, replace=len(candidates) < self.n_hard)
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """visual [B, 15, H, W] in [0, 1], audio [B, 1, 80, 32], hard audio [B, N_h, 1, 80, 32]."""
-        picks = self.rng.choice(len(self.clips), size, p=self.weights)
-        visual, positive, hard = [], [], []
-        for i in picks:
-            clip = self.clips[i]
+    def batch(self, size: int) -> Batch:
+        visual, strips, positive, hard, group = [], [], [], [], []
+        strip_start = 0
+        for run in range(max(1, size // self.run_length)):
+            clip = self.clips[self.rng.choice(len(self.clips), p=self.weights)]
             T = n_windows(len(clip.crops))
-            t = int(self.rng.integers(T))
-            crops = torch.from_numpy(np.array(clip.crops[t : t + audio.WINDOW_FRAMES]))
-            visual.append(crops.permute(0, 3, 1, 2).reshape(-1, *crops.shape[1:3]))
-            mel = np.asarray(clip.mel, dtype=np.float32)
-            positive.append(audio.audio_windows(mel, t, 1)[0])
-            hard.append(
-                np.stack([audio.audio_windows(mel, t + s, 1)[0] for s in self._shifts(t, T)])
-                if self.n_hard
-                else np.zeros((0, 1, audio.N_MELS, audio.AUDIO_WINDOW_MELS))
+            length = min(self.run_length, T, size - len(visual))
+            t0 = int(self.rng.integers(T - length + 1))
+            crops = torch.from_numpy(
+                np.array(clip.crops[t0 : t0 + length + audio.WINDOW_FRAMES - 1])
             )
-        return (
-            torch.stack(visual).float() / 255.0,
-            torch.from_numpy(np.stack(positive)).float(),
-            torch.from_numpy(np.stack(hard)).float(),
+            visual.append(stack_windows(crops))
+            strip_len = length + 2 * HARD_SHIFT_MAX
+            strips.append(
+                audio.audio_windows(
+                    np.asarray(clip.mel, np.float32), t0 - HARD_SHIFT_MAX, strip_len
+                )
+            )
+            for t in range(t0, t0 + length):
+                here = strip_start + HARD_SHIFT_MAX + (t - t0)  # strip index of a_t
+                positive.append(here)
+                hard.append(here + self._shifts(t, T))
+                group.append(run)
+            strip_start += strip_len
+        return Batch(
+            visual=torch.cat(visual),
+            audio=torch.from_numpy(np.concatenate(strips)),
+            positive=torch.tensor(positive),
+            hard=torch.from_numpy(np.stack(hard)).long().reshape(len(positive), self.n_hard),
+            group=torch.tensor(group),
         )
 
 
-def easy_negatives(a_pos: torch.Tensor, n_easy: int, generator: torch.Generator) -> torch.Tensor:
-    """For each item, n_easy positive audio embeddings of *other* items: [B, N_e, D]."""
-    B = a_pos.shape[0]
-    n_easy = min(n_easy, B - 1)
+def easy_negatives(
+    a_pos: torch.Tensor, n_easy: int, group: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """For each item, n_easy positive audio embeddings of items from *other* runs: [B, N_e, D]."""
+    other = group[:, None] != group[None, :]
+    n_easy = min(n_easy, int(other.sum(1).min()))
     if n_easy <= 0:
-        return a_pos.new_zeros(B, 0, a_pos.shape[1])
-    # offsets 1 … B-1 never pick the item itself
-    offsets = torch.stack(
-        [torch.randperm(B - 1, generator=generator)[:n_easy] + 1 for _ in range(B)]
-    )
-    index = (torch.arange(B)[:, None] + offsets) % B
+        return a_pos.new_zeros(len(a_pos), 0, a_pos.shape[1])
+    scores = torch.rand(other.shape, generator=generator).masked_fill(~other, -1.0)
+    index = scores.topk(n_easy, dim=1).indices
     return a_pos[index.to(a_pos.device)]
 
 
@@ -241,9 +275,7 @@ def clip_similarities(model: ICSyncNet, clips: list[CachedClip], device, batch_s
     from synccurate.score import PreparedClip, similarity_matrices
 
     prepared = [
-        PreparedClip(
-            ClipRef("", c.key), crops=np.asarray(c.crops), mel=np.asarray(c.mel, np.float32)
-        )
+        PreparedClip(ClipRef("", c.key), crops=np.array(c.crops), mel=np.asarray(c.mel, np.float32))
         for c in clips
     ]
     return similarity_matrices(model, prepared, batch_size, device)
@@ -262,6 +294,7 @@ class TrainSettings:
     tune_lr: float = 1e-4
     n_hard: int = 15
     n_easy: int = 15
+    run_length: int = 8  # consecutive positives per clip sharing one strip of audio windows
     lam: float = 0.1  # SPEC §4 default weight of the easy negatives
     jitter: float = 0.05
     val_fraction: float = 0.05
@@ -332,7 +365,15 @@ def train(
     else:
         model = ICSyncNet(CONFIGS[config] if isinstance(config, str) else config).to(device)
         state = None
-    sampler = WindowSampler(train_clips, settings.n_hard, settings.seed * 1000 + rank + start_epoch)
+    crop_hw = (model.config.crop_height, model.config.crop_width)
+    if tuple(train_clips[0].crops.shape[1:3]) != crop_hw:
+        raise ValueError(
+            f"{cache}: holds {train_clips[0].crops.shape[1]}x{train_clips[0].crops.shape[2]} crops "
+            f"but the {model.config.name} model takes {crop_hw[0]}x{crop_hw[1]}; use another cache"
+        )
+    sampler = WindowSampler(
+        train_clips, settings.n_hard, settings.seed * 1000 + rank + start_epoch, settings.run_length
+    )
     generator = torch.Generator().manual_seed(settings.seed * 7919 + rank + start_epoch)
     local_batch = max(2, settings.batch_size // world)  # the global batch is split over ranks
     per_epoch = settings.steps_per_epoch or max(1, sampler.total_windows // settings.batch_size)
@@ -362,13 +403,11 @@ def train(
             leave=False,
         )
         for step in bar:
-            visual, positive, hard = sampler.batch(local_batch)
-            visual = augment(visual, generator, settings.jitter).to(device)
-            B, N_h = hard.shape[:2]
-            mels = torch.cat([positive, hard.reshape(B * N_h, *hard.shape[2:])]).to(device)
-            v, a = wrapped(visual, mels)
-            a_pos, a_hard = a[:B], a[B:].reshape(B, N_h, -1)
-            a_easy = easy_negatives(a_pos, settings.n_easy, generator)
+            batch = sampler.batch(local_batch)
+            visual = augment(batch.visual, generator, settings.jitter).to(device)
+            v, a = wrapped(visual, batch.audio.to(device))
+            a_pos, a_hard = a[batch.positive], a[batch.hard]
+            a_easy = easy_negatives(a_pos, settings.n_easy, batch.group, generator)
             scale = model.log_tau.exp()
             pos = (v * a_pos).sum(-1)
             hard_cos = (v[:, None] * a_hard).sum(-1)
@@ -392,8 +431,8 @@ def train(
             if val_clips:
                 model.eval()
                 S = clip_similarities(model, val_clips, device)
-                summary["val_acc15"], _ = accuracy_at(S, 15, [0] * len(S))
-                summary["val_acc5"], _ = accuracy_at(S, 5, [0] * len(S))
+                for length in (5, 15):
+                    summary[f"val_acc{length}"] = accuracy_at(S, length, [0] * len(S))[0] or 0.0
             log(
                 f"epoch {epoch + 1}/{total_epochs}{' (tune)' if tuning else ''}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())

@@ -21,8 +21,8 @@ from synccurate.filtering import (
     reject_reasons,
     render_summary,
     summarize,
-    write_table,
 )
+from synccurate.tables import write_table
 
 P, R, K, S = 0.6, 0.25, 3, 0.5
 RULES = FilterRules(min_prob=P, max_offscreen=R, max_abs_offset=K, max_silence=S)

@@ -151,9 +151,8 @@ class MouthEnergyModel(torch.nn.Module):
     def embed_audio(self, mels):
         centre = mels[:, 0, :, audio.CONTEXT_MELS : audio.CONTEXT_MELS + audio.WINDOW_MELS]
         edges = [int(i * 3.2) for i in range(6)]
-        loudness = torch.stack(
-            [centre[..., a:b].mean(dim=(1, 2)) for a, b in zip(edges[:-1], edges[1:], strict=True)], 1
-        )
+        spans = zip(edges[:-1], edges[1:], strict=True)
+        loudness = torch.stack([centre[..., a:b].mean(dim=(1, 2)) for a, b in spans], 1)
         return torch.nn.functional.normalize(loudness - loudness.mean(1, keepdim=True), dim=1)
 
 

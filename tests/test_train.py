@@ -44,13 +44,15 @@ def test_bbce_lambda_weights_the_easy_negatives_and_averages_the_batch():
     assert T.bbce_loss(pos, hard, easy, 1.0).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_easy_negatives_never_pick_the_item_itself():
+def test_easy_negatives_come_from_other_runs_only():
     a = torch.eye(6)
-    easy = T.easy_negatives(a, 5, torch.Generator().manual_seed(0))
-    assert easy.shape == (6, 5, 6)
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    easy = T.easy_negatives(a, 4, group, torch.Generator().manual_seed(0))
+    assert easy.shape == (6, 4, 6)
     for i in range(6):
-        assert not (easy[i] == a[i]).all(dim=1).any()
-        assert len({int(row.argmax()) for row in easy[i]}) == 5
+        picked = {int(row.argmax()) for row in easy[i]}
+        assert len(picked) == 4
+        assert all(group[j] != group[i] for j in picked)
 
 
 def test_augment_keeps_shape_and_moves_frames_independently():
@@ -84,15 +86,31 @@ def tiny_cache(tmp_path_factory):
     return cache
 
 
-def test_sampler_shapes_and_hard_shift_range(tiny_cache):
+def test_sampler_runs_share_audio_and_index_the_right_windows(tiny_cache):
     clips = T.load_cache(tiny_cache)
     assert len(clips) == 6 and clips[0].crops.shape[1:] == (32, 64, 3)
-    sampler = T.WindowSampler(clips, n_hard=5, seed=0)
-    visual, positive, hard = sampler.batch(4)
-    assert visual.shape == (4, 15, 32, 64) and positive.shape == (4, 1, 80, 32)
-    assert hard.shape == (4, 5, 1, 80, 32)
-    shifts = sampler._shifts(20, 46)
-    assert all(T.HARD_SHIFT_MIN <= abs(s) <= T.HARD_SHIFT_MAX for s in shifts)
+    sampler = T.WindowSampler(clips, n_hard=5, seed=0, run_length=4)
+    batch = sampler.batch(8)
+    assert batch.visual.shape == (8, 15, 32, 64)
+    assert batch.audio.shape == (2 * (4 + 30), 1, 80, 32)  # two runs, one strip each
+    assert batch.hard.shape == (8, 5) and batch.group.tolist() == [0] * 4 + [1] * 4
+    shifts = batch.hard - batch.positive[:, None]
+    assert ((shifts.abs() >= T.HARD_SHIFT_MIN) & (shifts.abs() <= T.HARD_SHIFT_MAX)).all()
+    # consecutive positives of a run are consecutive audio windows of its strip
+    assert (batch.positive[1:4] - batch.positive[:3] == 1).all()
+    # the positive audio window is the clip's own audio window of that visual window
+    clip = next(c for c in clips if _window_index(c, batch.visual[0]) is not None)
+    t0 = _window_index(clip, batch.visual[0])
+    expected = audio.audio_windows(np.asarray(clip.mel, np.float32), t0, 1)[0]
+    assert torch.equal(batch.audio[batch.positive[0]], torch.from_numpy(expected))
+
+
+def _window_index(clip, window):
+    from synccurate.model import stack_windows
+
+    windows = stack_windows(torch.from_numpy(np.array(clip.crops)))
+    matches = (windows == window).flatten(1).all(1).nonzero()
+    return int(matches[0]) if len(matches) else None
 
 
 def _settings(epochs, tune):
