@@ -357,6 +357,7 @@ def train(
     run_length: int = typer.Option(
         8, min=1, help="Consecutive positives per clip in a batch (they share audio windows)."
     ),
+    cosine: bool = typer.Option(False, help="Cosine learning-rate decay over the main phase."),
     val_fraction: float = typer.Option(0.05, min=0, max=0.5),
     face_detector: Detector = typer.Option(Detector.none, help="For the cache; none = face crops."),
     workers: int = typer.Option(0, min=0, help="Processes building the cache."),
@@ -387,6 +388,7 @@ def train(
         n_easy=easy,
         lam=lam,
         run_length=run_length,
+        cosine=cosine,
         val_fraction=val_fraction,
         seed=seed,
     )

@@ -44,10 +44,11 @@ S3FD_THRESHOLD = 0.5  # face-alignment's own default score threshold
 # context around them; a black border restores that context.
 PAD_FRACTION = 0.25  # of the longest side, on every side
 
-# Haar runs on a grayscale copy whose longest side is at most 160 px, which finds
-# the large faces of talking-head footage at a quarter of the cost, and only where
-# that finds nothing at 320 px (faces down to ~10 % of the frame).
-OPENCV_SIDES = (160, 320)  # px
+# Haar first searches a grayscale copy whose longest side is 160 px, which finds
+# the large faces of talking-head footage at a fraction of the cost, and only where
+# that finds nothing the frame as given (extract_mouths' detect_size, 320 px by
+# default: faces down to ~10 % of the frame).
+OPENCV_COARSE_SIDE = 160  # px
 HAAR_WINDOW = 24  # px: the cascades' training window, the smallest face they can see
 OPENCV_SCALE_FACTOR = 1.15  # image pyramid step
 OPENCV_MIN_NEIGHBORS = 3
@@ -100,7 +101,8 @@ class OpenCVDetector:
 
     def _detect_one(self, frame: np.ndarray) -> list[Box]:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        for side in OPENCV_SIDES:
+        longest = max(gray.shape)
+        for side in sorted({min(OPENCV_COARSE_SIDE, longest), longest}):
             faces = self._detect_at(gray, side)
             if faces:
                 return faces
@@ -162,7 +164,10 @@ class S3FDDetector:
         batch = torch.from_numpy(padded).permute(0, 3, 1, 2)  # RGB; S3FD flips to BGR itself
         found = self._sfd.detect_from_batch(batch)
         return [
-            [(x1 - pad, y1 - pad, x2 - pad, y2 - pad, score) for x1, y1, x2, y2, score in faces]
+            [
+                (float(x1) - pad, float(y1) - pad, float(x2) - pad, float(y2) - pad, float(score))
+                for x1, y1, x2, y2, score in faces
+            ]
             for faces in found
         ]
 
@@ -314,7 +319,24 @@ def _link(detections: Sequence[Sequence[Box] | None]) -> list[dict[int, np.ndarr
                 tracks.append({t: box})
                 active.append(tracks[-1])
                 taken.add(len(active) - 1)
-    return tracks
+    return _join(tracks)
+
+
+def _join(tracks: list[dict[int, np.ndarray]]) -> list[dict[int, np.ndarray]]:
+    """Chain tracks that follow each other in time where one ended and the next began.
+
+    A face that leaves for longer than MAX_GAP_FRAMES (or is missed that long)
+    and comes back in place is the same face; the gap itself stays no-face.
+    """
+    joined: list[dict[int, np.ndarray]] = []
+    for track in sorted(tracks, key=min):
+        first = track[min(track)]
+        earlier = [j for j in joined if max(j) < min(track) and _continues(first, j[max(j)])]
+        if earlier:
+            max(earlier, key=len).update(track)
+        else:
+            joined.append(track)
+    return joined
 
 
 def _area(box: np.ndarray) -> float:
@@ -439,6 +461,8 @@ def extract_mouths(
     decodes just large enough for the crops and cuts them. Frames without a face get
     an all-zero crop; deciding that a clip has too few faces is the caller's job.
     """
+    if detect_every < 1:
+        raise ValueError(f"extract_mouths: detect_every must be >= 1, got {detect_every}")
     if not info.has_video:
         raise MediaError("no_video", f"{info.path}: no video stream")
     if detector.name == WholeFrameDetector.name:

@@ -92,7 +92,7 @@ def run_ffmpeg(args: list[str], what: str = "ffmpeg") -> bytes:
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What a clip holds, as read from its container header."""
+    """What a clip holds, as read from its container header (and its first video frame)."""
 
     path: Path
     duration_s: float
@@ -102,7 +102,7 @@ class MediaInfo:
     width: int | None = None
     height: int | None = None
     video_codec: str | None = None
-    video_start_s: float = 0.0
+    video_start_s: float = 0.0  # time of the first frame that decodes (frame 0 of the decode)
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
@@ -116,13 +116,20 @@ def _seconds(value: int | None, time_base) -> float | None:
     return None if value is None or time_base is None else float(value * time_base)
 
 
-def _first_frame_rotation(container: av.container.InputContainer, stream) -> int:
-    """The display rotation, which PyAV only exposes on decoded frames (0 if none decodes)."""
+def _first_frame(container: av.container.InputContainer, stream) -> tuple[float | None, int]:
+    """Time and display rotation of the first frame that decodes ((None, 0) if none does).
+
+    That frame is frame 0 of iter_video_frames, so its time, not the stream's
+    nominal start, is what the audio must be aligned to: a clip cut inside a GOP
+    starts with frames no decoder can show. PyAV also exposes the rotation only here.
+    """
     try:
         frame = next(container.decode(stream), None)
     except av.error.FFmpegError:
-        return 0
-    return int(round(frame.rotation)) % 360 if frame is not None else 0
+        return None, 0
+    if frame is None:
+        return None, 0
+    return frame.time, int(round(getattr(frame, "rotation", 0))) % 360
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -146,6 +153,8 @@ def probe(path: str | Path) -> MediaInfo:
                 if d
             ]
             sar = video.sample_aspect_ratio if video else None
+            video_start = _seconds(video.start_time, video.time_base) if video else None
+            first_time, rotation = _first_frame(container, video) if video else (None, 0)
             info = MediaInfo(
                 path=path,
                 duration_s=max(durations) if durations else 0.0,
@@ -155,9 +164,7 @@ def probe(path: str | Path) -> MediaInfo:
                 width=video.codec_context.width if video else None,
                 height=video.codec_context.height if video else None,
                 video_codec=video.codec_context.name if video else None,
-                video_start_s=(_seconds(video.start_time, video.time_base) or 0.0)
-                if video
-                else 0.0,
+                video_start_s=first_time if first_time is not None else video_start or 0.0,
                 audio_codec=audio.codec_context.name if audio else None,
                 audio_sample_rate=audio.codec_context.sample_rate if audio else None,
                 audio_channels=audio.codec_context.channels if audio else None,
@@ -165,7 +172,7 @@ def probe(path: str | Path) -> MediaInfo:
                 if audio
                 else 0.0,
                 audio_bit_rate=(audio.codec_context.bit_rate or None) if audio else None,
-                rotation=_first_frame_rotation(container, video) if video else 0,
+                rotation=rotation,
                 sample_aspect_ratio=float(sar) if sar else 1.0,
             )
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
@@ -221,6 +228,8 @@ def iter_video_frames(
     """
     if not info.has_video:
         raise MediaError("no_video", f"{info.path}: no video stream")
+    if chunk_frames < 1:
+        raise ValueError(f"iter_video_frames: chunk_frames must be >= 1, got {chunk_frames}")
     if video_filter and size is None:
         raise ValueError("iter_video_frames: video_filter needs an explicit size=(H, W)")
     height, width = size or frame_size(info)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from synccurate import audio
+from synccurate.tables import default_file_mode
 
 WEIGHTS_ENV = "SYNCCURATE_WEIGHTS"
 DEFAULT_WEIGHTS_NAME = "icsyncnet-small"
@@ -277,6 +278,8 @@ def save_checkpoint(model: ICSyncNet, path: str | Path, metadata: dict | None = 
     }
     json_tmp = path.with_suffix(".json.tmp")
     json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    for written in (tmp, json_tmp):
+        os.chmod(written, default_file_mode())
     os.replace(tmp, path)
     os.replace(json_tmp, path.with_suffix(".json"))
     return path

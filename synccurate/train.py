@@ -8,6 +8,7 @@ Multi-GPU / multi-node runs use torch's DistributedDataParallel under torchrun.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -295,6 +296,7 @@ class TrainSettings:
     n_hard: int = 15
     n_easy: int = 15
     run_length: int = 8  # consecutive positives per clip sharing one strip of audio windows
+    cosine: bool = False  # cosine learning-rate decay over the DropBlock phase (not in the paper)
     lam: float = 0.1  # SPEC §4 default weight of the easy negatives
     jitter: float = 0.05
     val_fraction: float = 0.05
@@ -403,6 +405,10 @@ def train(
             leave=False,
         )
         for step in bar:
+            if settings.cosine and not tuning:
+                progress = (epoch * per_epoch + step) / (settings.epochs * per_epoch)
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
             batch = sampler.batch(local_batch)
             visual = augment(batch.visual, generator, settings.jitter).to(device)
             v, a = wrapped(visual, batch.audio.to(device))
