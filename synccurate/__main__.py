@@ -1,3 +1,4 @@
 from synccurate.cli import app
 
-app(prog_name="synccurate")
+if __name__ == "__main__":  # worker processes (spawn) re-import this module
+    app(prog_name="synccurate")

@@ -530,7 +530,7 @@ def demo(
     comparison = example.compare(pd.read_parquet(table_path), truth)
     table = Table(title="scores vs ground truth (offset: + = audio leads, in frames of 1/25 s)")
     for column in comparison.columns:
-        table.add_column(column, justify="left" if column in ("path", "status") else "right")
+        table.add_column(column, justify="left" if column in ("clip", "status") else "right")
     for row in comparison.itertuples(index=False):
         table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
     Console().print(table)

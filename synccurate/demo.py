@@ -43,14 +43,13 @@ def make_example_clips(folder: Path) -> pd.DataFrame:
 def compare(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """The scores next to the ground truth, one row per example clip."""
     merged = truth.merge(scores, on="path", how="left")
-    return merged[
-        [
-            "path",
-            "true_offset",
-            "offset_frames",
-            "prob_at_offset",
-            "true_offscreen",
-            "offscreen_ratio",
-            "status",
-        ]
-    ]
+    columns = {
+        "path": "clip",
+        "true_offset": "true offset",
+        "offset_frames": "found offset",
+        "prob_at_offset": "prob at offset",
+        "true_offscreen": "true off-screen",
+        "offscreen_ratio": "off-screen ratio",
+        "status": "status",
+    }
+    return merged[list(columns)].rename(columns=columns)

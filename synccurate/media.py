@@ -141,7 +141,14 @@ def probe(path: str | Path) -> MediaInfo:
         raise MediaError("decode_error", f"{path}: empty file (0 bytes)")
     try:
         with av.open(str(path)) as container:
-            video = next(iter(container.streams.video), None)
+            video = next(  # cover art is an attached picture, not video
+                (
+                    stream
+                    for stream in container.streams.video
+                    if not stream.disposition & av.stream.Disposition.attached_pic
+                ),
+                None,
+            )
             audio = next(iter(container.streams.audio), None)
             durations = [
                 d
@@ -240,7 +247,8 @@ def iter_video_frames(
     filters.append(f"scale={width}:{height}:flags=area")
     # Passthrough: the fps filter already made the rate constant, and ffmpeg's default
     # (cfr) would duplicate the first frame back to the container start when the video
-    # starts later than the audio, so frame 0 would not be the first video frame.
+    # starts later than the audio. So frame 0 is the first decodable frame, whose time
+    # probe records as video_start_s.
     stream = ffmpeg.input(str(info.path))["v:0"].output(
         "pipe:",
         format="rawvideo",
@@ -321,7 +329,8 @@ def write_clip(
     writes a video-only file. The file appears atomically (temp file + rename).
     Audio sample 0 is the instant of frame 0: ffmpeg's mp4 muxer records the AAC
     encoder's priming delay in an edit list, which decode_audio honours (the
-    round trip is pinned by a test).
+    round trip is pinned by a test; mkv and mov round-trip too, while AVI cannot
+    signal an encoder delay, so e.g. AVI + mp3 comes back ~70 ms late).
     """
     path = Path(path)
     chunks = iter([frames] if isinstance(frames, np.ndarray) else frames)

@@ -109,7 +109,10 @@ _worker_detector: faces.FaceDetector | None = None
 
 def _init_worker(detector_name: str, device: str) -> None:
     global _worker_detector
-    torch.set_num_threads(1)
+    import cv2
+
+    torch.set_num_threads(1)  # each worker one core: the pool, not threads, gives parallelism
+    cv2.setNumThreads(1)
     _worker_detector = faces.make_detector(detector_name, device=device)
 
 

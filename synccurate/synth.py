@@ -638,10 +638,9 @@ def synth_dataset(
         }
         jobs.append((out_dir, index, options))
     if workers > 1 and n > 1:
-        # fork where there is one: workers only run numpy / cv2 / ffmpeg (never torch), and
-        # spawn would demand an `if __name__ == "__main__"` guard from every caller script
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        # spawn, not fork: forking a process that already runs threads (torch, a test
+        # runner) can deadlock the child; callers' scripts need the usual __main__ guard
+        context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             max_workers=workers, mp_context=context, initializer=_worker_init
         ) as pool:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def build_cache(
 class CachedClip:
     crops: np.ndarray  # uint8 [n, H, W, 3] (memory-mapped)
     mel: np.ndarray  # float16 [80, M]
-    key: str
+    path: str  # relative to the folder it was found under
 
 
 def load_cache(cache: Path) -> list[CachedClip]:
@@ -125,18 +126,21 @@ def load_cache(cache: Path) -> list[CachedClip]:
                 CachedClip(
                     crops[e["frame"] : e["frame"] + e["n_frames"]],
                     mel[:, e["mel"] : e["mel"] + e["n_mel"]],
-                    f"{e['root']}/{e['path']}",
+                    e["path"],
                 )
             )
     return clips
 
 
 def split_clips(clips: list[CachedClip], val_fraction: float) -> tuple[list, list]:
-    """Deterministic held-out split by a hash of the clip's path (stable across reruns)."""
-    import zlib
+    """Deterministic held-out split by a hash of the clip's relative path.
+
+    The folder the data lives in does not enter the hash, so the same data copied
+    elsewhere gives the same split and the same trained weights.
+    """
 
     def held_out(clip: CachedClip) -> bool:
-        return zlib.crc32(clip.key.encode()) % 1000 < val_fraction * 1000
+        return zlib.crc32(clip.path.encode()) % 1000 < val_fraction * 1000
 
     train = [c for c in clips if not held_out(c)]
     val = [c for c in clips if held_out(c)]
@@ -276,7 +280,9 @@ def clip_similarities(model: ICSyncNet, clips: list[CachedClip], device, batch_s
     from synccurate.score import PreparedClip, similarity_matrices
 
     prepared = [
-        PreparedClip(ClipRef("", c.key), crops=np.array(c.crops), mel=np.asarray(c.mel, np.float32))
+        PreparedClip(
+            ClipRef("", c.path), crops=np.array(c.crops), mel=np.asarray(c.mel, np.float32)
+        )
         for c in clips
     ]
     return similarity_matrices(model, prepared, batch_size, device)
