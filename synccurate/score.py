@@ -249,8 +249,13 @@ def similarity_matrices(
     batch_size: int,
     device: torch.device,
     max_offset: int = MAX_OFFSET,
+    amp: bool | None = None,
 ) -> list[torch.Tensor]:
-    """S for each clip; visual and audio windows of all clips share model batches."""
+    """S for each clip; visual and audio windows of all clips share model batches.
+
+    `amp` (default: on for CUDA) runs the encoders in half precision (float16 on CUDA,
+    bfloat16 on CPU, where it only serves to test the same code path).
+    """
     crops = [torch.from_numpy(c.crops) for c in clips]
     T = [n_windows(c.n_frames) for c in clips]
 
@@ -261,8 +266,11 @@ def similarity_matrices(
         windows = audio.audio_windows(clips[item].mel, start - max_offset, stop - start)
         return torch.from_numpy(windows)
 
-    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
-    with torch.inference_mode(), amp:
+    if amp is None:
+        amp = device.type == "cuda"
+    half = torch.float16 if device.type == "cuda" else torch.bfloat16
+    autocast = torch.autocast(device.type, dtype=half) if amp else nullcontext()
+    with torch.inference_mode(), autocast:
         v = embed_batched(model.embed_visual, visual, T, batch_size, device)
         a = embed_batched(
             model.embed_audio, audio_, [t + 2 * max_offset for t in T], batch_size, device

@@ -10,21 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from real_fixtures import REAL, real_clips
 
 from synccurate import faces, media
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
 CROP_HW = (48, 96)  # the "small" model's mouth crop
 MIN_FACE_RATIO = 0.9  # the requirement for the offline detector on every real clip
-SHEET_PATH = Path("/tmp/contact_sheet.png")  # a copy for a human to look at
-
-
-def real_clips() -> list:
-    clips = sorted(p for p in REAL.glob("*") if p.suffix.lower() in media.VIDEO_EXTENSIONS)
-    if not clips:
-        reason = f"real test clips not found at {REAL} (internal test material, not in the repo)"
-        return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
-    return [pytest.param(clip, id=clip.name) for clip in clips]
 
 
 @cache
@@ -65,8 +56,8 @@ def test_mouth_crops_contact_sheet(tmp_path: Path) -> None:
             np.concatenate([np.pad(track.crops[i], ((2, 2), (2, 2), (0, 0))) for i in picks], 1)
         )
     sheet = cv2.resize(np.concatenate(rows), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    for path in (tmp_path / "contact_sheet.png", SHEET_PATH):
-        assert cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    # Look at it: pytest --basetemp=/tmp/sc tests/test_faces.py, then open the PNG.
+    assert cv2.imwrite(str(tmp_path / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
 
 def test_detect_every_nth_frame_interpolates(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
+from real_fixtures import REAL
 
 from synccurate.fix import (
     FixError,
@@ -27,7 +28,6 @@ from synccurate.fix import (
 )
 from synccurate.media import MediaInfo, ffmpeg_binary, probe
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
 AAC_CLIP = REAL / "vox_00015.mp4"  # aac 16 kHz mono in mp4
 MP2_CLIP = REAL / "grid_bbaf2n.mpg"  # mp2 44.1 kHz stereo in MPEG-PS
 STEREO_AAC_CLIP = REAL / "retalk_face2.mp4"  # aac 44.1 kHz stereo

@@ -6,21 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_fixtures import real_clips
 
 from synccurate import media
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
 ONE_MS = SAMPLE_RATE // 1000  # samples
 FLASH_FRAME = 20
-
-
-def real_clips() -> list:
-    clips = sorted(p for p in REAL.glob("*") if p.suffix.lower() in media.VIDEO_EXTENSIONS)
-    if not clips:
-        reason = f"real test clips not found at {REAL} (internal test material, not in the repo)"
-        return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
-    return [pytest.param(clip, id=clip.name) for clip in clips]
 
 
 def flash_and_click(path: Path, *, click_s: float, n_frames: int = 50, size: int = 64) -> Path:

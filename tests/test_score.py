@@ -165,3 +165,22 @@ def test_sign_of_the_offset_through_the_real_plumbing(tmp_path, true_offset):
     assert prepared.status == "ok", prepared.error
     (S,) = similarity_matrices(MouthEnergyModel(), [prepared], 64, torch.device("cpu"))
     assert clip_metrics(S, MouthEnergyModel.tau).offset_frames == true_offset
+
+
+def test_mixed_precision_path_agrees_with_float32(tmp_path):
+    """The AMP branch used on CUDA, exercised on CPU with bfloat16."""
+    from synccurate.model import find_weights, load_checkpoint
+
+    synth.synth_clip(tmp_path / "clip.mp4", seconds=3.0, seed=21, offset_frames=4)
+    model, _ = load_checkpoint(find_weights())
+    prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), (32, 64), make_detector("none"))
+    device = torch.device("cpu")
+    (full,) = similarity_matrices(model, [prepared], 32, device, amp=False)
+    (half,) = similarity_matrices(model, [prepared], 32, device, amp=True)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert (half - full).abs().max() < 0.05
+    assert (
+        clip_metrics(half, model.tau).offset_frames
+        == clip_metrics(full, model.tau).offset_frames
+        == 4
+    )
