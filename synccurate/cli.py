@@ -73,6 +73,9 @@ def score(
         help="auto picks face-alignment when its weights are cached, else opencv; "
         "none = the frames are already face crops.",
     ),
+    detect_every: int = typer.Option(
+        1, min=1, help="Run the face detector on every n-th frame and interpolate (faster)."
+    ),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when present."),
     batch_size: int = typer.Option(256, min=1, help="Windows per model batch (across clips)."),
     workers: int = typer.Option(
@@ -128,6 +131,7 @@ def score(
             sidecar["model_id"],
             device=torch_device,
             detector_name=face_detector.value,
+            detect_every=detect_every,
             batch_size=batch_size,
             workers=workers,
             max_offset=max_offset,
@@ -518,6 +522,7 @@ def demo(
         output=table_path,
         weights=weights,
         face_detector=Detector.none,
+        detect_every=1,
         device=device,
         batch_size=256,
         workers=0,

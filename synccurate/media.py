@@ -27,6 +27,7 @@ import ffmpeg
 import numpy as np
 
 from synccurate.audio import SAMPLE_RATE, VIDEO_FPS
+from synccurate.tables import default_file_mode
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".ts")
 FFMPEG_GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
@@ -342,7 +343,9 @@ def write_clip(
     video = ffmpeg.input(
         "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps
     )
-    options: dict[str, object] = {"vcodec": video_codec, "pix_fmt": "yuv420p"}
+    # One encoder thread: the same frames then always give the same bytes (threaded x264
+    # runs were seen to differ under load), which keeps synthetic data sets reproducible.
+    options: dict[str, object] = {"vcodec": video_codec, "pix_fmt": "yuv420p", "threads": 1}
     if crf is not None:
         options["crf"] = crf
     if height % 2 or width % 2:  # yuv420p needs even sizes: pad one black row/column
@@ -377,6 +380,7 @@ def write_clip(
                     raise MediaError(
                         "encode_error", f"{path}: {_last_line(stderr.read(), temp_name)}"
                     )
+        os.chmod(temp_name, default_file_mode())  # mkstemp makes 0600
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

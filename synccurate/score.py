@@ -116,7 +116,9 @@ def _init_worker(detector_name: str, device: str) -> None:
     _worker_detector = faces.make_detector(detector_name, device=device)
 
 
-def prepare_clip(ref: ClipRef, crop_hw: tuple[int, int], detector=None) -> PreparedClip:
+def prepare_clip(
+    ref: ClipRef, crop_hw: tuple[int, int], detector=None, detect_every: int = 1
+) -> PreparedClip:
     """Decode audio and mouth crops of one clip; never raises for a bad clip."""
     detector = detector or _worker_detector
     clip = PreparedClip(ref, detector=getattr(detector, "name", ""))
@@ -132,7 +134,7 @@ def prepare_clip(ref: ClipRef, crop_hw: tuple[int, int], detector=None) -> Prepa
         clip.mel = audio.log_mel(samples)
         clip.timings["audio"] = time.perf_counter() - start
         start = time.perf_counter()
-        track = faces.extract_mouths(info, detector, crop_hw)
+        track = faces.extract_mouths(info, detector, crop_hw, detect_every=detect_every)
         clip.timings["faces"] = time.perf_counter() - start
         clip.crops, clip.has_face, clip.detector = track.crops, track.has_face, track.detector
         clip.silence = audio.frame_silence(samples, clip.n_frames)
@@ -151,13 +153,15 @@ def prepare_clip(ref: ClipRef, crop_hw: tuple[int, int], detector=None) -> Prepa
     return clip
 
 
-def _prepare_in_process(refs, crop_hw, detector_name, device) -> Iterator[PreparedClip]:
+def _prepare_in_process(refs, crop_hw, detector_name, device, every) -> Iterator[PreparedClip]:
     detector = faces.make_detector(detector_name, device=device)
     for ref in refs:
-        yield prepare_clip(ref, crop_hw, detector)
+        yield prepare_clip(ref, crop_hw, detector, every)
 
 
-def _prepare_in_workers(refs, crop_hw, detector_name, device, workers) -> Iterator[PreparedClip]:
+def _prepare_in_workers(
+    refs, crop_hw, detector_name, device, every, workers
+) -> Iterator[PreparedClip]:
     """Bounded number of clips in flight so memory stays flat for long runs."""
     context = get_context("spawn")
     with ProcessPoolExecutor(
@@ -166,7 +170,7 @@ def _prepare_in_workers(refs, crop_hw, detector_name, device, workers) -> Iterat
         queue = iter(refs)
         running: dict = {}
         for ref in queue:
-            running[pool.submit(prepare_clip, ref, crop_hw)] = ref
+            running[pool.submit(prepare_clip, ref, crop_hw, None, every)] = ref
             if len(running) >= 2 * workers:
                 break
         while running:
@@ -181,7 +185,7 @@ def _prepare_in_workers(refs, crop_hw, detector_name, device, workers) -> Iterat
                     )
                 next_ref = next(queue, None)
                 if next_ref is not None:
-                    running[pool.submit(prepare_clip, next_ref, crop_hw)] = next_ref
+                    running[pool.submit(prepare_clip, next_ref, crop_hw, None, every)] = next_ref
 
 
 def prepare_clips(
@@ -190,11 +194,12 @@ def prepare_clips(
     detector_name: str = "auto",
     device: str = "cpu",
     workers: int = 0,
+    detect_every: int = 1,
 ) -> Iterator[PreparedClip]:
     """Prepared clips in completion order, from `workers` processes (0 = in this process)."""
     if workers > 0:
-        return _prepare_in_workers(refs, crop_hw, detector_name, device, workers)
-    return _prepare_in_process(refs, crop_hw, detector_name, device)
+        return _prepare_in_workers(refs, crop_hw, detector_name, device, detect_every, workers)
+    return _prepare_in_process(refs, crop_hw, detector_name, device, detect_every)
 
 
 def face_windows(has_face: np.ndarray) -> np.ndarray:
@@ -402,6 +407,7 @@ def score_clips(
     detector_name: str = "auto",
     batch_size: int = 256,
     workers: int = 0,
+    detect_every: int = 1,
     max_offset: int = MAX_OFFSET,
     on_clip: Callable[[dict, RunStats], None] | None = None,
 ) -> RunStats:
@@ -410,7 +416,7 @@ def score_clips(
     todo = [ref for ref in refs if not table.done(ref)]
     crop_hw = (model.config.crop_height, model.config.crop_width)
     detector_device = "cpu" if workers else device.type
-    prepared = prepare_clips(todo, crop_hw, detector_name, detector_device, workers)
+    prepared = prepare_clips(todo, crop_hw, detector_name, detector_device, workers, detect_every)
     model.to(device).eval()
     pending: list[PreparedClip] = []
 
