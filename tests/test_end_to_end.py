@@ -80,3 +80,33 @@ def test_eval_on_held_out_clips_meets_the_accuracy_bar(tmp_path):
     assert results["accuracy"]["5"] >= 0.70
     assert results["n_subclips"]["5"] == 40 * (100 - 4)
     assert len(discover([tmp_path])) == 40
+
+
+def test_plot_writes_a_sync_map_png(shifted_clips, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "plot",
+            str(shifted_clips / "shift_+3.mp4"),
+            "-o",
+            str(tmp_path),
+            "--face-detector",
+            "none",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "shift_+3.syncmap.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "offset +3" in result.output
+
+
+def test_demo_scores_the_examples_next_to_their_truth(tmp_path):
+    result = CliRunner().invoke(app, ["demo", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    from synccurate.demo import EXAMPLE_CLIPS
+
+    table = pd.read_parquet(tmp_path / "scores.parquet").set_index("path")
+    assert len(table) == len(EXAMPLE_CLIPS)
+    for name, offset, offscreen in EXAMPLE_CLIPS:
+        assert abs(table.loc[name, "offset_frames"] - offset) <= 1
+        assert abs(table.loc[name, "offscreen_ratio"] - offscreen) <= 0.15
