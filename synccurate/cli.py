@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 
@@ -538,4 +539,4 @@ def demo(
         table.add_column(column, justify="left" if column in ("clip", "status") else "right")
     for row in comparison.itertuples(index=False):
         table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
