@@ -84,6 +84,9 @@ def score(
     ),
     max_offset: int = typer.Option(15, min=1, max=60, help="Search ±this many frames."),
     retry_failed: bool = typer.Option(False, help="Score again the clips whose status is not ok."),
+    shard: str | None = typer.Option(
+        None, help="Score only shard K of N, as K/N (0-based), for parallel jobs; one -o per shard."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     from synccurate import model as model_lib
@@ -91,6 +94,11 @@ def score(
 
     try:
         refs = scoring.discover(paths)
+        if shard:
+            index, _, count = shard.partition("/")
+            if not (index.isdigit() and count.isdigit() and int(count) > 0):
+                raise ValueError(f"--shard {shard}: expected K/N, e.g. 3/16")
+            refs = scoring.shard(refs, int(index), int(count))
         checkpoint = model_lib.find_weights(weights)
         net, sidecar = model_lib.load_checkpoint(checkpoint)
         torch_device = scoring.resolve_device(device.value)
@@ -529,6 +537,7 @@ def demo(
         workers=0,
         max_offset=15,
         retry_failed=True,
+        shard=None,
         progress=True,
     )
     import pandas as pd

@@ -8,6 +8,7 @@ stage keeps its own counters so the summary can say where the time went.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -80,6 +81,17 @@ def discover(paths: Iterable[str | Path]) -> list[ClipRef]:
         else:
             raise FileNotFoundError(f"{given}: no such file or folder")
     return list(dict.fromkeys(refs))
+
+
+def shard(refs: list[ClipRef], index: int, count: int) -> list[ClipRef]:
+    """The clips of shard `index` of `count`, by a stable hash of the relative path.
+
+    Independent jobs (a Slurm array, several machines) each take one shard and write
+    their own table; the same clip always lands in the same shard.
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {index}/{count}: the index must be in 0 … {count - 1}")
+    return [ref for ref in refs if zlib.crc32(ref.path.encode()) % count == index]
 
 
 # --- step 1: decode + faces (runs in worker processes) --------------------------

@@ -184,3 +184,15 @@ def test_mixed_precision_path_agrees_with_float32(tmp_path):
         == clip_metrics(full, model.tau).offset_frames
         == 4
     )
+
+
+def test_shards_partition_the_clips():
+    from synccurate.score import shard
+
+    refs = [ClipRef("/data", f"speaker_{i}/clip_{i}.mp4") for i in range(200)]
+    parts = [shard(refs, k, 4) for k in range(4)]
+    assert sorted(r.path for part in parts for r in part) == sorted(r.path for r in refs)
+    assert all(20 <= len(part) <= 80 for part in parts)  # a hash spreads them out
+    assert shard(refs, 1, 4) == shard(list(reversed(refs)), 1, 4)[::-1]  # order-free membership
+    with pytest.raises(ValueError):
+        shard(refs, 4, 4)
