@@ -154,9 +154,11 @@ def prepare_clip(
             raise media.MediaError(
                 "too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps"
             )
-        if clip.has_face.mean() < MIN_FACE_RATIO:
+        if clip.has_face.mean() < MIN_FACE_RATIO or not face_windows(clip.has_face).any():
             raise media.MediaError(
-                "no_face", f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames"
+                "no_face",
+                f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames "
+                "(or in no run of 5 consecutive frames)",
             )
     except media.MediaError as error:
         clip.status, clip.error = error.status, str(error).splitlines()[0]

@@ -196,3 +196,21 @@ def test_shards_partition_the_clips():
     assert shard(refs, 1, 4) == shard(list(reversed(refs)), 1, 4)[::-1]  # order-free membership
     with pytest.raises(ValueError):
         shard(refs, 4, 4)
+
+
+def test_face_in_scattered_frames_only_is_no_face(monkeypatch, tmp_path):
+    """Faces in over half the frames but never five in a row: no window to score."""
+    from synccurate import faces
+
+    synth.synth_clip(tmp_path / "clip.mp4", seconds=2.0, seed=5)
+    real_extract = faces.extract_mouths
+
+    def every_other_frame(*args, **kwargs):
+        track = real_extract(*args, **kwargs)
+        track.has_face[1::2] = False
+        track.has_face[::4] = True
+        return track
+
+    monkeypatch.setattr(faces, "extract_mouths", every_other_frame)
+    clip = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), (32, 64), make_detector("none"))
+    assert clip.status == "no_face" and "clip.mp4" in clip.error
