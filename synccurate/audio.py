@@ -100,3 +100,15 @@ def frame_silence(samples: np.ndarray, n_frames: int) -> np.ndarray:
     padded[:usable] = samples[:usable]
     rms = np.sqrt(np.mean(padded.reshape(n_frames, SAMPLES_PER_FRAME) ** 2, axis=1))
     return 20 * np.log10(np.maximum(rms, 1e-10)) < SILENCE_DBFS
+
+
+def delay_samples(samples: np.ndarray, shift: int) -> np.ndarray:
+    """Delay (shift > 0) or advance (shift < 0) a track [n, ...] by whole samples, keeping
+    its length: out[i] = samples[i - shift], silence (zeros) where that falls outside."""
+    out = np.zeros_like(samples)
+    n = len(samples)
+    if 0 <= shift < n:
+        out[shift:] = samples[: n - shift]
+    elif -n < shift < 0:
+        out[: n + shift] = samples[-shift:]
+    return out

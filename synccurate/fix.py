@@ -45,7 +45,7 @@ import av
 import numpy as np
 import pandas as pd
 
-from synccurate.audio import VIDEO_FPS
+from synccurate.audio import VIDEO_FPS, delay_samples
 from synccurate.filtering import clip_path, mirror_paths
 from synccurate.media import MediaError, MediaInfo, ffmpeg_binary, probe
 from synccurate.tables import default_file_mode, write_table
@@ -156,21 +156,6 @@ def decode_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarra
 def shift_in_samples(offset_frames: int, sample_rate: int) -> int:
     """round(offset_frames / 25 * sample_rate), in exact arithmetic (640 per frame at 16 kHz)."""
     return round(Fraction(int(offset_frames) * int(sample_rate), VIDEO_FPS))
-
-
-def shift_audio(samples: np.ndarray, shift: int) -> np.ndarray:
-    """Delay (shift > 0) or advance (shift < 0) `samples` [n, ...] keeping its length.
-
-    out[i] = samples[i - shift]; what falls outside is silence (zeros).
-    """
-    out = np.zeros_like(samples)
-    n = len(samples)
-    if shift >= 0:
-        if shift < n:
-            out[shift:] = samples[: n - shift]
-    elif -shift < n:
-        out[: n + shift] = samples[-shift:]
-    return out
 
 
 def _compensate(samples: np.ndarray, delay: int) -> np.ndarray:
@@ -423,7 +408,7 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
         raise FixError("no_audio", f"{src}: the audio stream decodes to no samples")
 
     shift = shift_in_samples(offset_frames, rate)
-    shifted = shift_audio(source, shift)
+    shifted = delay_samples(source, shift)
     plan = plan_audio_codec(info)
     # The shifted audio starts with the first video frame: place the raw input there.
     audio_at = _timing(src, info).video_from_file_start_s
@@ -720,6 +705,5 @@ __all__ = [
     "fix_table",
     "measure_lag",
     "plan_audio_codec",
-    "shift_audio",
     "shift_in_samples",
 ]

@@ -31,7 +31,13 @@ import pandas as pd
 import scipy.signal
 
 from synccurate import media
-from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, frame_silence
+from synccurate.audio import (
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    VIDEO_FPS,
+    delay_samples,
+    frame_silence,
+)
 
 MANIFEST_NAME = "manifest.parquet"
 CLIP_NAME = "clip_{index:05d}.mp4"
@@ -203,13 +209,7 @@ def shift_audio(samples: np.ndarray, offset_frames: int) -> np.ndarray:
     +N advances the audio (drop the start, pad silence at the end): the sound of
     frame t is then heard at frame t - N. -N delays it (pad the start, trim the end).
     """
-    shift = offset_frames * SAMPLES_PER_FRAME
-    out = np.zeros_like(samples)
-    if shift >= 0:
-        out[: max(len(samples) - shift, 0)] = samples[shift:]
-    else:
-        out[-shift:] = samples[: len(samples) + shift]
-    return out
+    return delay_samples(samples, -offset_frames * SAMPLES_PER_FRAME)
 
 
 # --- face --------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from real_fixtures import REAL
 
+from synccurate.audio import delay_samples
 from synccurate.fix import (
     FixError,
     fix_clip,
     fix_table,
     plan_audio_codec,
-    shift_audio,
     shift_in_samples,
 )
 from synccurate.media import MediaInfo, ffmpeg_binary, probe
@@ -95,10 +95,10 @@ def test_shift_sign_and_amount():
     assert shift_in_samples(-5, 44100) == -8820
     assert shift_in_samples(3, 48000) == 5760
     x = np.arange(1, 7, dtype=np.float32)[:, None]
-    assert shift_audio(x, 2)[:, 0].tolist() == [0, 0, 1, 2, 3, 4]  # positive: delayed
-    assert shift_audio(x, -2)[:, 0].tolist() == [3, 4, 5, 6, 0, 0]  # negative: advanced
-    assert shift_audio(x, 9)[:, 0].tolist() == [0] * 6
-    assert shift_audio(x, 0)[:, 0].tolist() == x[:, 0].tolist()
+    assert delay_samples(x, 2)[:, 0].tolist() == [0, 0, 1, 2, 3, 4]  # positive: delayed
+    assert delay_samples(x, -2)[:, 0].tolist() == [3, 4, 5, 6, 0, 0]  # negative: advanced
+    assert delay_samples(x, 9)[:, 0].tolist() == [0] * 6
+    assert delay_samples(x, 0)[:, 0].tolist() == x[:, 0].tolist()
 
 
 def test_codec_plan_keeps_the_family():
