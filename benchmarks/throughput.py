@@ -26,16 +26,15 @@ from synccurate.score import ScoresTable, discover, score_clips
 
 
 def throughput(folder: Path, weights: Path, workers: int, batch_size: int) -> None:
-    from synccurate.model import load_checkpoint
+    from synccurate.models import load_model
 
-    model, sidecar = load_checkpoint(weights)
+    model = load_model(None, weights)
     table = ScoresTable(folder / f"scores_w{workers}.parquet", flush_every_s=1e9)
     refs = discover([folder / "clips"])
     stats = score_clips(
         refs,
         table,
         model,
-        sidecar["model_id"],
         device=torch.device("cpu"),
         detector_name="none",
         batch_size=batch_size,

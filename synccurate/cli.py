@@ -27,6 +27,33 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class ModelKind(str, Enum):
+    icsyncnet = "icsyncnet"
+    syncnet_v2 = "syncnet-v2"
+    wav2lip_expert = "wav2lip-expert"
+
+
+MODEL_HELP = (
+    "Model kind; default: read off --weights (IC-SyncNet when no --weights is given). "
+    "See docs/models.md."
+)
+WEIGHTS_HELP = (
+    "Weights file: IC-SyncNet .safetensors (+ .json), syncnet_v2.model, lipsync_expert.pth, "
+    "or one converted by `synccurate weights import`. Default: $SYNCCURATE_WEIGHTS, then the "
+    "bundled weights/ (IC-SyncNet, synthetic-only). Never downloaded."
+)
+
+
+def load_model_or_fail(kind: ModelKind | None, weights: Path | None):
+    """The chosen model, or one clear error line naming the file and what was expected."""
+    from synccurate.models import WeightsError, load_model
+
+    try:
+        return load_model(kind.value if kind else None, weights)
+    except (FileNotFoundError, ValueError, WeightsError) as error:
+        fail(str(error))
+
+
 class Detector(str, Enum):
     auto = "auto"
     face_alignment = "face-alignment"
@@ -64,11 +91,8 @@ with the same command.
 def score(
     paths: list[Path] = typer.Argument(..., help="Folders (searched recursively) or video files."),
     output: Path = typer.Option(..., "-o", "--output", help="Parquet table to write or resume."),
-    weights: Path | None = typer.Option(
-        None,
-        help="Checkpoint (.safetensors with .json beside it). Default: $SYNCCURATE_WEIGHTS, "
-        "then the bundled weights/.",
-    ),
+    model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
+    weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     face_detector: Detector = typer.Option(
         Detector.auto,
         help="auto picks face-alignment when its weights are cached, else opencv; "
@@ -89,9 +113,9 @@ def score(
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    from synccurate import model as model_lib
     from synccurate import score as scoring
 
+    net = load_model_or_fail(model, weights)
     try:
         refs = scoring.discover(paths)
         if shard:
@@ -99,18 +123,16 @@ def score(
             if not (index.isdigit() and count.isdigit() and int(count) > 0):
                 raise ValueError(f"--shard {shard}: expected K/N, e.g. 3/16")
             refs = scoring.shard(refs, int(index), int(count))
-        checkpoint = model_lib.find_weights(weights)
-        net, sidecar = model_lib.load_checkpoint(checkpoint)
         torch_device = scoring.resolve_device(device.value)
-        table = scoring.ScoresTable(output, retry_failed=retry_failed, model_id=sidecar["model_id"])
-    except (FileNotFoundError, ValueError, model_lib.WeightsError) as error:
+        table = scoring.ScoresTable(output, retry_failed=retry_failed, model_id=net.model_id)
+    except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if output.resolve() in {ref.file.resolve() for ref in refs}:
         fail(f"{output}: the output would overwrite an input clip")
     todo = sum(not table.done(ref) for ref in refs)
     console.print(
         f"{len(refs)} clips found, {len(refs) - todo} already scored, {todo} to score "
-        f"with {sidecar['model_id']} on {torch_device}",
+        f"with {net.model_id} on {torch_device}",
         highlight=False,
     )
     bar = Progress(
@@ -137,7 +159,6 @@ def score(
             refs,
             table,
             net,
-            sidecar["model_id"],
             device=torch_device,
             detector_name=face_detector.value,
             detect_every=detect_every,
@@ -437,7 +458,8 @@ def train(
 def eval_(
     paths: list[Path] = typer.Argument(None, help="Folders of in-sync test clips."),
     manifest: Path | None = typer.Option(None, help="A manifest.parquet with true_offset_frames."),
-    weights: Path | None = typer.Option(None, help="Checkpoint to evaluate (default: bundled)."),
+    model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
+    weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write results JSON here."),
     face_detector: Detector = typer.Option(Detector.none),
     device: Device = typer.Option(Device.auto),
@@ -446,17 +468,15 @@ def eval_(
 ) -> None:
     """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8)."""
     from synccurate import evaluate
-    from synccurate import model as model_lib
     from synccurate import score as scoring
 
     if not paths and manifest is None:
         fail("give test clip folders or --manifest")
+    net = load_model_or_fail(model, weights)
     try:
         refs, offsets = evaluate.load_truth(paths or [], manifest)
-        net, sidecar = model_lib.load_checkpoint(model_lib.find_weights(weights))
         results = evaluate.evaluate(
             net,
-            sidecar["model_id"],
             refs,
             offsets,
             device=scoring.resolve_device(device.value),
@@ -464,7 +484,7 @@ def eval_(
             batch_size=batch_size,
             workers=workers,
         )
-    except (FileNotFoundError, ValueError, KeyError, model_lib.WeightsError) as error:
+    except (FileNotFoundError, ValueError, KeyError) as error:
         fail(str(error))
     table = Table(title=f"accuracy of {results['model']} on {results['n_clips']} clips")
     table.add_column("clip length (frames)")
@@ -484,35 +504,33 @@ def eval_(
 def plot(
     clips: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Video files."),
     out_dir: Path = typer.Option(Path("."), "-o", "--out-dir", help="PNG files go here."),
-    weights: Path | None = typer.Option(None),
+    model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
+    weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     face_detector: Detector = typer.Option(Detector.auto),
     device: Device = typer.Option(Device.auto),
     max_offset: int = typer.Option(15, min=1, max=60),
 ) -> None:
     """Draw each clip's sync map (similarity over time × offset, offset profile, p_t timeline)."""
-    from synccurate import model as model_lib
     from synccurate import score as scoring
     from synccurate.plot import plot_sync_map
-    from synccurate.sync import clip_metrics
 
+    net = load_model_or_fail(model, weights)
     try:
-        net, sidecar = model_lib.load_checkpoint(model_lib.find_weights(weights))
         torch_device = scoring.resolve_device(device.value)
-    except (ValueError, model_lib.WeightsError) as error:
+    except ValueError as error:
         fail(str(error))
     refs = scoring.discover(clips)
-    crop_hw = (net.config.crop_height, net.config.crop_width)
     net.to(torch_device)
-    for clip in scoring.prepare_clips(refs, crop_hw, face_detector.value):
+    for clip in scoring.prepare_clips(refs, net.recipe, face_detector.value):
         if clip.status != "ok":
             console.print(f"[yellow]{clip.status}[/yellow] {clip.error}", highlight=False)
             continue
         (S,) = scoring.similarity_matrices(net, [clip], 256, torch_device, max_offset)
-        metrics = clip_metrics(S, net.tau)
+        metrics = net.metrics(S, clip.valid_windows())  # the same numbers as `score` writes
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
-        plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({sidecar['model_id']})", target)
-        console.print(f"{target}: offset {metrics.offset_frames:+d}", highlight=False)
+        plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({net.model_id})", target)
+        console.print(f"{target}: offset {metrics['offset_frames']:+d}", highlight=False)
 
 
 @app.command()
@@ -529,6 +547,7 @@ def demo(
     score(
         paths=[folder / "clips"],
         output=table_path,
+        model=None,
         weights=weights,
         face_detector=Detector.none,
         detect_every=1,

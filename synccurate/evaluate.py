@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from synccurate.audio import WINDOW_FRAMES
-from synccurate.model import ICSyncNet
+from synccurate.models.base import SyncModel
 from synccurate.score import discover, prepare_clips, similarity_matrices
 from synccurate.sync import MAX_OFFSET
 
@@ -51,8 +51,7 @@ def load_truth(paths: list[Path], manifest: Path | None) -> tuple[list, list[int
 
 
 def evaluate(
-    model: ICSyncNet,
-    model_id: str,
+    model: SyncModel,
     refs: list,
     true_offsets: list[int],
     *,
@@ -62,10 +61,9 @@ def evaluate(
     workers: int = 0,
 ) -> dict:
     """Accuracy table for every clip length, with the number of sub-clips behind each figure."""
-    crop_hw = (model.config.crop_height, model.config.crop_width)
     truth = {ref: offset for ref, offset in zip(refs, true_offsets, strict=True)}
-    prepared = prepare_clips(refs, crop_hw, detector, "cpu", workers)
-    model.to(device).eval()
+    prepared = prepare_clips(refs, model.recipe, detector, "cpu", workers)
+    model.to(device)
     matrices, offsets, failed, group = [], [], [], []
 
     def embed_group() -> None:  # only S is kept: memory stays bounded by one group of clips
@@ -90,7 +88,7 @@ def evaluate(
         "n_subclips": counts,
         "n_clips": len(matrices),
         "failed_clips": [c.error for c in failed],
-        "model": model_id,
+        "model": model.model_id,
         "max_offset": MAX_OFFSET,
         "tolerance_frames": TOLERANCE,
     }

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -30,6 +30,9 @@ from scipy.ndimage import gaussian_filter1d, median_filter
 
 from synccurate.audio import VIDEO_FPS
 from synccurate.media import MediaError, MediaInfo, frame_size, iter_video_frames
+
+if TYPE_CHECKING:
+    from synccurate.models.base import InputRecipe
 
 Box = tuple[float, float, float, float, float]  # x1, y1, x2, y2, score (in the frame's pixels)
 
@@ -422,23 +425,34 @@ class MouthTrack:
     detector: str
 
 
-def _whole_frame_mouths(info: MediaInfo, crop_hw: tuple[int, int], chunk_frames: int) -> MouthTrack:
-    """Single pass: ffmpeg pads/crops the frame's lower half and scales, far cheaper than numpy."""
-    height, width = frame_size(info)
+def lower_half_filter(width: int, height: int) -> str:
+    """ffmpeg filter cutting the mouth region of a frame that is the face (pad, then crop)."""
     x0, y0, x1, y1 = mouth_box(np.array([0.0, 0.0, width, height]), margin=0.0)
     left, top = max(0, -x0), max(0, -y0)
     padded_w, padded_h = max(width, x1) + left, max(height, y1) + top
-    video_filter = (
+    return (
         f"pad={padded_w}:{padded_h}:{left}:{top}:black,"
         f"crop={x1 - x0}:{y1 - y0}:{x0 + left}:{y0 + top}"
     )
-    crops = np.concatenate(
-        list(
-            iter_video_frames(
-                info, size=crop_hw, video_filter=video_filter, chunk_frames=chunk_frames
-            )
+
+
+def _whole_frame_crops(info: MediaInfo, recipe: InputRecipe, chunk_frames: int) -> MouthTrack:
+    """Pre-cropped faces: ffmpeg cuts the region when the recipe has a filter, else numpy."""
+    height, width = frame_size(info)
+    video_filter = getattr(recipe, "whole_frame_filter", None)
+    if video_filter is not None:
+        chunks = iter_video_frames(
+            info,
+            size=recipe.crop_hw,
+            video_filter=video_filter(width, height),
+            chunk_frames=chunk_frames,
         )
-    )
+    else:
+        chunks = (
+            np.stack([recipe.whole_frame(frame) for frame in chunk])
+            for chunk in iter_video_frames(info, chunk_frames=chunk_frames)
+        )
+    crops = np.concatenate(list(chunks))
     n = len(crops)
     boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
     return MouthTrack(crops, np.ones(n, dtype=bool), boxes, WholeFrameDetector.name)
@@ -447,26 +461,30 @@ def _whole_frame_mouths(info: MediaInfo, crop_hw: tuple[int, int], chunk_frames:
 def extract_mouths(
     info: MediaInfo,
     detector: FaceDetector,
-    crop_hw: tuple[int, int],
+    recipe: InputRecipe | tuple[int, int],
     *,
     detect_size: int = 320,
     detect_every: int = 1,
     chunk_frames: int = 64,
-    margin: float = MOUTH_MARGIN,
 ) -> MouthTrack:
-    """Mouth crops [n, H, W, 3] of the clip's main face, at 25 fps.
+    """Per-frame crops [n, H, W, 3] of the clip's main face, at 25 fps, cut by `recipe`.
 
     Pass 1 decodes frames with their longest side at most `detect_size` px and runs
     the detector on every `detect_every`-th one (only boxes are kept); pass 2
     decodes just large enough for the crops and cuts them. Frames without a face get
     an all-zero crop; deciding that a clip has too few faces is the caller's job.
+    A bare (height, width) means IC-SyncNet's mouth crop of that size.
     """
+    if not hasattr(recipe, "crop"):
+        from synccurate.models.icsyncnet import MouthRecipe
+
+        recipe = MouthRecipe(crop_hw=tuple(recipe))
     if detect_every < 1:
         raise ValueError(f"extract_mouths: detect_every must be >= 1, got {detect_every}")
     if not info.has_video:
         raise MediaError("no_video", f"{info.path}: no video stream")
     if detector.name == WholeFrameDetector.name:
-        return _whole_frame_mouths(info, crop_hw, chunk_frames)
+        return _whole_frame_crops(info, recipe, chunk_frames)
     height, width = frame_size(info)
     scale = min(1.0, detect_size / max(height, width))
     detect_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -484,10 +502,14 @@ def extract_mouths(
             )
     n = len(detections)
     track = track_faces(detections, n)
+    boxes = recipe.smooth_track(track.boxes, track.has_face)
+    crop_hw = recipe.crop_hw
     crops = np.zeros((n, *crop_hw, 3), dtype=np.uint8)
     if track.has_face.any():
-        sides = np.maximum(*(track.boxes[track.has_face, 2:] - track.boxes[track.has_face, :2]).T)
-        needed = CROP_OVERSAMPLE * crop_hw[1] / (np.percentile(sides, 5) * (1 + margin))
+        sides = np.maximum(*(boxes[track.has_face, 2:] - boxes[track.has_face, :2]).T)
+        needed = (
+            CROP_OVERSAMPLE * crop_hw[1] / (np.percentile(sides, 5) * recipe.crop_width_per_face)
+        )
         crop_scale = min(1.0, needed)
         crop_frame_hw = (max(1, round(height * crop_scale)), max(1, round(width * crop_scale)))
         to_crop_frame = np.array([crop_frame_hw[1] / width, crop_frame_hw[0] / height] * 2)
@@ -495,6 +517,6 @@ def extract_mouths(
         for chunk in iter_video_frames(info, size=crop_frame_hw, chunk_frames=chunk_frames):
             for frame in chunk:
                 if t < n and track.has_face[t]:
-                    crops[t] = crop_mouth(frame, track.boxes[t] * to_crop_frame, crop_hw, margin)
+                    crops[t] = recipe.crop(frame, boxes[t] * to_crop_frame)
                 t += 1
-    return MouthTrack(crops, track.has_face, track.boxes, detector.name)
+    return MouthTrack(crops, track.has_face, boxes, detector.name)

@@ -11,43 +11,66 @@ matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from synccurate.sync import ClipMetrics  # noqa: E402
+
+def _title(title: str, metrics: dict) -> str:
+    parts = [f"offset {metrics['offset_frames']:+d} frames"]
+    if metrics.get("prob_at_offset") is not None:
+        parts.append(f"p at offset {metrics['prob_at_offset']:.2f}")
+    if metrics.get("offscreen_ratio") is not None:
+        parts.append(f"off-screen {metrics['offscreen_ratio']:.0%}")
+    if metrics.get("lse_c") is not None:
+        parts.append(f"LSE-C {metrics['lse_c']:.2f}, LSE-D {metrics['lse_d']:.2f}")
+    return f"{title}\n" + ", ".join(parts)
 
 
-def plot_sync_map(S: np.ndarray, metrics: ClipMetrics, title: str, path: Path) -> Path:
-    """Save a three-panel PNG: S over time × offset, mean S per offset, p_t and on-screen."""
+def _timeline(axes, metrics: dict, T: int) -> None:
+    """p_t with the off-screen stretches (probability models), else v2's frame-wise confidence."""
+    frames = np.arange(T)
+    if metrics.get("p_t") is not None:
+        axes.plot(frames, metrics["p_t"], label="p_t")
+        onscreen = np.asarray(metrics["onscreen"], dtype=bool)
+        axes.fill_between(
+            frames, 0, 1, where=~onscreen, color="tab:red", alpha=0.2, label="off-screen"
+        )
+        axes.axhline(0.5, color="grey", lw=0.5)
+        axes.set_ylim(0, 1)
+        axes.set_ylabel("p_t")
+    else:
+        axes.plot(frames, metrics["fconf"], label="frame-wise confidence (median of 9)")
+        axes.axhline(0.0, color="grey", lw=0.5)
+        axes.set_ylabel("confidence")
+    axes.set_xlim(0, T)
+    axes.set_xlabel("visual window t (frames at 25 fps)")
+    axes.legend(loc="lower right")
+
+
+def plot_sync_map(S: np.ndarray, metrics: dict, title: str, path: Path) -> Path:
+    """Save a three-panel PNG: S over time × offset, mean S per offset, and a timeline.
+
+    `metrics` holds the table's columns for the clip (the model's `metrics`), so the
+    picture shows exactly the numbers `score` writes.
+    """
     S = np.asarray(S, dtype=np.float32)
     K = (S.shape[1] - 1) // 2
     T = S.shape[0]
+    distance = metrics.get("lse_d") is not None
     figure, (heat, profile, timeline) = plt.subplots(
         3, 1, figsize=(10, 8), gridspec_kw={"height_ratios": [3, 1.2, 1.2]}, constrained_layout=True
     )
     image = heat.imshow(
         S.T, aspect="auto", origin="lower", cmap="magma", extent=(0, T, -K - 0.5, K + 0.5)
     )
-    heat.axhline(metrics.offset_frames, color="cyan", lw=1, ls="--", label="offset")
+    heat.axhline(metrics["offset_frames"], color="cyan", lw=1, ls="--", label="offset")
     heat.set_ylabel("offset k (frames; + = audio leads)")
-    heat.set_title(
-        f"{title}\noffset {metrics.offset_frames:+d} frames, p at offset "
-        f"{metrics.prob_at_offset:.2f}, off-screen {metrics.offscreen_ratio:.0%}"
-    )
-    figure.colorbar(image, ax=heat, label="cosine similarity")
+    heat.set_title(_title(title, metrics))
+    label = "minus L2 distance" if distance else "cosine similarity"
+    figure.colorbar(image, ax=heat, label=label)
     offsets = np.arange(-K, K + 1)
-    profile.plot(offsets, metrics.profile, marker=".")
-    profile.axvline(metrics.offset_frames, color="tab:red", ls="--")
+    profile.plot(offsets, metrics["profile"], marker=".")
+    profile.axvline(metrics["offset_frames"], color="tab:red", ls="--")
     profile.set_xlabel("offset k (frames)")
     profile.set_ylabel("mean S")
-    frames = np.arange(T)
-    timeline.plot(frames, metrics.p_t, label="p_t")
-    timeline.fill_between(
-        frames, 0, 1, where=~metrics.onscreen, color="tab:red", alpha=0.2, label="off-screen"
-    )
-    timeline.axhline(0.5, color="grey", lw=0.5)
-    timeline.set_ylim(0, 1)
-    timeline.set_xlim(0, T)
-    timeline.set_xlabel("visual window t (frames at 25 fps)")
-    timeline.set_ylabel("p_t")
-    timeline.legend(loc="lower right")
+    _timeline(timeline, metrics, T)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     figure.savefig(tmp, dpi=100)

@@ -1,8 +1,10 @@
-"""Scoring driver: clips → (decode + faces in workers) → batched IC-SyncNet → scores table.
+"""Scoring driver: clips → (decode + faces in workers) → batched sync model → scores table.
 
-Reader (discover), step (prepare in worker processes, then embed windows of many
-clips per model batch), writer (ScoresTable: atomic, resumable Parquet). Each
-stage keeps its own counters so the summary can say where the time went.
+Reader (discover), step (prepare in worker processes with the model's weight-free
+input recipe, then embed windows of many clips per model batch), writer
+(ScoresTable: atomic, resumable Parquet). Any model kind of `synccurate.models`
+runs through the same path. Each stage keeps its own counters so the summary can
+say where the time went.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import pandas as pd
 import torch
 
 from synccurate import audio, faces, media
-from synccurate.model import ICSyncNet, stack_windows
-from synccurate.sync import MAX_OFFSET, clip_metrics, n_windows, similarity_matrix
+from synccurate.models.base import InputRecipe, SyncModel
+from synccurate.sync import MAX_OFFSET
 from synccurate.tables import write_table
 
 MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
@@ -41,6 +43,8 @@ COLUMNS = {
     "prob_at_offset": "float64",
     "offscreen_ratio": "float64",
     "confidence": "float64",
+    "lse_d": "float64",
+    "lse_c": "float64",
     "face_ratio": "float64",
     "silence_ratio": "float64",
     "at_search_edge": "boolean",
@@ -49,6 +53,7 @@ COLUMNS = {
     "p_t": "object",
     "onscreen": "object",
     "profile": "object",
+    "fconf": "object",
 }
 
 
@@ -104,9 +109,11 @@ class PreparedClip:
     error: str = ""
     duration_s: float | None = None
     source_fps: float | None = None
-    crops: np.ndarray | None = None  # uint8 [n, H, W, 3]
+    crops: np.ndarray | None = None  # uint8 [n, H, W, 3], cut by the model's recipe
     has_face: np.ndarray | None = None
-    mel: np.ndarray | None = None
+    features: np.ndarray | None = None  # audio features of the whole clip (recipe's kind)
+    n_samples: int = 0  # 16 kHz audio samples decoded
+    n_windows: int = 0  # visual windows the model scores (recipe.n_windows)
     silence: np.ndarray | None = None
     detector: str = ""
     timings: dict[str, float] = field(default_factory=dict)
@@ -114,6 +121,10 @@ class PreparedClip:
     @property
     def n_frames(self) -> int:
         return 0 if self.crops is None else len(self.crops)
+
+    def valid_windows(self) -> np.ndarray:
+        """The scored visual windows whose five frames all show the face."""
+        return face_windows(self.has_face, self.n_windows)
 
 
 _worker_detector: faces.FaceDetector | None = None
@@ -129,9 +140,9 @@ def _init_worker(detector_name: str, device: str) -> None:
 
 
 def prepare_clip(
-    ref: ClipRef, crop_hw: tuple[int, int], detector=None, detect_every: int = 1
+    ref: ClipRef, recipe: InputRecipe, detector=None, detect_every: int = 1
 ) -> PreparedClip:
-    """Decode audio and mouth crops of one clip; never raises for a bad clip."""
+    """Decode audio and the model's crops of one clip; never raises for a bad clip."""
     detector = detector or _worker_detector
     clip = PreparedClip(ref, detector=getattr(detector, "name", ""))
     try:
@@ -143,18 +154,19 @@ def prepare_clip(
         if not info.has_audio:
             raise media.MediaError("no_audio", f"{ref.file}: no audio stream")
         samples = media.decode_audio(info)
-        clip.mel = audio.log_mel(samples)
+        clip.features, clip.n_samples = recipe.audio_features(samples), len(samples)
         clip.timings["audio"] = time.perf_counter() - start
         start = time.perf_counter()
-        track = faces.extract_mouths(info, detector, crop_hw, detect_every=detect_every)
+        track = faces.extract_mouths(info, detector, recipe, detect_every=detect_every)
         clip.timings["faces"] = time.perf_counter() - start
         clip.crops, clip.has_face, clip.detector = track.crops, track.has_face, track.detector
         clip.silence = audio.frame_silence(samples, clip.n_frames)
-        if n_windows(clip.n_frames) < 1:
+        clip.n_windows = recipe.n_windows(clip.n_frames, clip.n_samples)
+        if clip.n_windows < 1:
             raise media.MediaError(
                 "too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps"
             )
-        if clip.has_face.mean() < MIN_FACE_RATIO or not face_windows(clip.has_face).any():
+        if clip.has_face.mean() < MIN_FACE_RATIO or not clip.valid_windows().any():
             raise media.MediaError(
                 "no_face",
                 f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames "
@@ -167,14 +179,14 @@ def prepare_clip(
     return clip
 
 
-def _prepare_in_process(refs, crop_hw, detector_name, device, every) -> Iterator[PreparedClip]:
+def _prepare_in_process(refs, recipe, detector_name, device, every) -> Iterator[PreparedClip]:
     detector = faces.make_detector(detector_name, device=device)
     for ref in refs:
-        yield prepare_clip(ref, crop_hw, detector, every)
+        yield prepare_clip(ref, recipe, detector, every)
 
 
 def _prepare_in_workers(
-    refs, crop_hw, detector_name, device, every, workers
+    refs, recipe, detector_name, device, every, workers
 ) -> Iterator[PreparedClip]:
     """Bounded number of clips in flight so memory stays flat for long runs."""
     context = get_context("spawn")
@@ -184,7 +196,7 @@ def _prepare_in_workers(
         queue = iter(refs)
         running: dict = {}
         for ref in queue:
-            running[pool.submit(prepare_clip, ref, crop_hw, None, every)] = ref
+            running[pool.submit(prepare_clip, ref, recipe, None, every)] = ref
             if len(running) >= 2 * workers:
                 break
         while running:
@@ -199,12 +211,12 @@ def _prepare_in_workers(
                     )
                 next_ref = next(queue, None)
                 if next_ref is not None:
-                    running[pool.submit(prepare_clip, next_ref, crop_hw, None, every)] = next_ref
+                    running[pool.submit(prepare_clip, next_ref, recipe, None, every)] = next_ref
 
 
 def prepare_clips(
     refs: list[ClipRef],
-    crop_hw: tuple[int, int],
+    recipe: InputRecipe,
     detector_name: str = "auto",
     device: str = "cpu",
     workers: int = 0,
@@ -212,13 +224,13 @@ def prepare_clips(
 ) -> Iterator[PreparedClip]:
     """Prepared clips in completion order, from `workers` processes (0 = in this process)."""
     if workers > 0:
-        return _prepare_in_workers(refs, crop_hw, detector_name, device, detect_every, workers)
-    return _prepare_in_process(refs, crop_hw, detector_name, device, detect_every)
+        return _prepare_in_workers(refs, recipe, detector_name, device, detect_every, workers)
+    return _prepare_in_process(refs, recipe, detector_name, device, detect_every)
 
 
-def face_windows(has_face: np.ndarray) -> np.ndarray:
-    """Visual windows whose five frames all have a face."""
-    T = n_windows(len(has_face))
+def face_windows(has_face: np.ndarray, count: int | None = None) -> np.ndarray:
+    """The first `count` visual windows (default: all): True where all five frames have a face."""
+    T = max(0, len(has_face) - audio.WINDOW_FRAMES + 1) if count is None else count
     return np.all([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)
 
 
@@ -263,7 +275,7 @@ def embed_batched(
 
 
 def similarity_matrices(
-    model: ICSyncNet,
+    model: SyncModel,
     clips: list[PreparedClip],
     batch_size: int,
     device: torch.device,
@@ -275,32 +287,33 @@ def similarity_matrices(
     `amp` (default: on for CUDA) runs the encoders in half precision (float16 on CUDA,
     bfloat16 on CPU, where it only serves to test the same code path).
     """
+    recipe = model.recipe
     crops = [torch.from_numpy(c.crops) for c in clips]
-    T = [n_windows(c.n_frames) for c in clips]
+    T = [c.n_windows for c in clips]
 
     def visual(item: int, start: int, stop: int) -> torch.Tensor:
-        return stack_windows(crops[item][start : stop + audio.WINDOW_FRAMES - 1])
+        return recipe.visual_windows(crops[item], start, stop)
 
     def audio_(item: int, start: int, stop: int) -> torch.Tensor:
-        windows = audio.audio_windows(clips[item].mel, start - max_offset, stop - start)
-        return torch.from_numpy(windows)
+        return recipe.audio_windows(clips[item].features, start - max_offset, stop - start)
 
     if amp is None:
         amp = device.type == "cuda"
     half = torch.float16 if device.type == "cuda" else torch.bfloat16
     autocast = torch.autocast(device.type, dtype=half) if amp else nullcontext()
-    with torch.inference_mode(), autocast:
-        v = embed_batched(model.embed_visual, visual, T, batch_size, device)
-        a = embed_batched(
-            model.embed_audio, audio_, [t + 2 * max_offset for t in T], batch_size, device
-        )
-    return [similarity_matrix(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
+    with torch.inference_mode():
+        with autocast:
+            v = embed_batched(model.embed_visual, visual, T, batch_size, device)
+            a = embed_batched(
+                model.embed_audio, audio_, [t + 2 * max_offset for t in T], batch_size, device
+            )
+        return [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
 
 
 # --- writer ---------------------------------------------------------------------
 
 
-def _row(clip: PreparedClip, model_id: str, metrics=None) -> dict:
+def _row(clip: PreparedClip, model_id: str, metrics: dict | None = None) -> dict:
     row = {
         "root": clip.ref.root,
         "path": clip.ref.path,
@@ -314,19 +327,7 @@ def _row(clip: PreparedClip, model_id: str, metrics=None) -> dict:
         "face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,
         "silence_ratio": float(clip.silence.mean()) if clip.silence is not None else None,
     }
-    if metrics is not None:
-        row |= {
-            "offset_frames": metrics.offset_frames,
-            "offset_seconds": metrics.offset_seconds,
-            "prob_at_offset": metrics.prob_at_offset,
-            "offscreen_ratio": metrics.offscreen_ratio,
-            "confidence": metrics.confidence,
-            "at_search_edge": metrics.at_search_edge,
-            "p_t": metrics.p_t.round(4).tolist(),
-            "onscreen": metrics.onscreen.tolist(),
-            "profile": metrics.profile.round(4).tolist(),
-        }
-    return row
+    return row | (metrics or {})
 
 
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -414,8 +415,7 @@ def resolve_device(name: str) -> torch.device:
 def score_clips(
     refs: list[ClipRef],
     table: ScoresTable,
-    model: ICSyncNet,
-    model_id: str,
+    model: SyncModel,
     *,
     device: torch.device,
     detector_name: str = "auto",
@@ -428,14 +428,15 @@ def score_clips(
     """Score every clip not yet in `table`; rows are added as clips finish."""
     stats = RunStats()
     todo = [ref for ref in refs if not table.done(ref)]
-    crop_hw = (model.config.crop_height, model.config.crop_width)
     detector_device = "cpu" if workers else device.type
-    prepared = prepare_clips(todo, crop_hw, detector_name, detector_device, workers, detect_every)
-    model.to(device).eval()
+    prepared = prepare_clips(
+        todo, model.recipe, detector_name, detector_device, workers, detect_every
+    )
+    model.to(device)
     pending: list[PreparedClip] = []
 
     def finish(clip: PreparedClip, metrics=None) -> None:
-        row = _row(clip, model_id, metrics)
+        row = _row(clip, model.model_id, metrics)
         table.add(row)
         stats.clips += 1
         stats.statuses[clip.status] += 1
@@ -450,7 +451,7 @@ def score_clips(
         matrices = similarity_matrices(model, pending, batch_size, device, max_offset)
         stats.seconds["model"] += time.perf_counter() - start
         for clip, S in zip(pending, matrices, strict=True):
-            finish(clip, clip_metrics(S, model.tau, valid=face_windows(clip.has_face)))
+            finish(clip, model.metrics(S, clip.valid_windows()))
         pending.clear()
 
     for clip in prepared:
@@ -458,7 +459,7 @@ def score_clips(
             finish(clip)
             continue
         pending.append(clip)
-        if sum(n_windows(c.n_frames) for c in pending) >= batch_size:
+        if sum(c.n_windows for c in pending) >= batch_size:
             run_model()
     if pending:
         run_model()

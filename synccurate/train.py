@@ -31,6 +31,7 @@ from synccurate.model import (
     save_checkpoint,
     stack_windows,
 )
+from synccurate.models.icsyncnet import MouthRecipe
 from synccurate.score import ClipRef, discover, prepare_clips
 from synccurate.sync import MAX_OFFSET, n_windows
 
@@ -48,7 +49,8 @@ def _write_shard(cache: Path, number: int, clips: list) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.save(tmp / "crops.npy", np.concatenate([c.crops for c in clips]))
-    np.save(tmp / "mel.npy", np.concatenate([c.mel for c in clips], axis=1).astype(np.float16))
+    mel = np.concatenate([c.features for c in clips], axis=1)
+    np.save(tmp / "mel.npy", mel.astype(np.float16))
     index, frame, mel = [], 0, 0
     for c in clips:
         index.append(
@@ -58,10 +60,10 @@ def _write_shard(cache: Path, number: int, clips: list) -> None:
                 "frame": frame,
                 "n_frames": c.n_frames,
                 "mel": mel,
-                "n_mel": c.mel.shape[1],
+                "n_mel": c.features.shape[1],
             }
         )
-        frame, mel = frame + c.n_frames, mel + c.mel.shape[1]
+        frame, mel = frame + c.n_frames, mel + c.features.shape[1]
     (tmp / "index.json").write_text(json.dumps(index))
     os.replace(tmp, cache / f"shard_{number:05d}")
 
@@ -89,9 +91,9 @@ def build_cache(
     refs = discover(paths)
     done = _cached_refs(cache)
     todo = [r for r in refs if (r.root, r.path) not in done]
-    crop_hw = (config.crop_height, config.crop_width)
+    recipe = MouthRecipe(crop_hw=(config.crop_height, config.crop_width))
     number = len(list(cache.glob("shard_*")))
-    prepared = prepare_clips(todo, crop_hw, detector, "cpu", workers)
+    prepared = prepare_clips(todo, recipe, detector, "cpu", workers)
     batch, skipped = [], []
     for clip in tqdm(prepared, total=len(todo), desc="caching", disable=not todo):
         if clip.status != "ok":
@@ -277,15 +279,19 @@ def easy_negatives(
 
 def clip_similarities(model: ICSyncNet, clips: list[CachedClip], device, batch_size: int = 512):
     """S matrices of cached clips (each window embedded once), for held-out accuracy."""
+    from synccurate.models.icsyncnet import ICSyncNetModel
     from synccurate.score import PreparedClip, similarity_matrices
 
     prepared = [
         PreparedClip(
-            ClipRef("", c.path), crops=np.array(c.crops), mel=np.asarray(c.mel, np.float32)
+            ClipRef("", c.path),
+            crops=np.array(c.crops),
+            features=np.asarray(c.mel, np.float32),
+            n_windows=n_windows(len(c.crops)),
         )
         for c in clips
     ]
-    return similarity_matrices(model, prepared, batch_size, device)
+    return similarity_matrices(ICSyncNetModel(model, "training"), prepared, batch_size, device)
 
 
 # --- the training loop ----------------------------------------------------------

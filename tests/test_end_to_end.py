@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from synccurate import evaluate, synth
 from synccurate.cli import app
-from synccurate.model import find_weights, load_checkpoint
+from synccurate.model import find_weights
+from synccurate.models.icsyncnet import ICSyncNetModel
 from synccurate.score import discover
 
 SHIFTS = (-10, -4, 0, 3, 8)
@@ -70,11 +71,9 @@ def test_score_fix_score_round_trip(shifted_clips, tmp_path):
 def test_eval_on_held_out_clips_meets_the_accuracy_bar(tmp_path):
     """A smaller version of the weights/README.md measurement (seed 2 was never trained on)."""
     synth.synth_dataset(tmp_path, n=40, seconds=4.0, seed=2, workers=2)
-    model, sidecar = load_checkpoint(find_weights())
+    model = ICSyncNetModel.load(find_weights())
     refs, offsets = evaluate.load_truth([], tmp_path / synth.MANIFEST_NAME)
-    results = evaluate.evaluate(
-        model, sidecar["model_id"], refs, offsets, device=torch.device("cpu")
-    )
+    results = evaluate.evaluate(model, refs, offsets, device=torch.device("cpu"))
     assert results["n_clips"] == 40
     assert results["accuracy"]["15"] >= 0.95
     assert results["accuracy"]["5"] >= 0.70

@@ -16,8 +16,11 @@ from synccurate import audio, media, synth
 from synccurate.cli import app
 from synccurate.faces import make_detector
 from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.models.icsyncnet import ICSyncNetModel, MouthRecipe
 from synccurate.score import ClipRef, prepare_clip, similarity_matrices
-from synccurate.sync import clip_metrics
+from synccurate.sync import clip_metrics, similarity_matrix
+
+MOUTH = MouthRecipe(crop_hw=(32, 64))
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +145,10 @@ class MouthEnergyModel(torch.nn.Module):
     mouth opening and loudness, which peaks where audio and video line up."""
 
     tau = 0.1
+    recipe = MOUTH
+
+    def similarity(self, visual, audio, max_offset):
+        return similarity_matrix(visual, audio, max_offset)
 
     def embed_visual(self, windows):
         frames = windows.reshape(len(windows), 5, 3, *windows.shape[2:])
@@ -161,7 +168,7 @@ def test_sign_of_the_offset_through_the_real_plumbing(tmp_path, true_offset):
     """Audio delayed → negative offset, audio advanced → positive (SPEC §6), without a model."""
     clip = tmp_path / "clip.mp4"
     synth.synth_clip(clip, seconds=6.0, seed=11, offset_frames=true_offset)
-    prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), (32, 64), make_detector("none"))
+    prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     assert prepared.status == "ok", prepared.error
     (S,) = similarity_matrices(MouthEnergyModel(), [prepared], 64, torch.device("cpu"))
     assert clip_metrics(S, MouthEnergyModel.tau).offset_frames == true_offset
@@ -169,21 +176,18 @@ def test_sign_of_the_offset_through_the_real_plumbing(tmp_path, true_offset):
 
 def test_mixed_precision_path_agrees_with_float32(tmp_path):
     """The AMP branch used on CUDA, exercised on CPU with bfloat16."""
-    from synccurate.model import find_weights, load_checkpoint
+    from synccurate.model import find_weights
 
     synth.synth_clip(tmp_path / "clip.mp4", seconds=3.0, seed=21, offset_frames=4)
-    model, _ = load_checkpoint(find_weights())
-    prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), (32, 64), make_detector("none"))
+    model = ICSyncNetModel.load(find_weights())
+    tau = model.network.tau
+    prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     device = torch.device("cpu")
     (full,) = similarity_matrices(model, [prepared], 32, device, amp=False)
     (half,) = similarity_matrices(model, [prepared], 32, device, amp=True)
     assert half.dtype == torch.float32 and half.shape == full.shape
     assert (half - full).abs().max() < 0.05
-    assert (
-        clip_metrics(half, model.tau).offset_frames
-        == clip_metrics(full, model.tau).offset_frames
-        == 4
-    )
+    assert clip_metrics(half, tau).offset_frames == clip_metrics(full, tau).offset_frames == 4
 
 
 def test_shards_partition_the_clips():
@@ -212,5 +216,5 @@ def test_face_in_scattered_frames_only_is_no_face(monkeypatch, tmp_path):
         return track
 
     monkeypatch.setattr(faces, "extract_mouths", every_other_frame)
-    clip = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), (32, 64), make_detector("none"))
+    clip = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     assert clip.status == "no_face" and "clip.mp4" in clip.error

@@ -79,7 +79,7 @@ def tiny_cache(tmp_path_factory):
         )
         clips.append(
             PreparedClip(
-                ClipRef("/synthetic", f"c{i}.mp4"), crops=crops, mel=audio.log_mel(samples)
+                ClipRef("/synthetic", f"c{i}.mp4"), crops=crops, features=audio.log_mel(samples)
             )
         )
     T._write_shard(cache, 0, clips)
