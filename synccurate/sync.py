@@ -6,6 +6,7 @@ Column index i of S holds offset k = i - K.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,11 +127,14 @@ def clip_metrics(
     tau: float,
     cleanup: bool = True,
     valid: np.ndarray | None = None,
+    probability: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ClipMetrics:
     """Offset, probability at offset, off-screen ratio and confidence of one clip.
 
     `valid` marks the visual windows whose five frames all show the face; the others
     say nothing about sync, so they stay out of the averages and count as off-screen.
+    `probability` maps similarity to P(sync): sigmoid(S / τ) by default (IC-SyncNet);
+    a model trained with BCE on the cosine itself (Wav2Lip's expert) passes its own.
     """
     S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
     K = (S.shape[1] - 1) // 2
@@ -140,8 +144,10 @@ def clip_metrics(
     profile = S[valid].mean(0)
     offset = best_offset(profile)
     column = offset + K
+    if probability is None:
+        probability = lambda similarity: 1 / (1 + np.exp(-similarity / tau))  # noqa: E731
     smooth = _gaussian_smooth(S)
-    probs = 1 / (1 + np.exp(-smooth / tau))
+    probs = probability(smooth)
     near = slice(max(0, column - 1), min(S.shape[1], column + 2))
     pick = probs[:, near].argmax(1)
     p_t = np.where(valid, probs[:, near][np.arange(len(S)), pick], 0.0)
@@ -150,7 +156,7 @@ def clip_metrics(
     return ClipMetrics(
         offset_frames=offset,
         offset_seconds=offset / VIDEO_FPS,
-        prob_at_offset=float(1 / (1 + np.exp(-c_t.mean() / tau))),
+        prob_at_offset=float(probability(c_t.mean())),
         offscreen_ratio=float(1 - onscreen.mean()),
         confidence=float(profile.max() - np.median(profile)),
         at_search_edge=abs(offset) == K,
