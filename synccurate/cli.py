@@ -62,7 +62,7 @@ class Detector(str, Enum):
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line
     raise typer.Exit(2)
 
 
@@ -102,7 +102,13 @@ def score(
         1, min=1, help="Run the face detector on every n-th frame and interpolate (faster)."
     ),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when present."),
-    batch_size: int = typer.Option(256, min=1, help="Windows per model batch (across clips)."),
+    batch_size: int | None = typer.Option(
+        None,
+        min=1,
+        help="Windows per model batch, shared across clips. Default: the model's own "
+        "(256 IC-SyncNet, 64 Wav2Lip expert, 16 SyncNet v2: its 224² 3-D convolutions "
+        "hold ~25 MB of activations per window).",
+    ),
     workers: int = typer.Option(
         min(4, os.cpu_count() or 1), min=0, help="Processes decoding and cropping (0 = in-process)."
     ),
@@ -162,7 +168,7 @@ def score(
             device=torch_device,
             detector_name=face_detector.value,
             detect_every=detect_every,
-            batch_size=batch_size,
+            batch_size=batch_size or net.batch_size,
             workers=workers,
             max_offset=max_offset,
             on_clip=advance,
@@ -463,7 +469,7 @@ def eval_(
     output: Path | None = typer.Option(None, "-o", "--output", help="Write results JSON here."),
     face_detector: Detector = typer.Option(Detector.none),
     device: Device = typer.Option(Device.auto),
-    batch_size: int = typer.Option(256, min=1),
+    batch_size: int | None = typer.Option(None, min=1, help="Default: the model's own."),
     workers: int = typer.Option(0, min=0),
 ) -> None:
     """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8)."""
@@ -481,7 +487,7 @@ def eval_(
             offsets,
             device=scoring.resolve_device(device.value),
             detector=face_detector.value,
-            batch_size=batch_size,
+            batch_size=batch_size or net.batch_size,
             workers=workers,
         )
     except (FileNotFoundError, ValueError, KeyError) as error:
@@ -525,12 +531,36 @@ def plot(
         if clip.status != "ok":
             console.print(f"[yellow]{clip.status}[/yellow] {clip.error}", highlight=False)
             continue
-        (S,) = scoring.similarity_matrices(net, [clip], 256, torch_device, max_offset)
+        (S,) = scoring.similarity_matrices(net, [clip], net.batch_size, torch_device, max_offset)
         metrics = net.metrics(S, clip.valid_windows())  # the same numbers as `score` writes
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
         plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({net.model_id})", target)
         console.print(f"{target}: offset {metrics['offset_frames']:+d}", highlight=False)
+
+
+weights_app = typer.Typer(help="Convert and inspect model weights files.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("import")
+def weights_import(
+    checkpoint: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="syncnet_v2.model or lipsync_expert.pth."
+    ),
+    out_dir: Path = typer.Option(..., "-o", "--out-dir", help="Folder for the converted files."),
+) -> None:
+    """Convert a PyTorch pickle checkpoint to safetensors + a JSON sidecar (kind, checksums,
+    preprocessing). The pickle is read with the weights-only unpickler; a file that needs
+    code to load is refused and nothing in it runs. Later loads never touch pickle."""
+    from synccurate.models import WeightsError
+    from synccurate.models.checkpoints import import_checkpoint
+
+    try:
+        path = import_checkpoint(checkpoint, out_dir)
+    except WeightsError as error:
+        fail(str(error))
+    typer.echo(str(path))  # the file to pass to --weights
 
 
 @app.command()
@@ -552,7 +582,7 @@ def demo(
         face_detector=Detector.none,
         detect_every=1,
         device=device,
-        batch_size=256,
+        batch_size=None,
         workers=0,
         max_offset=15,
         retry_failed=True,

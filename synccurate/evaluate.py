@@ -57,10 +57,11 @@ def evaluate(
     *,
     device: torch.device,
     detector: str = "none",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     workers: int = 0,
 ) -> dict:
     """Accuracy table for every clip length, with the number of sub-clips behind each figure."""
+    batch_size = batch_size or model.batch_size
     truth = {ref: offset for ref, offset in zip(refs, true_offsets, strict=True)}
     prepared = prepare_clips(refs, model.recipe, detector, "cpu", workers)
     model.to(device)

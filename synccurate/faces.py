@@ -406,13 +406,18 @@ def crop_mouth(
     frame: np.ndarray, box: np.ndarray, crop_hw: tuple[int, int], margin: float = MOUTH_MARGIN
 ) -> np.ndarray:
     """The mouth region of `frame` resized to crop_hw; parts outside the frame are black."""
-    x0, y0, x1, y1 = mouth_box(box, margin)
+    region = cut_region(frame, *mouth_box(box, margin))
+    return cv2.resize(region, (crop_hw[1], crop_hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def cut_region(frame: np.ndarray, x0: int, y0: int, x1: int, y1: int, fill: int = 0) -> np.ndarray:
+    """frame[y0:y1, x0:x1] where the region may extend past the frame (filled with `fill`)."""
     height, width = frame.shape[:2]
     inside = frame[max(0, y0) : max(0, min(height, y1)), max(0, x0) : max(0, min(width, x1))]
-    region = np.zeros((y1 - y0, x1 - x0, frame.shape[2]), dtype=frame.dtype)
+    region = np.full((y1 - y0, x1 - x0, frame.shape[2]), fill, dtype=frame.dtype)
     top, left = max(0, -y0), max(0, -x0)
     region[top : top + inside.shape[0], left : left + inside.shape[1]] = inside
-    return cv2.resize(region, (crop_hw[1], crop_hw[0]), interpolation=cv2.INTER_AREA)
+    return region
 
 
 @dataclass

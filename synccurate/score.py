@@ -419,13 +419,14 @@ def score_clips(
     *,
     device: torch.device,
     detector_name: str = "auto",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     workers: int = 0,
     detect_every: int = 1,
     max_offset: int = MAX_OFFSET,
     on_clip: Callable[[dict, RunStats], None] | None = None,
 ) -> RunStats:
     """Score every clip not yet in `table`; rows are added as clips finish."""
+    batch_size = batch_size or model.batch_size
     stats = RunStats()
     todo = [ref for ref in refs if not table.done(ref)]
     detector_device = "cpu" if workers else device.type

@@ -82,6 +82,7 @@ class SyncModel(Protocol):
     #: "probability" models give prob_at_offset / offscreen_ratio; "distance" models
     #: (SyncNet v2) give lse_d / lse_c instead (docs/models.md says why).
     score_kind: str
+    batch_size: int  # default windows per model batch
 
     def to(self, device: torch.device) -> SyncModel: ...
 

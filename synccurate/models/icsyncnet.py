@@ -48,6 +48,7 @@ class ICSyncNetModel:
 
     kind = "icsyncnet"
     score_kind = "probability"
+    batch_size = 256  # windows per model batch by default (memory-bound on CPU)
 
     def __init__(self, network: ICSyncNet, model_id: str, sidecar: dict | None = None):
         self.network = network

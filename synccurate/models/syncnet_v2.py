@@ -7,13 +7,19 @@ confidences (LSE-D / LSE-C) come out as upstream computes them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
 import numpy as np
 import python_speech_features
 import scipy.signal
 import torch
 from torch import nn
 
+from synccurate import faces
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
+from synccurate.models.base import InputRecipe
 
 FACE_SIZE = 224  # pixels; the first Linear only fits a 224² crop
 N_MFCC = 13  # cepstral coefficients (python_speech_features' default numcep)
@@ -25,6 +31,12 @@ EMBED_DIM = 1024  # width of the public checkpoint's embeddings
 MAX_OFFSET = 15  # frames searched on each side (±0.6 s), upstream's vshift
 PAIRWISE_EPS = 1e-6  # added to every difference, as torch's pairwise_distance does
 FCONF_KERNEL = 9  # frames, upstream's median filter of the frame-wise confidence
+# syncnet_python's face crop (run_pipeline.py): a square of 2·(1 + CROP_SCALE) box
+# half-sizes, reaching CROP_SCALE·2 half-sizes below the box centre less above it.
+CROP_SCALE = 0.4
+PAD_VALUE = 110  # grey where the crop leaves the frame
+TRACK_MEDIAN = 13  # frames: median filter over the track's centre and half-size
+INT16_SCALE = 32768  # float samples in [-1, 1] → the int16 values upstream reads from a wav
 
 PREPROCESSING = {
     "video": f"{VIDEO_FPS} fps full-face crop {FACE_SIZE}x{FACE_SIZE}, BGR, raw 0-255",
@@ -181,16 +193,18 @@ def distance_matrix(V: torch.Tensor, A: torch.Tensor, max_offset: int = MAX_OFFS
     return torch.stack(columns, dim=1)
 
 
-def v2_summary(dists: torch.Tensor | np.ndarray) -> dict:
+def v2_summary(dists: torch.Tensor | np.ndarray, valid: np.ndarray | None = None) -> dict:
     """Upstream's evaluate() tail: offset (+ = audio leads), min_dist (LSE-D), conf (LSE-C).
 
     mdist[k] is the mean over windows; the first minimum wins ties; conf = median − min over
     the 2K+1 offsets; fconf is the frame-wise confidence at the best offset, median-filtered
-    over 9 windows with zero padding (scipy.signal.medfilt).
+    over 9 windows with zero padding (scipy.signal.medfilt). `valid` (default: all) keeps
+    windows without a face out of the means; fdist and fconf still cover every window.
     """
     dists = torch.as_tensor(dists).detach().cpu()  # torch's float32 mean, as upstream's
     max_offset = (dists.shape[1] - 1) // 2
-    mdist = dists.mean(dim=0).numpy()
+    rows = dists if valid is None else dists[torch.as_tensor(np.asarray(valid, dtype=bool))]
+    mdist = rows.mean(dim=0).numpy()
     best = int(np.argmin(mdist))
     median = np.median(mdist)
     fdist = dists[:, best].numpy()
@@ -202,3 +216,115 @@ def v2_summary(dists: torch.Tensor | np.ndarray) -> dict:
         "fdist": fdist,
         "fconf": scipy.signal.medfilt(median - fdist, kernel_size=FCONF_KERNEL),
     }
+
+
+# --- the two halves of the model interface (models.base) ----------------------------
+
+
+def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """syncnet_python's face crop of one frame: 224² BGR-agnostic, grey where past the frame.
+
+    bs = half the box's longer side; rows [y − bs, y + (1 + 2·0.4)·bs), columns
+    [x − 1.4·bs, x + 1.4·bs) around the box centre (x, y), floored as upstream's int() of
+    positive padded coordinates, then resized bilinearly.
+    """
+    half = max(box[2] - box[0], box[3] - box[1]) / 2
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0, x1 = int(np.floor(x - half * (1 + CROP_SCALE))), int(np.floor(x + half * (1 + CROP_SCALE)))
+    y0, y1 = int(np.floor(y - half)), int(np.floor(y + half * (1 + 2 * CROP_SCALE)))
+    region = faces.cut_region(frame, x0, y0, max(x1, x0 + 1), max(y1, y0 + 1), fill=PAD_VALUE)
+    return cv2.resize(region, (FACE_SIZE, FACE_SIZE))
+
+
+def median_track(boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
+    """Each face run's centre and half-size through upstream's 13-frame median (zero-padded)."""
+    out = np.full_like(boxes, np.nan)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], has_face.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        run = boxes[start:stop]
+        half = np.maximum(run[:, 2] - run[:, 0], run[:, 3] - run[:, 1]) / 2
+        x, y = (run[:, 0] + run[:, 2]) / 2, (run[:, 1] + run[:, 3]) / 2
+        x, y, half = (scipy.signal.medfilt(v, TRACK_MEDIAN) for v in (x, y, half))
+        out[start:stop] = np.stack([x - half, y - half, x + half, y + half], axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class FaceCropRecipe(InputRecipe):
+    """224² full-face crops, raw BGR 0–255, 5 frames in time; MFCC windows of int16 audio."""
+
+    kind: ClassVar[str] = "syncnet-v2"
+    crop_hw: tuple[int, int] = (FACE_SIZE, FACE_SIZE)
+
+    @property
+    def crop_width_per_face(self) -> float:
+        return 1 + CROP_SCALE
+
+    def crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return crop_face(frame, box)
+
+    def smooth_track(self, boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
+        return median_track(boxes, has_face)
+
+    def audio_features(self, samples: np.ndarray) -> np.ndarray:
+        int16 = np.clip(np.round(samples * INT16_SCALE), -INT16_SCALE, INT16_SCALE - 1)
+        return mfcc(int16).astype(np.float32)
+
+    def n_windows(self, n_frames: int, n_samples: int) -> int:
+        return n_windows(n_frames, n_samples)
+
+    def visual_windows(self, crops: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(lip_windows(crops.numpy()[..., ::-1], start, stop))
+
+    def audio_windows(self, features: np.ndarray, first: int, count: int) -> torch.Tensor:
+        return torch.from_numpy(audio_windows(features, first, count))
+
+
+class SyncNetV2Model:
+    """SyncNet v2 as a distance model: S = −distance, so "higher = in sync" holds for all kinds.
+
+    No probability: v2 was trained with a contrastive distance loss, not as P(sync), so
+    prob_at_offset, offscreen_ratio and p_t are null; lse_d / lse_c and the frame-wise
+    confidence are its numbers (docs/models.md).
+    """
+
+    kind = "syncnet-v2"
+    score_kind = "distance"
+    batch_size = 16  # windows per model batch by default (memory-bound on CPU)
+
+    def __init__(self, network: SyncNetV2Net, model_id: str):
+        self.network = network
+        self.model_id = model_id
+        self.recipe = FaceCropRecipe()
+
+    def to(self, device: torch.device) -> SyncNetV2Model:
+        self.network.to(device).eval()
+        return self
+
+    def embed_visual(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.network.forward_lip(windows)
+
+    def embed_audio(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.network.forward_aud(windows)
+
+    def similarity(
+        self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
+    ) -> torch.Tensor:
+        """−d with columns in offset order; only the clip's own audio windows take part."""
+        real = audio[max_offset : max_offset + len(visual)]
+        return -distance_matrix(visual.float(), real.float(), max_offset).flip(1)
+
+    def metrics(self, similarity: torch.Tensor, valid: np.ndarray) -> dict:
+        dists = -torch.as_tensor(similarity).float().cpu().flip(1)  # upstream's column order
+        summary = v2_summary(dists, valid)
+        K = (dists.shape[1] - 1) // 2
+        return {
+            "offset_frames": summary["offset"],
+            "offset_seconds": summary["offset"] / VIDEO_FPS,
+            "lse_d": summary["min_dist"],
+            "lse_c": summary["conf"],
+            "confidence": summary["conf"],
+            "at_search_edge": abs(summary["offset"]) == K,
+            "profile": (-summary["mdist"][::-1]).round(4).tolist(),
+            "fconf": np.asarray(summary["fconf"]).round(4).tolist(),
+        }

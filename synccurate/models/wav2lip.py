@@ -7,12 +7,19 @@ upstream's recipe.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synccurate import audio
 from synccurate.audio import MEL_SILENCE, N_MELS, VIDEO_FPS, WINDOW_FRAMES, WINDOW_MELS, mel_index
+from synccurate.models.base import InputRecipe
+from synccurate.sync import clip_metrics, similarity_matrix
 
 FACE_SIZE = 96  # pixels; every frame is resized to 96² before the lower half is kept
 MOUTH_ROWS = FACE_SIZE // 2  # 48: only rows 48…95 (the lower half of the face) are seen
@@ -145,3 +152,68 @@ def mel_windows(mel: np.ndarray, first: int, n: int) -> np.ndarray:
     padded = np.pad(mel, ((0, 0), (pad_left, pad_right)), constant_values=MEL_SILENCE)
     index = starts[:, None] + pad_left + np.arange(WINDOW_MELS)  # [n, 16] mel columns
     return np.ascontiguousarray(padded[:, index].transpose(1, 0, 2)[:, None], dtype=np.float32)
+
+
+# --- the two halves of the model interface (models.base) ----------------------------
+
+
+@dataclass(frozen=True)
+class FaceBoxRecipe(InputRecipe):
+    """The detector's face box, clipped to the frame, no margin, resized to 96² (bilinear)."""
+
+    kind: ClassVar[str] = "wav2lip-expert"
+    crop_hw: tuple[int, int] = (FACE_SIZE, FACE_SIZE)
+
+    def crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+        x1, y1 = min(width, max(x0 + 1, int(box[2]))), min(height, max(y0 + 1, int(box[3])))
+        return cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE))
+
+    def audio_features(self, samples: np.ndarray) -> np.ndarray:
+        return audio.log_mel(samples)
+
+    def visual_windows(self, crops: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(face_windows(crops.numpy()[..., ::-1], start, stop))
+
+    def audio_windows(self, features: np.ndarray, first: int, count: int) -> torch.Tensor:
+        return torch.from_numpy(mel_windows(features, first, count))
+
+
+def _cosine_is_probability(similarity: np.ndarray) -> np.ndarray:
+    """The expert was trained with BCE on the cosine itself (post-ReLU: in [0, 1])."""
+    return np.clip(similarity, 0.0, 1.0)
+
+
+class Wav2LipExpertModel:
+    """Wav2Lip's expert: S = cosine, P(sync) = the cosine (its training target)."""
+
+    kind = "wav2lip-expert"
+    score_kind = "probability"
+    batch_size = 64  # windows per model batch by default (memory-bound on CPU)
+
+    def __init__(self, network: Wav2LipExpertNet, model_id: str):
+        self.network = network
+        self.model_id = model_id
+        self.recipe = FaceBoxRecipe()
+
+    def to(self, device: torch.device) -> Wav2LipExpertModel:
+        self.network.to(device).eval()
+        return self
+
+    def embed_visual(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.network.embed_face(windows)
+
+    def embed_audio(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.network.embed_audio(windows)
+
+    def similarity(
+        self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
+    ) -> torch.Tensor:
+        return similarity_matrix(visual, audio, max_offset)
+
+    def metrics(self, similarity: torch.Tensor, valid: np.ndarray) -> dict:
+        from synccurate.models.icsyncnet import metrics_columns
+
+        found = clip_metrics(similarity, 1.0, valid=valid, probability=_cosine_is_probability)
+        return metrics_columns(found)
