@@ -321,6 +321,12 @@ def synth(
     silence_every: int = typer.Option(0, min=0, help="Every k-th clip is mostly silence."),
     stutter_every: int = typer.Option(0, min=0, help="Every k-th clip has frozen/repeated frames."),
     size: int = typer.Option(96, min=48, help="Frame size in pixels (square face crops)."),
+    partial_shift: int = typer.Option(
+        0, help="Shift the audio of one stretch of each clip by this many frames more."
+    ),
+    partial_fraction: float = typer.Option(
+        0.0, min=0, max=0.95, help="Length of that stretch, as a fraction of the clip."
+    ),
     workers: int = typer.Option(min(4, os.cpu_count() or 1), min=1),
 ) -> None:
     """Generate synthetic talking-face clips with exact ground truth (manifest.parquet)."""
@@ -341,6 +347,8 @@ def synth(
             stutter=stutter_every > 0,
             stutter_every=stutter_every,
             size=size,
+            partial_shift_frames=partial_shift,
+            partial_shift_fraction=partial_fraction,
             workers=workers,
         )
     except (ValueError, OSError) as error:
