@@ -27,6 +27,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class OffsetMethod(str, Enum):
+    mean = "mean"
+    vote = "vote"
+
+
 class Detector(str, Enum):
     auto = "auto"
     face_alignment = "face-alignment"
@@ -54,6 +59,8 @@ Columns (see docs/reading-scores.md):
   offset hit ±max-offset, so the true offset may lie beyond), model, status and error
   (ok / no_face / no_audio / no_video / too_short / decode_error / error), per-window p_t
   and onscreen.
+- vote_offset / vote_share: ModEFormer's per-window vote for the offset and the share of face
+  windows voting for it (--offset-method vote makes it decide offset_frames).
 
 Reruns resume: clips already in the table are skipped, so an interrupted run can be restarted
 with the same command.
@@ -88,6 +95,11 @@ def score(
         None, help="Score only shard K of N, as K/N (0-based), for parallel jobs; one -o per shard."
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    offset_method: OffsetMethod = typer.Option(
+        OffsetMethod.mean,
+        help="What decides offset_frames: mean = argmax of the mean profile (SPEC §6); "
+        "vote = the per-window vote (ModEFormer). Both are stored (vote_offset).",
+    ),
 ) -> None:
     from synccurate import model as model_lib
     from synccurate import score as scoring
@@ -145,6 +157,7 @@ def score(
             workers=workers,
             max_offset=max_offset,
             on_clip=advance,
+            offset_method=offset_method.value,
         )
     _print_score_summary(stats, table, output)
 
@@ -547,6 +560,7 @@ def demo(
         retry_failed=True,
         shard=None,
         progress=True,
+        offset_method=OffsetMethod.mean,
     )
     import pandas as pd
 

@@ -44,6 +44,9 @@ COLUMNS = {
     "face_ratio": "float64",
     "silence_ratio": "float64",
     "at_search_edge": "boolean",
+    "vote_offset": "Int64",
+    "vote_share": "float64",
+    "offset_method": "string",
     "model": "string",
     "face_detector": "string",
     "p_t": "object",
@@ -322,6 +325,9 @@ def _row(clip: PreparedClip, model_id: str, metrics=None) -> dict:
             "offscreen_ratio": metrics.offscreen_ratio,
             "confidence": metrics.confidence,
             "at_search_edge": metrics.at_search_edge,
+            "vote_offset": metrics.vote_offset,
+            "vote_share": metrics.vote_share,
+            "offset_method": metrics.offset_method,
             "p_t": metrics.p_t.round(4).tolist(),
             "onscreen": metrics.onscreen.tolist(),
             "profile": metrics.profile.round(4).tolist(),
@@ -424,8 +430,12 @@ def score_clips(
     detect_every: int = 1,
     max_offset: int = MAX_OFFSET,
     on_clip: Callable[[dict, RunStats], None] | None = None,
+    offset_method: str = "mean",
 ) -> RunStats:
-    """Score every clip not yet in `table`; rows are added as clips finish."""
+    """Score every clip not yet in `table`; rows are added as clips finish.
+
+    offset_method: what decides offset_frames, "mean" (SPEC §6) or "vote" (`sync.vote_offset`).
+    """
     stats = RunStats()
     todo = [ref for ref in refs if not table.done(ref)]
     crop_hw = (model.config.crop_height, model.config.crop_width)
@@ -450,7 +460,8 @@ def score_clips(
         matrices = similarity_matrices(model, pending, batch_size, device, max_offset)
         stats.seconds["model"] += time.perf_counter() - start
         for clip, S in zip(pending, matrices, strict=True):
-            finish(clip, clip_metrics(S, model.tau, valid=face_windows(clip.has_face)))
+            valid = face_windows(clip.has_face)
+            finish(clip, clip_metrics(S, model.tau, valid=valid, offset_method=offset_method))
         pending.clear()
 
     for clip in prepared:
