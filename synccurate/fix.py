@@ -61,7 +61,8 @@ LOG_COLUMNS = {
     "path": "string",
     "input": "string",
     "output": "string",
-    "offset_frames": "Int64",
+    "offset_frames": "Int64",  # as scored
+    "reference_offset": "Int64",  # the offset taken as in sync; the shift is the difference
     "applied_shift_samples": "Int64",
     "applied_shift_s": "float64",
     "sample_rate": "Int64",
@@ -529,7 +530,7 @@ class FixTask:
     position: int  # row of the scores table
     row: dict  # the log row (LOG_COLUMNS), output set
     action: str  # "fix" (re-encode, shifted) or "copy" (copy or link unshifted)
-    shift_frames: int  # the audio is delayed by this / 25 s
+    shift_frames: int  # offset_frames - reference_offset: the audio is delayed by this / 25 s
     stale: bool  # an earlier run's output (another shift) is in the way; removed on failure
 
 
@@ -562,26 +563,34 @@ def _kept_inputs(only_kept: pd.DataFrame | None) -> set[str] | None:
     return {str(clip_path(_text(root), str(path))) for root, path in pairs}
 
 
-def _base_row(root, path, source: Path, offset: int | None) -> dict:
+def _base_row(root, path, source: Path, offset: int | None, reference_offset: int) -> dict:
     row = dict.fromkeys(LOG_COLUMNS)
     return row | {
         "root": _text(root),
         "path": str(path),
         "input": str(source),
         "offset_frames": offset,
+        "reference_offset": int(reference_offset),
         "reused": False,
     }
 
 
+def _logged_reference(before: dict) -> int:
+    """The reference offset of a previous log row (logs older than the column: 0)."""
+    value = before.get("reference_offset")
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
 def _reusable(before: dict | None, action: str, base: dict, target: Path) -> bool:
-    """The previous log did this same job (input, output, offset, action) and its output
-    is still there."""
+    """The previous log did this same job (input, output, offset, reference, action) and
+    its output is still there."""
     return (
         before is not None
         and _text(before.get("status")) in DONE_STATUSES
         and (_text(before.get("status")) == "fixed") == (action == "fix")
         and not pd.isna(before.get("offset_frames"))
         and int(before["offset_frames"]) == base["offset_frames"]
+        and _logged_reference(before) == base["reference_offset"]
         and (target.exists() or target.is_symlink())
     )
 
@@ -590,16 +599,18 @@ def plan_fixes(
     scores: pd.DataFrame,
     out_dir: str | Path,
     *,
+    reference_offset: int = 0,
     min_abs_offset: int = 1,
     only_kept: pd.DataFrame | None = None,
     previous: dict[tuple[str, str], dict] | None = None,
 ) -> FixPlan:
     """Decide, for every row of `scores`, what `fix_table` does; nothing is written.
 
-    A clip's shift is its offset_frames. Rows settled here get their final log row
-    (skipped_not_kept, skipped_not_ok, missing_input, or the reused row of `previous`,
-    the last log); the others become tasks: "fix" when |shift| >= min_abs_offset, else
-    "copy".
+    A clip's shift is offset_frames - reference_offset frames (the reference is the
+    offset that counts as in sync, e.g. the data set's own, `filtering.dataset_offset`).
+    Rows settled here get their final log row (skipped_not_kept, skipped_not_ok,
+    missing_input, or the reused row of `previous`, the last log); the others become
+    tasks: "fix" when |shift| >= min_abs_offset, else "copy".
     """
     out_dir = Path(os.path.abspath(out_dir))
     previous = previous or {}
@@ -614,7 +625,7 @@ def plan_fixes(
         source = clip_path(_text(root), str(path))
         target = out_dir / rel
         offset_value = None if pd.isna(offset) else int(offset)
-        base = _base_row(root, path, source, offset_value)
+        base = _base_row(root, path, source, offset_value, reference_offset)
         status_text = _text(status) or "missing"
         score_error = _text(errors[position])
         if wanted is not None and str(source) not in wanted:
@@ -628,11 +639,12 @@ def plan_fixes(
             missing = {"status": "missing_input", "error": f"{source}: no such file"}
             plan.rows[position] = {**base, **missing}
         else:
-            shift = offset_value
+            shift = offset_value - int(reference_offset)
             action = "fix" if abs(shift) >= min_abs_offset else "copy"
             before = previous.get((str(source), str(target)))
             if _reusable(before, action, base, target):
                 plan.rows[position] = {**{k: before.get(k) for k in LOG_COLUMNS}, "reused": True}
+                plan.rows[position]["reference_offset"] = _logged_reference(before)
                 continue
             # an output of an earlier run (another shift) is removed if this attempt fails
             stale = before is not None and _text(before.get("status")) in DONE_STATUSES
@@ -646,7 +658,9 @@ def _attempt(task: FixTask, *, verify: bool, link_unshifted: bool) -> dict:
     row = task.row
     if task.action == "fix":
         result = fix_clip(row["input"], row["output"], task.shift_frames, verify=verify)
-        return {**row, **{k: v for k, v in result.items() if k in LOG_COLUMNS}}
+        # offset_frames stays as scored; the shift applied is in applied_shift_samples
+        outcome = {k: v for k, v in result.items() if k in LOG_COLUMNS and k != "offset_frames"}
+        return {**row, **outcome}
     status = copy_clip(row["input"], row["output"], link=link_unshifted)
     return {**row, "status": status, "applied_shift_samples": 0, "applied_shift_s": 0.0}
 
@@ -715,6 +729,7 @@ def fix_table(
     out_dir: str | Path,
     *,
     min_abs_offset: int = 1,
+    reference_offset: int = 0,
     only_kept: pd.DataFrame | None = None,
     link_unshifted: bool = False,
     verify: bool = True,
@@ -724,6 +739,11 @@ def fix_table(
 ) -> pd.DataFrame:
     """Fix every clip of a scores table into `out_dir`; write and return the log.
 
+    Each clip's audio is delayed by (offset_frames - reference_offset) / 25 s: with the
+    default reference 0 that is its offset; with the data set's own offset as reference
+    (`filtering.dataset_offset`) a clip is brought to the data set's alignment. The log
+    records offset_frames (as scored) and reference_offset.
+
     Output layout: out_dir/<path relative to its root> (one root), or
     out_dir/<root folder name>/<path> (several roots; see filtering.mirror_paths).
 
@@ -731,14 +751,15 @@ def fix_table(
       - skipped_not_kept: `only_kept` is given and the clip (root, path) is not in it;
       - skipped_not_ok: the score status is not ok (`error` says which);
       - missing_input: the clip is gone;
-      - copied / linked: |offset| < min_abs_offset (nothing to shift): copied, or
-        hard-linked (symlinked across file systems) with link_unshifted;
+      - copied / linked: |offset - reference| < min_abs_offset (nothing to shift): copied,
+        or hard-linked (symlinked across file systems) with link_unshifted;
       - fixed: re-encoded with `fix_clip`;
       - encode_error / decode_error / no_audio / no_video / refused / error: that failure
         with a one-line `error`; the batch goes on.
     A rerun skips rows the previous log (out_dir/fixes.parquet) records as done with the
-    same input, output and offset, when the output still exists: their previous row is
-    kept with reused=True. Outputs that exist but are not logged as done are redone.
+    same input, output, offset and reference, when the output still exists: their
+    previous row is kept with reused=True. Outputs that exist but are not logged as done
+    are redone.
 
     The log (columns LOG_COLUMNS, table order) is written atomically to
     out_dir/fixes.parquet every `flush_every_s` seconds and at the end (also when
@@ -754,6 +775,7 @@ def fix_table(
     plan = plan_fixes(
         scores,
         out_dir,
+        reference_offset=reference_offset,
         min_abs_offset=min_abs_offset,
         only_kept=only_kept,
         previous=_read_log(log_path),
