@@ -54,6 +54,23 @@ def load_model_or_fail(kind: ModelKind | None, weights: Path | None):
         fail(str(error))
 
 
+class OffsetMethod(str, Enum):
+    mean = "mean"
+    vote = "vote"
+
+
+class RelativeTo(str, Enum):
+    zero = "zero"
+    dataset = "dataset"
+
+
+RELATIVE_TO_HELP = (
+    "What counts as in sync: zero (offset 0), or dataset = the data set's own offset, the mode "
+    "of offset_frames over its confident clips (a data set shifted as a whole)."
+)
+REFERENCE_HELP = "Take this offset (frames) as in sync instead."
+
+
 class Detector(str, Enum):
     auto = "auto"
     face_alignment = "face-alignment"
@@ -81,6 +98,8 @@ Columns (see docs/reading-scores.md):
   offset hit ±max-offset, so the true offset may lie beyond), model, status and error
   (ok / no_face / no_audio / no_video / too_short / decode_error / error), per-window p_t
   and onscreen.
+- vote_offset / vote_share: ModEFormer's per-window vote for the offset and the share of face
+  windows voting for it (--offset-method vote makes it decide offset_frames).
 
 Reruns resume: clips already in the table are skipped, so an interrupted run can be restarted
 with the same command.
@@ -118,6 +137,11 @@ def score(
         None, help="Score only shard K of N, as K/N (0-based), for parallel jobs; one -o per shard."
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    offset_method: OffsetMethod = typer.Option(
+        OffsetMethod.mean,
+        help="What decides offset_frames: mean = argmax of the mean profile (SPEC §6); "
+        "vote = the per-window vote (ModEFormer). Both are stored (vote_offset).",
+    ),
 ) -> None:
     from synccurate import score as scoring
 
@@ -172,6 +196,7 @@ def score(
             workers=workers,
             max_offset=max_offset,
             on_clip=advance,
+            offset_method=offset_method.value,
         )
     _print_score_summary(stats, table, output)
 
@@ -217,20 +242,26 @@ def filter_(
         False, "--list", help="Print kept clip paths, one per line, on stdout."
     ),
     link_to: Path | None = typer.Option(None, help="Make a folder of symlinks to the kept clips."),
+    relative_to: RelativeTo = typer.Option(
+        RelativeTo.zero, "--offset-relative-to", "--relative-to", help=RELATIVE_TO_HELP
+    ),
+    reference_offset: int | None = typer.Option(None, help=REFERENCE_HELP),
 ) -> None:
     """Keep the clips that are in sync enough; say why each other clip was rejected."""
     from synccurate import filtering
     from synccurate.tables import write_table
 
     try:
+        table = filtering.load_scores(scores)
+        reference, how = filtering.resolve_reference(table, relative_to.value, reference_offset)
         rules = filtering.FilterRules(
             min_prob=min_prob,
             max_offscreen=max_offscreen,
             max_abs_offset=max_abs_offset,
             max_silence=max_silence,
             drop_at_search_edge=drop_edge,
+            reference_offset=reference,
         )
-        table = filtering.load_scores(scores)
         kept, dropped = filtering.apply_filter(table, rules)
         write_table(kept, output, protect=[scores])
         if rejected:
@@ -238,6 +269,7 @@ def filter_(
     except (ValueError, OSError) as error:
         fail(str(error))
     filtering.render_summary(filtering.summarize(table, kept, dropped, rules), console)
+    console.print(f"in sync = offset {reference:+d} ({how})", highlight=False)
     if link_to:
         report = filtering.link_to(kept, link_to, mirror_from=table)
         console.print(
@@ -264,11 +296,16 @@ def fix(
     only_kept: Path | None = typer.Option(None, help="Fix only the clips in this `filter` output."),
     link_unshifted: bool = typer.Option(False, help="Link instead of copying unshifted clips."),
     jobs: int = typer.Option(1, min=1, help="Clips encoded in parallel."),
+    relative_to: RelativeTo = typer.Option(
+        RelativeTo.zero, "--relative-to", "--offset-relative-to", help=RELATIVE_TO_HELP
+    ),
+    reference_offset: int | None = typer.Option(None, help=REFERENCE_HELP),
 ) -> None:
     """Shift each clip's audio by its offset (positive offset → delay the audio) so it is in sync.
 
     The video stream is copied bit for bit; the audio is re-encoded in the source's codec
-    family, shifted by an exact number of samples; the duration is kept.
+    family, shifted by an exact number of samples; the duration is kept. With a reference
+    offset (--relative-to dataset, --reference-offset N) the shift is offset − reference.
     """
     from synccurate import filtering
     from synccurate import fix as fixing
@@ -276,6 +313,9 @@ def fix(
     if source.suffix.lower() != ".parquet":
         if offset is None or output is None:
             fail("fixing one video needs --offset N and -o OUT")
+        if relative_to != RelativeTo.zero:
+            fail("--relative-to dataset needs a scores table; give --reference-offset N")
+        offset -= reference_offset or 0
         if output.exists():
             fail(f"{output}: already exists; choose another output")
         try:
@@ -293,8 +333,21 @@ def fix(
     try:
         scores = filtering.load_scores(source)
         kept = filtering.load_scores(only_kept) if only_kept else None
+        reference, how = filtering.resolve_reference(scores, relative_to.value, reference_offset)
     except (ValueError, OSError) as error:
         fail(str(error))
+    console.print(
+        f"in sync = offset {reference:+d} ({how}): shift = offset − ({reference:+d})",
+        highlight=False,
+    )
+    if kept is not None and filtering.REFERENCE_COLUMN in kept.columns:
+        used = set(kept[filtering.REFERENCE_COLUMN].dropna().astype(int))
+        if used - {reference}:
+            console.print(
+                f"[yellow]note:[/yellow] {only_kept} was filtered with offsets relative to "
+                f"{', '.join(f'{u:+d}' for u in sorted(used))}, fixing relative to {reference:+d}",
+                highlight=False,
+            )
     bar = Progress(
         TextColumn("fixing"),
         BarColumn(),
@@ -318,6 +371,7 @@ def fix(
                 scores,
                 out_dir,
                 min_abs_offset=min_abs_offset,
+                reference_offset=reference,
                 only_kept=kept,
                 link_unshifted=link_unshifted,
                 jobs=jobs,
@@ -348,6 +402,12 @@ def synth(
     silence_every: int = typer.Option(0, min=0, help="Every k-th clip is mostly silence."),
     stutter_every: int = typer.Option(0, min=0, help="Every k-th clip has frozen/repeated frames."),
     size: int = typer.Option(96, min=48, help="Frame size in pixels (square face crops)."),
+    partial_shift: int = typer.Option(
+        0, help="Shift the audio of one stretch of each clip by this many frames more."
+    ),
+    partial_fraction: float = typer.Option(
+        0.0, min=0, max=0.95, help="Length of that stretch, as a fraction of the clip."
+    ),
     workers: int = typer.Option(min(4, os.cpu_count() or 1), min=1),
 ) -> None:
     """Generate synthetic talking-face clips with exact ground truth (manifest.parquet)."""
@@ -368,6 +428,8 @@ def synth(
             stutter=stutter_every > 0,
             stutter_every=stutter_every,
             size=size,
+            partial_shift_frames=partial_shift,
+            partial_shift_fraction=partial_fraction,
             workers=workers,
         )
     except (ValueError, OSError) as error:
@@ -588,6 +650,7 @@ def demo(
         retry_failed=True,
         shard=None,
         progress=True,
+        offset_method=OffsetMethod.mean,
     )
     import pandas as pd
 

@@ -4,8 +4,11 @@ The library behind `synccurate filter`:
 
 - `FilterRules` holds the thresholds, `reject_reasons` lists why each row fails them,
   `apply_filter` splits the table into kept and rejected (with a `reject_reason` column).
-- `summarize` / `render_summary` describe what happened (counts per reason and the
-  distributions of the three main metrics over the `ok` rows).
+- `summarize` / `render_summary` describe what happened (counts per reason, the
+  distributions of the three main metrics over the `ok` rows, and the offsets of the
+  confident clips with their mode, the data set's own offset).
+- `dataset_offset` is that mode; `resolve_reference` picks the offset that counts as
+  "in sync" (0, the data set's offset, or a given one) for `filter` and `fix`.
 - writing goes through `tables.write_table` (atomic, never over the input table);
   `kept_paths` gives the kept clips' absolute paths (for `--list`); `link_to` mirrors the
   kept clips into a folder of symlinks.
@@ -19,6 +22,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,6 +41,7 @@ REASON_EDGE = "at_search_edge"
 STATUS_PREFIX = "status:"
 
 REJECT_REASON_COLUMN = "reject_reason"
+REFERENCE_COLUMN = "reference_offset"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ class FilterRules:
     drop_at_search_edge (default False): reject when |offset| = K, the edge of the search
         window: the true offset may lie outside it. Off by default because such a clip is
         suspect rather than wrong; it is counted in the summary either way.
+    reference_offset (default 0): the offset that counts as "in sync". max_abs_offset
+        limits |offset_frames - reference_offset|. Set it to the data set's own offset
+        (`dataset_offset`) when the whole data set is shifted against the model's
+        training data (ModEFormer found LRS2 one frame off LRS3). The search edge stays
+        |offset| = K: it is a property of the search window, not of the reference.
     """
 
     min_prob: float = DEFAULT_MIN_PROB
@@ -71,6 +81,7 @@ class FilterRules:
     max_abs_offset: int | None = None
     max_silence: float | None = None
     drop_at_search_edge: bool = False
+    reference_offset: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_prob <= 1.0:
@@ -139,7 +150,8 @@ def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
             (REASON_OFFSCREEN, ~(offscreen <= rules.max_offscreen)),
         ]
         if rules.max_abs_offset is not None:
-            checks.append((REASON_LARGE_OFFSET, ~(np.abs(offset) <= rules.max_abs_offset)))
+            distance = np.abs(offset - rules.reference_offset)
+            checks.append((REASON_LARGE_OFFSET, ~(distance <= rules.max_abs_offset)))
         if rules.max_silence is not None:
             checks.append((REASON_SILENCE, ~(silence <= rules.max_silence)))
         if rules.drop_at_search_edge:
@@ -157,17 +169,117 @@ def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
 def apply_filter(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split `table` into (kept, rejected); both keep every column and the row order.
 
-    `rejected` gets one more column, `reject_reason`: the reasons joined with ','
-    (e.g. "low_prob,offscreen" or "status:no_face").
+    Both get (or have replaced) the column `reference_offset`: rules.reference_offset, the
+    offset the rules took as in sync. `rejected` gets one more column, `reject_reason`:
+    the reasons joined with ',' (e.g. "low_prob,offscreen" or "status:no_face").
     """
     reasons = reject_reasons(table, rules)
     rejected_mask = reasons.map(bool).to_numpy(dtype=bool)
     kept = table.loc[~rejected_mask].copy()
     rejected = table.loc[rejected_mask].copy()
+    for part in (kept, rejected):
+        part[REFERENCE_COLUMN] = pd.array([rules.reference_offset] * len(part), dtype="Int64")
     rejected[REJECT_REASON_COLUMN] = pd.Series(
         [",".join(r) for r in reasons[rejected_mask]], index=rejected.index, dtype="string"
     )
     return kept, rejected
+
+
+# --- the data set's own offset -----------------------------------------------------------
+
+# SyncNet v2 tables (distance models) have no probability; LSE-C >= 3 is the usual bar
+# for a confident clip there (LatentSync's "confidence >= 3", SPEC §11).
+DEFAULT_MIN_LSE_C = 3.0
+
+
+class DatasetOffset(NamedTuple):
+    """`dataset_offset`'s answer."""
+
+    offset: int | None  # mode of offset_frames over the confident clips; None when there are none
+    n_confident: int
+    distribution: dict[int, int]  # {offset: confident clips}, by offset
+
+
+def confident_clips(
+    table: pd.DataFrame, min_prob: float = DEFAULT_MIN_PROB, min_lse_c: float = DEFAULT_MIN_LSE_C
+) -> tuple[np.ndarray, str]:
+    """(mask, rule): the rows whose offset is trustworthy enough to estimate the data set's.
+
+    A confident clip has status ok (every row when there is no status column), an
+    offset, is not at the search edge (`at_search_edge`, when the column exists), and
+    passes a confidence bar: prob_at_offset >= min_prob (the filter's default, 0.5) or,
+    when no row has a prob_at_offset (distance models such as SyncNet v2 write none),
+    lse_c >= min_lse_c (3). With neither value in the table no clip is confident.
+    `rule` says in words which bar was used.
+    """
+    ok = _is_ok(table) if "status" in table.columns else np.ones(len(table), dtype=bool)
+    offset = _numeric(table, "offset_frames")
+    base = ok & np.isfinite(offset) & ~_flag(table, "at_search_edge")
+    prob = _numeric(table, "prob_at_offset")
+    lse_c = _numeric(table, "lse_c")
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(prob).any():
+            return base & (prob >= min_prob), f"prob_at_offset ≥ {min_prob:g}"
+        if np.isfinite(lse_c).any():
+            return base & (lse_c >= min_lse_c), f"lse_c ≥ {min_lse_c:g}"
+    return np.zeros(len(table), dtype=bool), "no prob_at_offset or lse_c value"
+
+
+def _mode(values: np.ndarray) -> int:
+    """The most frequent offset; among equally frequent ones the one nearest the median of
+    all values, then the smaller |offset|, then the positive one."""
+    offsets, counts = np.unique(values, return_counts=True)
+    modes = offsets[counts == counts.max()]
+    median = float(np.median(values))
+    return int(min(modes, key=lambda k: (abs(k - median), abs(k), -k)))
+
+
+def dataset_offset(
+    table: pd.DataFrame, min_prob: float = DEFAULT_MIN_PROB, min_lse_c: float = DEFAULT_MIN_LSE_C
+) -> DatasetOffset:
+    """The data set's own offset: the mode of offset_frames over its confident clips
+    (`confident_clips`; ties: see `_mode`).
+
+    An offset is always relative to the model's training data. A data set shifted as a
+    whole (ModEFormer: LRS2 is one frame off LRS3 and VoxCeleb2) shows it as a peak of
+    the offset histogram away from 0; `filter`/`fix` can treat that value as in sync.
+    """
+    mask, _ = confident_clips(table, min_prob, min_lse_c)
+    values = _numeric(table, "offset_frames")[mask].round().astype(int)
+    if not len(values):
+        return DatasetOffset(None, 0, {})
+    offsets, counts = np.unique(values, return_counts=True)
+    distribution = {int(k): int(c) for k, c in zip(offsets, counts, strict=True)}
+    return DatasetOffset(_mode(values), len(values), distribution)
+
+
+REFERENCES = ("zero", "dataset")
+
+
+def resolve_reference(
+    table: pd.DataFrame, relative_to: str = "zero", given: int | None = None
+) -> tuple[int, str]:
+    """(reference offset, how it was chosen) for `--offset-relative-to` / `--reference-offset`.
+
+    relative_to "zero": 0 (SPEC §6 as is); "dataset": `dataset_offset(table)`; a `given`
+    offset wins over "zero" and cannot be combined with "dataset".
+    """
+    if relative_to not in REFERENCES:
+        raise ValueError(f"offsets are relative to one of {REFERENCES}, not {relative_to!r}")
+    if given is not None and relative_to != "zero":
+        raise ValueError("give --reference-offset N or --offset-relative-to dataset, not both")
+    if given is not None:
+        return int(given), "given"
+    if relative_to == "zero":
+        return 0, "zero"
+    found = dataset_offset(table)
+    _, rule = confident_clips(table)
+    if found.offset is None:
+        raise ValueError(
+            f"no confident clip ({rule}, status ok, not at the search edge) to take the data "
+            "set's offset from; give --reference-offset N instead"
+        )
+    return found.offset, f"the data set's offset: mode over {found.n_confident} confident clips"
 
 
 # --- summary ----------------------------------------------------------------------------
@@ -217,7 +329,9 @@ def summarize(
     several reasons counts once under each), only_reason ({reason: rows rejected for that
     reason alone}), statuses ({status: rows}), at_search_edge (ok rows with |offset| = K),
     rules (when given), distributions ({metric: {n, min, max, mean, quantiles, histogram}}
-    over the ok rows of `table` for prob_at_offset, offscreen_ratio and offset_frames).
+    over the ok rows of `table` for prob_at_offset, offscreen_ratio and offset_frames),
+    confident_offsets (offset_frames over the `confident_clips`: rule, n, mode — the data
+    set's offset, `dataset_offset` —, median, histogram).
     """
     reasons: dict[str, int] = {}
     only_reason: dict[str, int] = {}
@@ -243,6 +357,15 @@ def summarize(
         "distributions": {
             metric: _distribution(_numeric(ok_rows, metric), metric) for metric in METRICS
         },
+    }
+    mask, rule = confident_clips(table)
+    confident = _numeric(table, "offset_frames")[mask]
+    summary["confident_offsets"] = {
+        "rule": rule,
+        "n": int(len(confident)),
+        "mode": dataset_offset(table).offset,
+        "median": float(np.median(confident)) if len(confident) else None,
+        "histogram": _histogram(confident, "offset_frames"),
     }
     if rules is not None:
         summary["rules"] = asdict(rules)
@@ -280,7 +403,8 @@ def _bin_style(metric: str, low: float, high: float, rules: dict | None) -> str:
         threshold = rules["max_offscreen"]
         return "green" if high <= threshold + eps else "red" if low >= threshold - eps else "yellow"
     if metric == "offset_frames" and rules.get("max_abs_offset") is not None:
-        return "green" if abs((low + high) / 2) <= rules["max_abs_offset"] else "red"
+        distance = abs((low + high) / 2 - (rules.get("reference_offset") or 0))
+        return "green" if distance <= rules["max_abs_offset"] else "red"
     return ""
 
 
@@ -311,7 +435,10 @@ def render_summary(summary: dict, console) -> None:
     rules = summary.get("rules")
     if rules:
         parts = [f"prob ≥ {rules['min_prob']:g}", f"offscreen ≤ {rules['max_offscreen']:g}"]
-        if rules.get("max_abs_offset") is not None:
+        reference = rules.get("reference_offset") or 0
+        if rules.get("max_abs_offset") is not None and reference:
+            parts.append(f"|offset − ({reference:+d})| ≤ {rules['max_abs_offset']}")
+        elif rules.get("max_abs_offset") is not None:
             parts.append(f"|offset| ≤ {rules['max_abs_offset']}")
         if rules.get("max_silence") is not None:
             parts.append(f"silence ≤ {rules['max_silence']:g}")
@@ -329,20 +456,48 @@ def render_summary(summary: dict, console) -> None:
             f"min {dist['min']:.3g}  p5 {q['0.05']:.3g}  median {q['0.5']:.3g}  "
             f"p95 {q['0.95']:.3g}  max {dist['max']:.3g}"
         )
-        edges, values = dist["histogram"]["edges"], dist["histogram"]["counts"]
-        largest = max(values) if values else 0
-        skip_empty = len(values) > 16  # long offset ranges: only the offsets that occur
-        for i, value in enumerate(values):
-            if skip_empty and not value:
-                continue
-            low, high = edges[i], edges[i + 1]
-            style = _bin_style(metric, low, high, rules)
-            label = _bin_label(metric, low, high)
-            text = bar(value, largest)
-            line = f"  {label:>9} │{text}"
-            if style:
-                line = f"  {label:>9} │[{style}]{text}[/{style}]"
-            console.print(f"{line} {value}", highlight=False)
+        _render_histogram(metric, dist["histogram"], rules, console)
+
+    confident = summary.get("confident_offsets")
+    if confident is None:
+        return
+    if not confident["n"]:
+        console.print(f"[bold]offset_frames of confident clips[/bold]: none ({confident['rule']})")
+        return
+    console.print(
+        f"[bold]offset_frames of confident clips[/bold] ({confident['rule']}, status ok, not "
+        f"at the search edge: {confident['n']}) mode {confident['mode']:+d}  "
+        f"median {confident['median']:+g}  (the mode is the data set's own offset)",
+        highlight=False,
+    )
+    marks = {confident["mode"]: "◀ mode"}
+    reference = (rules or {}).get("reference_offset")
+    if reference is not None:
+        both = reference == confident["mode"]
+        marks[reference] = "◀ mode, reference (in sync)" if both else "◀ reference (in sync)"
+    _render_histogram("offset_frames", confident["histogram"], rules, console, marks)
+
+
+def _render_histogram(
+    metric: str, histogram: dict, rules: dict | None, console, marks: dict | None = None
+) -> None:
+    """One bar per bin; `marks` {offset: text} annotates offset bins."""
+    edges, values = histogram["edges"], histogram["counts"]
+    largest = max(values) if values else 0
+    skip_empty = len(values) > 16  # long offset ranges: only the offsets that occur
+    for i, value in enumerate(values):
+        low, high = edges[i], edges[i + 1]
+        centre = int(round((low + high) / 2))
+        mark = (marks or {}).get(centre, "") if metric == "offset_frames" else ""
+        if skip_empty and not value and not mark:
+            continue
+        style = _bin_style(metric, low, high, rules)
+        label = _bin_label(metric, low, high)
+        text = bar(value, largest)
+        line = f"  {label:>9} │{text}"
+        if style:
+            line = f"  {label:>9} │[{style}]{text}[/{style}]"
+        console.print(f"{line} {value}{' ' + mark if mark else ''}", highlight=False)
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -468,19 +623,25 @@ def link_to(
 
 __all__ = [
     "DEFAULT_MAX_OFFSCREEN",
+    "DEFAULT_MIN_LSE_C",
     "DEFAULT_MIN_PROB",
+    "DatasetOffset",
     "FilterRules",
     "LinkReport",
+    "REFERENCE_COLUMN",
     "REJECT_REASON_COLUMN",
     "apply_filter",
     "bar",
     "clip_path",
+    "confident_clips",
+    "dataset_offset",
     "kept_paths",
     "link_to",
     "load_scores",
     "mirror_paths",
     "reject_reasons",
     "render_summary",
+    "resolve_reference",
     "root_folder_names",
     "summarize",
 ]

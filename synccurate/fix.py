@@ -61,7 +61,8 @@ LOG_COLUMNS = {
     "path": "string",
     "input": "string",
     "output": "string",
-    "offset_frames": "Int64",
+    "offset_frames": "Int64",  # as scored
+    "reference_offset": "Int64",  # the offset taken as in sync; the shift is the difference
     "applied_shift_samples": "Int64",
     "applied_shift_s": "float64",
     "sample_rate": "Int64",
@@ -522,41 +523,27 @@ def _log_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def fix_table(
-    scores: pd.DataFrame,
-    out_dir: str | Path,
-    *,
-    min_abs_offset: int = 1,
-    only_kept: pd.DataFrame | None = None,
-    link_unshifted: bool = False,
-    verify: bool = True,
-    jobs: int = 1,
-    progress: Callable[[int, int, dict], None] | None = None,
-    flush_every_s: float = 5.0,
-) -> pd.DataFrame:
-    """Fix every clip of a scores table into `out_dir`; write and return the log.
+@dataclass
+class FixTask:
+    """One clip `fix_table` writes: its log row so far, what to do, and by how much."""
 
-    Output layout: out_dir/<path relative to its root> (one root), or
-    out_dir/<root folder name>/<path> (several roots; see filtering.mirror_paths).
+    position: int  # row of the scores table
+    row: dict  # the log row (LOG_COLUMNS), output set
+    action: str  # "fix" (re-encode, shifted) or "copy" (copy or link unshifted)
+    shift_frames: int  # offset_frames - reference_offset: the audio is delayed by this / 25 s
+    stale: bool  # an earlier run's output (another shift) is in the way; removed on failure
 
-    Per row (the log's `status`):
-      - skipped_not_kept: `only_kept` is given and the clip (root, path) is not in it;
-      - skipped_not_ok: the score status is not ok (`error` says which);
-      - missing_input: the clip is gone;
-      - copied / linked: |offset| < min_abs_offset (nothing to shift): copied, or
-        hard-linked (symlinked across file systems) with link_unshifted;
-      - fixed: re-encoded with `fix_clip`;
-      - encode_error / decode_error / no_audio / no_video / refused / error: that failure
-        with a one-line `error`; the batch goes on.
-    A rerun skips rows the previous log (out_dir/fixes.parquet) records as done with the
-    same input, output and offset, when the output still exists: their previous row is
-    kept with reused=True. Outputs that exist but are not logged as done are redone.
 
-    The log (columns LOG_COLUMNS, table order) is written atomically to
-    out_dir/fixes.parquet every `flush_every_s` seconds and at the end (also when
-    interrupted). `progress(done, total, row)` is called after each row. `jobs` > 1
-    fixes clips in that many threads (each runs its own ffmpeg).
-    """
+@dataclass
+class FixPlan:
+    """What `fix_table` will do: log rows decided up front, and the clips to write."""
+
+    rows: list[dict | None]  # one per scores row, in table order; None where a task fills it
+    tasks: list[FixTask]
+
+
+def _check_out_dir(scores: pd.DataFrame, out_dir: str | Path) -> Path:
+    """The absolute output folder; refuse one that is an input root."""
     out_dir = Path(os.path.abspath(out_dir))
     roots = {str(r) for r in scores["root"].dropna()} if "root" in scores.columns else set()
     for root in roots:
@@ -564,83 +551,149 @@ def fix_table(
             raise ValueError(
                 f"the output folder {out_dir} is an input root: it would overwrite clips"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / LOG_NAME
-    previous = _read_log(log_path)
-    relative = mirror_paths(scores)
-    wanted: set[str] | None = None
-    if only_kept is not None:
-        kept_roots = only_kept["root"] if "root" in only_kept.columns else [None] * len(only_kept)
-        wanted = {
-            str(clip_path(_text(root), str(path)))
-            for root, path in zip(kept_roots, only_kept["path"], strict=True)
-        }
+    return out_dir
 
-    rows: list[dict | None] = [None] * len(scores)
-    tasks: list[tuple[int, dict, str, bool]] = []  # (position, base row, action, stale)
-    scores_roots = scores["root"] if "root" in scores.columns else [None] * len(scores)
-    row_errors = scores["error"].tolist() if "error" in scores.columns else None
-    for position, (root, path, status, offset, rel) in enumerate(
-        zip(
-            scores_roots,
-            scores["path"],
-            scores["status"],
-            scores["offset_frames"],
-            relative,
-            strict=True,
-        )
-    ):
+
+def _kept_inputs(only_kept: pd.DataFrame | None) -> set[str] | None:
+    """Absolute paths of the clips of a `filter` output (None: every clip is wanted)."""
+    if only_kept is None:
+        return None
+    roots = only_kept["root"] if "root" in only_kept.columns else [None] * len(only_kept)
+    pairs = zip(roots, only_kept["path"], strict=True)
+    return {str(clip_path(_text(root), str(path))) for root, path in pairs}
+
+
+def _base_row(root, path, source: Path, offset: int | None, reference_offset: int) -> dict:
+    row = dict.fromkeys(LOG_COLUMNS)
+    return row | {
+        "root": _text(root),
+        "path": str(path),
+        "input": str(source),
+        "offset_frames": offset,
+        "reference_offset": int(reference_offset),
+        "reused": False,
+    }
+
+
+def _logged_reference(before: dict) -> int:
+    """The reference offset of a previous log row (logs older than the column: 0)."""
+    value = before.get("reference_offset")
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
+def _reusable(before: dict | None, action: str, base: dict, target: Path) -> bool:
+    """The previous log did this same job (input, output, offset, reference, action) and
+    its output is still there."""
+    return (
+        before is not None
+        and _text(before.get("status")) in DONE_STATUSES
+        and (_text(before.get("status")) == "fixed") == (action == "fix")
+        and not pd.isna(before.get("offset_frames"))
+        and int(before["offset_frames"]) == base["offset_frames"]
+        and _logged_reference(before) == base["reference_offset"]
+        and (target.exists() or target.is_symlink())
+    )
+
+
+def plan_fixes(
+    scores: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    reference_offset: int = 0,
+    min_abs_offset: int = 1,
+    only_kept: pd.DataFrame | None = None,
+    previous: dict[tuple[str, str], dict] | None = None,
+) -> FixPlan:
+    """Decide, for every row of `scores`, what `fix_table` does; nothing is written.
+
+    A clip's shift is offset_frames - reference_offset frames (the reference is the
+    offset that counts as in sync, e.g. the data set's own, `filtering.dataset_offset`).
+    Rows settled here get their final log row (skipped_not_kept, skipped_not_ok,
+    missing_input, or the reused row of `previous`, the last log); the others become
+    tasks: "fix" when |shift| >= min_abs_offset, else "copy".
+    """
+    out_dir = Path(os.path.abspath(out_dir))
+    previous = previous or {}
+    wanted = _kept_inputs(only_kept)
+    relative = mirror_paths(scores)
+    roots = scores["root"] if "root" in scores.columns else [None] * len(scores)
+    errors = scores["error"].tolist() if "error" in scores.columns else [None] * len(scores)
+    plan = FixPlan(rows=[None] * len(scores), tasks=[])
+    offsets = scores["offset_frames"]
+    columns = zip(roots, scores["path"], scores["status"], offsets, relative, strict=True)
+    for position, (root, path, status, offset, rel) in enumerate(columns):
         source = clip_path(_text(root), str(path))
         target = out_dir / rel
         offset_value = None if pd.isna(offset) else int(offset)
-        base = {
-            "root": _text(root),
-            "path": str(path),
-            "input": str(source),
-            "output": None,
-            "offset_frames": offset_value,
-            "applied_shift_samples": None,
-            "applied_shift_s": None,
-            "sample_rate": None,
-            "audio_encoder": None,
-            "compensation_samples": None,
-            "check_lag_samples": None,
-            "status": None,
-            "error": None,
-            "reused": False,
-        }
+        base = _base_row(root, path, source, offset_value, reference_offset)
         status_text = _text(status) or "missing"
-        score_error = _text(row_errors[position]) if row_errors is not None else None
+        score_error = _text(errors[position])
         if wanted is not None and str(source) not in wanted:
-            rows[position] = {**base, "status": "skipped_not_kept"}
-            continue
-        if status_text != "ok":
+            plan.rows[position] = {**base, "status": "skipped_not_kept"}
+        elif status_text != "ok":
             reason = f"{status_text}: {score_error}" if score_error else status_text
-            rows[position] = {**base, "status": "skipped_not_ok", "error": reason}
-            continue
-        if offset_value is None:
-            rows[position] = {**base, "status": "skipped_not_ok", "error": "no offset"}
-            continue
-        if not source.is_file():
-            rows[position] = {**base, "status": "missing_input", "error": f"{source}: no such file"}
-            continue
-        action = "fix" if abs(offset_value) >= min_abs_offset else "copy"
-        before = previous.get((str(source), str(target)))
-        if (
-            before is not None
-            and _text(before.get("status")) in DONE_STATUSES
-            and (_text(before.get("status")) == "fixed") == (action == "fix")
-            and not pd.isna(before.get("offset_frames"))
-            and int(before["offset_frames"]) == offset_value
-            and (target.exists() or target.is_symlink())
-        ):
-            rows[position] = {**{k: before.get(k) for k in LOG_COLUMNS}, "reused": True}
-            continue
-        # an output of an earlier run (another offset) is removed if this attempt fails
-        stale = before is not None and _text(before.get("status")) in DONE_STATUSES
-        tasks.append((position, {**base, "output": str(target)}, action, stale))
+            plan.rows[position] = {**base, "status": "skipped_not_ok", "error": reason}
+        elif offset_value is None:
+            plan.rows[position] = {**base, "status": "skipped_not_ok", "error": "no offset"}
+        elif not source.is_file():
+            missing = {"status": "missing_input", "error": f"{source}: no such file"}
+            plan.rows[position] = {**base, **missing}
+        else:
+            shift = offset_value - int(reference_offset)
+            action = "fix" if abs(shift) >= min_abs_offset else "copy"
+            before = previous.get((str(source), str(target)))
+            if _reusable(before, action, base, target):
+                plan.rows[position] = {**{k: before.get(k) for k in LOG_COLUMNS}, "reused": True}
+                plan.rows[position]["reference_offset"] = _logged_reference(before)
+                continue
+            # an output of an earlier run (another shift) is removed if this attempt fails
+            stale = before is not None and _text(before.get("status")) in DONE_STATUSES
+            row = {**base, "output": str(target)}
+            plan.tasks.append(FixTask(position, row, action, shift, stale))
+    return plan
 
-    total = len(scores)
+
+def _attempt(task: FixTask, *, verify: bool, link_unshifted: bool) -> dict:
+    """Write one clip; the log row it gets (raises on failure)."""
+    row = task.row
+    if task.action == "fix":
+        result = fix_clip(row["input"], row["output"], task.shift_frames, verify=verify)
+        # offset_frames stays as scored; the shift applied is in applied_shift_samples
+        outcome = {k: v for k, v in result.items() if k in LOG_COLUMNS and k != "offset_frames"}
+        return {**row, **outcome}
+    status = copy_clip(row["input"], row["output"], link=link_unshifted)
+    return {**row, "status": status, "applied_shift_samples": 0, "applied_shift_s": 0.0}
+
+
+def _work(task: FixTask, *, verify: bool, link_unshifted: bool) -> tuple[int, dict]:
+    """`_attempt`, turning any failure into a log row: one clip never ends the batch."""
+    try:
+        return task.position, _attempt(task, verify=verify, link_unshifted=link_unshifted)
+    except Exception as error:
+        if isinstance(error, MediaError):
+            lines = str(error).splitlines() or [error.status]
+            failed = {"status": error.status, "error": lines[0]}
+        else:
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            failed = {"status": "error", "error": message}
+        if task.stale and failed["status"] != "refused":
+            Path(task.row["output"]).unlink(missing_ok=True)
+        return task.position, {**task.row, "output": None, **failed}
+
+
+def _run_plan(
+    plan: FixPlan,
+    log_path: Path,
+    *,
+    verify: bool,
+    link_unshifted: bool,
+    jobs: int,
+    progress: Callable[[int, int, dict], None] | None,
+    flush_every_s: float,
+) -> pd.DataFrame:
+    """Carry out the tasks in `jobs` threads, report progress, keep the log on disk."""
+    rows = plan.rows
+    total = len(rows)
     done = 0
     for row in rows:
         if row is not None:
@@ -652,31 +705,12 @@ def fix_table(
     def flush() -> None:
         write_table(_log_frame([row for row in rows if row is not None]), log_path)
 
-    def work(task: tuple[int, dict, str, bool]) -> tuple[int, dict]:
-        position, row, action, stale = task
-        try:
-            return position, attempt(row, action)
-        except Exception as error:  # never let one clip end the batch
-            if isinstance(error, MediaError):
-                lines = str(error).splitlines() or [error.status]
-                failed = {"status": error.status, "error": lines[0]}
-            else:
-                message = f"{type(error).__name__}: {error}".splitlines()[0]
-                failed = {"status": "error", "error": message}
-            if stale and failed["status"] != "refused":
-                Path(row["output"]).unlink(missing_ok=True)
-            return position, {**row, "output": None, **failed}
-
-    def attempt(row: dict, action: str) -> dict:
-        if action == "fix":
-            result = fix_clip(row["input"], row["output"], row["offset_frames"], verify=verify)
-            return {**row, **{k: v for k, v in result.items() if k in LOG_COLUMNS}}
-        status = copy_clip(row["input"], row["output"], link=link_unshifted)
-        return {**row, "status": status, "applied_shift_samples": 0, "applied_shift_s": 0.0}
+    def work(task: FixTask) -> tuple[int, dict]:
+        return _work(task, verify=verify, link_unshifted=link_unshifted)
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
-        for position, row in pool.map(work, tasks):
+        for position, row in pool.map(work, plan.tasks):
             rows[position] = row
             done += 1
             if progress is not None:
@@ -690,10 +724,79 @@ def fix_table(
     return _log_frame([row for row in rows if row is not None])
 
 
+def fix_table(
+    scores: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    min_abs_offset: int = 1,
+    reference_offset: int = 0,
+    only_kept: pd.DataFrame | None = None,
+    link_unshifted: bool = False,
+    verify: bool = True,
+    jobs: int = 1,
+    progress: Callable[[int, int, dict], None] | None = None,
+    flush_every_s: float = 5.0,
+) -> pd.DataFrame:
+    """Fix every clip of a scores table into `out_dir`; write and return the log.
+
+    Each clip's audio is delayed by (offset_frames - reference_offset) / 25 s: with the
+    default reference 0 that is its offset; with the data set's own offset as reference
+    (`filtering.dataset_offset`) a clip is brought to the data set's alignment. The log
+    records offset_frames (as scored) and reference_offset.
+
+    Output layout: out_dir/<path relative to its root> (one root), or
+    out_dir/<root folder name>/<path> (several roots; see filtering.mirror_paths).
+
+    Per row (the log's `status`):
+      - skipped_not_kept: `only_kept` is given and the clip (root, path) is not in it;
+      - skipped_not_ok: the score status is not ok (`error` says which);
+      - missing_input: the clip is gone;
+      - copied / linked: |offset - reference| < min_abs_offset (nothing to shift): copied,
+        or hard-linked (symlinked across file systems) with link_unshifted;
+      - fixed: re-encoded with `fix_clip`;
+      - encode_error / decode_error / no_audio / no_video / refused / error: that failure
+        with a one-line `error`; the batch goes on.
+    A rerun skips rows the previous log (out_dir/fixes.parquet) records as done with the
+    same input, output, offset and reference, when the output still exists: their
+    previous row is kept with reused=True. Outputs that exist but are not logged as done
+    are redone.
+
+    The log (columns LOG_COLUMNS, table order) is written atomically to
+    out_dir/fixes.parquet every `flush_every_s` seconds and at the end (also when
+    interrupted). `progress(done, total, row)` is called after each row. `jobs` > 1
+    fixes clips in that many threads (each runs its own ffmpeg).
+
+    Steps: `_check_out_dir`, `plan_fixes` (decides every row, writes nothing),
+    `_run_plan` (writes the clips and the log).
+    """
+    out_dir = _check_out_dir(scores, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / LOG_NAME
+    plan = plan_fixes(
+        scores,
+        out_dir,
+        reference_offset=reference_offset,
+        min_abs_offset=min_abs_offset,
+        only_kept=only_kept,
+        previous=_read_log(log_path),
+    )
+    return _run_plan(
+        plan,
+        log_path,
+        verify=verify,
+        link_unshifted=link_unshifted,
+        jobs=jobs,
+        progress=progress,
+        flush_every_s=flush_every_s,
+    )
+
+
 __all__ = [
     "AudioCodecPlan",
     "DONE_STATUSES",
     "FixError",
+    "FixPlan",
+    "FixTask",
     "LOG_COLUMNS",
     "LOG_NAME",
     "copy_clip",
@@ -705,5 +808,6 @@ __all__ = [
     "fix_table",
     "measure_lag",
     "plan_audio_codec",
+    "plan_fixes",
     "shift_in_samples",
 ]

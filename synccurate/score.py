@@ -48,6 +48,9 @@ COLUMNS = {
     "face_ratio": "float64",
     "silence_ratio": "float64",
     "at_search_edge": "boolean",
+    "vote_offset": "Int64",
+    "vote_share": "float64",
+    "offset_method": "string",
     "model": "string",
     "face_detector": "string",
     "p_t": "object",
@@ -424,8 +427,12 @@ def score_clips(
     detect_every: int = 1,
     max_offset: int = MAX_OFFSET,
     on_clip: Callable[[dict, RunStats], None] | None = None,
+    offset_method: str = "mean",
 ) -> RunStats:
-    """Score every clip not yet in `table`; rows are added as clips finish."""
+    """Score every clip not yet in `table`; rows are added as clips finish.
+
+    offset_method: what decides offset_frames, "mean" (SPEC §6) or "vote" (`sync.vote_offset`).
+    """
     batch_size = batch_size or model.batch_size
     stats = RunStats()
     todo = [ref for ref in refs if not table.done(ref)]
@@ -452,7 +459,7 @@ def score_clips(
         matrices = similarity_matrices(model, pending, batch_size, device, max_offset)
         stats.seconds["model"] += time.perf_counter() - start
         for clip, S in zip(pending, matrices, strict=True):
-            finish(clip, model.metrics(S, clip.valid_windows()))
+            finish(clip, model.metrics(S, clip.valid_windows(), offset_method))
         pending.clear()
 
     for clip in prepared:

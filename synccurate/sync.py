@@ -2,6 +2,10 @@
 
 S[t, k] = cos(v_t, a_{t-k}) for visual windows t = 0 … T-1 and offsets k = -K … K.
 Column index i of S holds offset k = i - K.
+
+Two readings of a clip's offset: the SPEC §6 argmax of the mean profile (`best_offset`),
+and ModEFormer's per-window vote (§3.5 of its paper; `vote_offset`), whose largest
+histogram peak ignores how strongly a minority of windows agrees with another offset.
 """
 
 from __future__ import annotations
@@ -50,6 +54,43 @@ def offset_profile(similarity: torch.Tensor | np.ndarray) -> np.ndarray:
 def best_offset(profile: np.ndarray) -> int:
     """argmax_k of the mean similarity, as a signed offset (SPEC §6: positive = audio leads)."""
     return int(np.argmax(profile)) - (len(profile) - 1) // 2
+
+
+OFFSET_METHODS = ("mean", "vote")
+
+
+def offset_preference(profile: np.ndarray) -> np.ndarray:
+    """Column indices of S in tie-break order: smaller |k| first, then the higher mean
+    similarity profile[k], then the positive offset. The first maximum in this order
+    wins every tie of `vote_offset` (within a window's row and between histogram bins).
+    """
+    K = (len(profile) - 1) // 2
+    return np.array(sorted(range(len(profile)), key=lambda i: (abs(i - K), -profile[i], -i)))
+
+
+def vote_offset(
+    similarity: torch.Tensor | np.ndarray, valid: np.ndarray | None = None
+) -> tuple[int, float, np.ndarray]:
+    """ModEFormer's offset vote (its paper, §3.5): (vote_offset, vote_share, histogram).
+
+    Every face window t (valid[t], default all) votes for argmax_k S[t, k]; the clip's
+    offset is the largest peak of the vote histogram. Ties, in a window's row or between
+    peaks, go to the smaller |offset|, then to the offset with the higher mean S over the
+    face windows (profile), then to the positive offset (`offset_preference`).
+    vote_share = votes for the winner / number of face windows. histogram[i] counts the
+    votes for offset i - K (the column order of S).
+    """
+    S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
+    K = (S.shape[1] - 1) // 2
+    valid = np.ones(len(S), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if not valid.any():
+        raise ValueError("no visual window shows a face")
+    faces = S[valid]
+    order = offset_preference(faces.mean(0))
+    votes = order[faces[:, order].argmax(1)]  # first maximum in preference order
+    histogram = np.bincount(votes, minlength=S.shape[1])
+    winner = int(order[histogram[order].argmax()])
+    return winner - K, float(histogram[winner] / len(faces)), histogram
 
 
 def _gaussian_smooth(similarity: np.ndarray) -> np.ndarray:
@@ -117,6 +158,9 @@ class ClipMetrics:
     offscreen_ratio: float
     confidence: float
     at_search_edge: bool
+    vote_offset: int  # ModEFormer's per-window vote (`vote_offset`), whatever decided the offset
+    vote_share: float  # fraction of face windows voting for vote_offset
+    offset_method: str  # what decided offset_frames: "mean" (SPEC §6) or "vote"
     p_t: np.ndarray  # per visual window, best in-sync probability near the offset
     onscreen: np.ndarray  # per visual window, active-speaker label
     profile: np.ndarray  # mean_t S[t, k], k = -K … K
@@ -128,6 +172,7 @@ def clip_metrics(
     cleanup: bool = True,
     valid: np.ndarray | None = None,
     probability: Callable[[np.ndarray], np.ndarray] | None = None,
+    offset_method: str = "mean",
 ) -> ClipMetrics:
     """Offset, probability at offset, off-screen ratio and confidence of one clip.
 
@@ -135,14 +180,21 @@ def clip_metrics(
     say nothing about sync, so they stay out of the averages and count as off-screen.
     `probability` maps similarity to P(sync): sigmoid(S / τ) by default (IC-SyncNet);
     a model trained with BCE on the cosine itself (Wav2Lip's expert) passes its own.
+    `offset_method` decides offset_frames: "mean" = argmax of the mean profile (SPEC §6),
+    "vote" = the per-window vote (`vote_offset`). Everything after it (p_t near the
+    offset, prob_at_offset, off-screen labels, at_search_edge) uses that offset; the
+    vote and its share are computed either way, `confidence` never depends on it.
     """
+    if offset_method not in OFFSET_METHODS:
+        raise ValueError(f"offset_method must be one of {OFFSET_METHODS}, got {offset_method!r}")
     S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
     K = (S.shape[1] - 1) // 2
     valid = np.ones(len(S), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     if not valid.any():
         raise ValueError("no visual window shows a face")
     profile = S[valid].mean(0)
-    offset = best_offset(profile)
+    voted, share, _ = vote_offset(S, valid)
+    offset = voted if offset_method == "vote" else best_offset(profile)
     column = offset + K
     if probability is None:
         probability = lambda similarity: 1 / (1 + np.exp(-similarity / tau))  # noqa: E731
@@ -160,6 +212,9 @@ def clip_metrics(
         offscreen_ratio=float(1 - onscreen.mean()),
         confidence=float(profile.max() - np.median(profile)),
         at_search_edge=abs(offset) == K,
+        vote_offset=voted,
+        vote_share=share,
+        offset_method=offset_method,
         p_t=p_t.astype(np.float32),
         onscreen=onscreen,
         profile=profile.astype(np.float32),

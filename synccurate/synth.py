@@ -9,7 +9,10 @@ train a small sync model on CPU and test the pipeline with known answers:
   (audio leads: the sound of frame t is heard at frame t - N); -N means delayed.
 - an off-screen stretch: a second voice speaks while the face's mouth stays shut;
 - silence-heavy clips (about 70 % pauses);
-- stutter: video frames held for 3-8 frames, audio untouched.
+- stutter: video frames held for 3-8 frames, audio untouched;
+- a partial shift: for one stretch of the clip the audio is shifted by
+  ``partial_shift_frames`` more (the clip's offset differs over time, so the
+  mean offset profile and the per-window vote of ModEFormer §3.5 can disagree).
 
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: one seed gives the
 same frames and samples bit for bit, and the options draw from their own child
@@ -58,6 +61,9 @@ MANIFEST_COLUMNS = (
     "silence_heavy",
     "stutter",
     "stutter_frames",  # list[bool]: frames that repeat the previous image
+    "partial_shift_frames",  # extra offset (SPEC §6 sign) of the partially shifted stretch
+    "partial_shift_start",  # its first frame; start == end when there is none
+    "partial_shift_end",  # one past its last frame
 )
 
 # --- speech ------------------------------------------------------------------------------
@@ -407,28 +413,38 @@ def synth_arrays(
     silence_heavy: bool = False,
     stutter: bool = False,
     size: int = 96,
+    partial_shift_frames: int = 0,
+    partial_shift_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One synthetic clip in memory: (frames uint8 [n, size, size, 3] RGB, audio float32, truth).
 
     The audio is 16 kHz mono with exactly n * 640 samples, already shifted by
     ``offset_frames`` (SPEC §6 sign: +N = audio advanced, leads by N frames).
+    With ``partial_shift_fraction`` > 0 and ``partial_shift_frames`` = s != 0, one
+    stretch of that fraction of the frames (at a seeded random place) carries the
+    audio shifted by offset_frames + s instead (cross-faded over 10 ms at its edges):
+    there the sound of frame t is heard at frame t - offset_frames - s.
     ``truth`` holds numpy arrays and scalars:
     true_offset_frames, n_frames, seconds, seed, size, silence_heavy, stutter,
     offscreen_start / offscreen_end (frames, half-open, equal when none),
     offscreen_frames (bool [n]), offscreen_ratio, silence_frames (bool [n], of the
     returned audio), silence_ratio, stutter_frames (bool [n], frames repeating the
-    previous image), shown_frame (int [n], the source frame each image shows),
-    mouth_open (float [n], the lip opening 0..1 drawn in each image), mouth_shape
-    (int [n], -1 closed, 0..4 vowel a e i o u, 5 fricative).
+    previous image), partial_shift_frames / partial_shift_start / partial_shift_end
+    (frames, half-open, start == end when there is none), shown_frame (int [n], the
+    source frame each image shows), mouth_open (float [n], the lip opening 0..1 drawn
+    in each image), mouth_shape (int [n], -1 closed, 0..4 vowel a e i o u, 5 fricative).
     """
     n_frames = int(round(seconds * VIDEO_FPS))
     if n_frames < 1:
         raise ValueError(f"seconds={seconds} gives no video frame")
     if not 0.0 <= offscreen_fraction < 1.0:
         raise ValueError("offscreen_fraction must be in [0, 1)")
+    if not 0.0 <= partial_shift_fraction < 1.0:
+        raise ValueError("partial_shift_fraction must be in [0, 1)")
     n_samples = n_frames * SAMPLES_PER_FRAME
-    streams = np.random.SeedSequence(int(seed)).spawn(7)
-    rng_face, rng_speech, rng_other, rng_motion, rng_off, rng_stutter, rng_level = (
+    # child i of a SeedSequence depends on i only: the 8th stream leaves the others as they were
+    streams = np.random.SeedSequence(int(seed)).spawn(8)
+    rng_face, rng_speech, rng_other, rng_motion, rng_off, rng_stutter, rng_level, rng_part = (
         np.random.default_rng(s) for s in streams
     )
 
@@ -498,6 +514,16 @@ def synth_arrays(
     # final audio track: level, shift (SPEC §6), room noise
     mix = mix / max(float(np.abs(mix).max()), 1e-9) * rng_level.uniform(*PEAK_RANGE)
     audio = shift_audio(mix, int(offset_frames))
+    part_start = part_end = 0
+    if partial_shift_fraction > 0 and partial_shift_frames:
+        length = max(1, int(round(partial_shift_fraction * n_frames)))
+        part_start = int(rng_part.integers(0, n_frames - length + 1))
+        part_end = part_start + length
+        stretch = np.zeros(n_frames, dtype=bool)
+        stretch[part_start:part_end] = True
+        fade = _soft_mask(np.repeat(stretch, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
+        other = shift_audio(mix, int(offset_frames) + int(partial_shift_frames))
+        audio = audio * (1 - fade) + other * fade
     noise_rms = 10 ** (rng_level.uniform(*NOISE_FLOOR_DBFS) / 20)
     audio = (audio + rng_level.normal(0, noise_rms, n_samples)).astype(np.float32)
 
@@ -517,6 +543,9 @@ def synth_arrays(
         "silence_heavy": bool(silence_heavy),
         "stutter": bool(stutter),
         "stutter_frames": stutter_frames,
+        "partial_shift_frames": int(partial_shift_frames) if part_end > part_start else 0,
+        "partial_shift_start": part_start,
+        "partial_shift_end": part_end,
         "shown_frame": shown,
         "mouth_open": opening[shown].astype(np.float32),
         "mouth_shape": shape[shown].astype(np.int8),
@@ -541,6 +570,8 @@ def synth_clip(
     silence_heavy: bool = False,
     stutter: bool = False,
     size: int = 96,
+    partial_shift_frames: int = 0,
+    partial_shift_fraction: float = 0.0,
 ) -> dict:
     """Write one synthetic clip (.mp4) and return its ground-truth record.
 
@@ -555,6 +586,8 @@ def synth_clip(
         silence_heavy=silence_heavy,
         stutter=stutter,
         size=size,
+        partial_shift_frames=partial_shift_frames,
+        partial_shift_fraction=partial_shift_fraction,
     )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     media.write_clip(path, frames, audio)
@@ -596,6 +629,8 @@ def synth_dataset(
     stutter: bool = False,
     stutter_every: int = 0,
     size: int = 96,
+    partial_shift_frames: int = 0,
+    partial_shift_fraction: float = 0.0,
     workers: int = 1,
 ) -> pd.DataFrame:
     """Write `n` clips ``clip_00000.mp4``… and ``manifest.parquet`` into out_dir.
@@ -610,6 +645,8 @@ def synth_dataset(
       ``i % offscreen_every == offscreen_every - 1``.
     - silence-heavy / stutter: all clips when the flag is set, plus clips with
       ``i % every == every - 1`` when ``*_every > 0``.
+    - partial shift: every clip gets a stretch of ``partial_shift_fraction`` of its
+      frames whose audio is shifted by ``partial_shift_frames`` more (see `synth_arrays`).
 
     Returns the manifest (one row per clip, ``path`` relative to out_dir).
     """
@@ -635,6 +672,8 @@ def synth_dataset(
             "silence_heavy": silence_heavy or _every(index, silence_every),
             "stutter": stutter or _every(index, stutter_every),
             "size": size,
+            "partial_shift_frames": partial_shift_frames,
+            "partial_shift_fraction": partial_shift_fraction,
         }
         jobs.append((out_dir, index, options))
     if workers > 1 and n > 1:

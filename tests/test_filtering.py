@@ -112,8 +112,8 @@ def test_apply_filter_splits_and_keeps_columns(tmp_path):
     kept, rejected = apply_filter(table, FilterRules(P, R, K, S, drop_at_search_edge=True))
     assert sorted(kept["path"]) == ["sub/boundary.mp4", "sub/negative_boundary.mp4"]
     assert len(kept) + len(rejected) == len(table)
-    assert list(kept.columns) == list(table.columns)
-    assert list(rejected.columns) == [*table.columns, "reject_reason"]
+    assert list(kept.columns) == [*table.columns, "reference_offset"]
+    assert list(rejected.columns) == [*table.columns, "reference_offset", "reject_reason"]
     by_path = dict(zip(rejected["path"], rejected["reject_reason"], strict=True))
     assert by_path["sub/several.mp4"] == "low_prob,offscreen,silence"
     assert by_path["sub/edge.mp4"] == "large_offset,at_search_edge"

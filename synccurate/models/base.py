@@ -96,6 +96,11 @@ class SyncModel(Protocol):
         """S [T, 2K+1] from visual embeddings [T, D] and audio embeddings [T+2K, D]."""
         ...
 
-    def metrics(self, similarity: torch.Tensor, valid: np.ndarray) -> dict:
-        """The table's metric columns for one clip (names as in score.COLUMNS)."""
+    def metrics(
+        self, similarity: torch.Tensor, valid: np.ndarray, offset_method: str = "mean"
+    ) -> dict:
+        """The table's metric columns for one clip (names as in score.COLUMNS).
+
+        offset_method: "mean" (SPEC §6 profile argmax) or "vote" (sync.vote_offset).
+        """
         ...

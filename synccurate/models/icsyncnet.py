@@ -77,8 +77,9 @@ class ICSyncNetModel:
     ) -> torch.Tensor:
         return similarity_matrix(visual, audio, max_offset)
 
-    def metrics(self, similarity: torch.Tensor, valid: np.ndarray) -> dict:
-        return metrics_columns(clip_metrics(similarity, self.network.tau, valid=valid))
+    def metrics(self, similarity: torch.Tensor, valid: np.ndarray, offset_method="mean") -> dict:
+        found = clip_metrics(similarity, self.network.tau, valid=valid, offset_method=offset_method)
+        return metrics_columns(found)
 
 
 def metrics_columns(metrics) -> dict:
@@ -90,6 +91,9 @@ def metrics_columns(metrics) -> dict:
         "offscreen_ratio": metrics.offscreen_ratio,
         "confidence": metrics.confidence,
         "at_search_edge": metrics.at_search_edge,
+        "vote_offset": metrics.vote_offset,
+        "vote_share": metrics.vote_share,
+        "offset_method": metrics.offset_method,
         "p_t": metrics.p_t.round(4).tolist(),
         "onscreen": metrics.onscreen.tolist(),
         "profile": metrics.profile.round(4).tolist(),

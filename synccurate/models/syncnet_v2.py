@@ -20,6 +20,7 @@ from torch import nn
 from synccurate import faces
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models.base import InputRecipe
+from synccurate.sync import vote_offset
 
 FACE_SIZE = 224  # pixels; the first Linear only fits a 224² crop
 N_MFCC = 13  # cepstral coefficients (python_speech_features' default numcep)
@@ -314,17 +315,25 @@ class SyncNetV2Model:
         real = audio[max_offset : max_offset + len(visual)]
         return -distance_matrix(visual.float(), real.float(), max_offset).flip(1)
 
-    def metrics(self, similarity: torch.Tensor, valid: np.ndarray) -> dict:
+    def metrics(self, similarity: torch.Tensor, valid: np.ndarray, offset_method="mean") -> dict:
+        """Upstream's numbers; with offset_method "vote", LSE-D / LSE-C are read at the vote."""
         dists = -torch.as_tensor(similarity).float().cpu().flip(1)  # upstream's column order
         summary = v2_summary(dists, valid)
         K = (dists.shape[1] - 1) // 2
+        voted, share, _ = vote_offset(similarity, valid)
+        offset = voted if offset_method == "vote" else summary["offset"]
+        lse_d = float(summary["mdist"][K - offset])
+        lse_c = float(np.median(summary["mdist"]) - lse_d)
         return {
-            "offset_frames": summary["offset"],
-            "offset_seconds": summary["offset"] / VIDEO_FPS,
-            "lse_d": summary["min_dist"],
-            "lse_c": summary["conf"],
-            "confidence": summary["conf"],
-            "at_search_edge": abs(summary["offset"]) == K,
+            "offset_frames": offset,
+            "offset_seconds": offset / VIDEO_FPS,
+            "lse_d": lse_d,
+            "lse_c": lse_c,
+            "confidence": lse_c,
+            "at_search_edge": abs(offset) == K,
+            "vote_offset": voted,
+            "vote_share": share,
+            "offset_method": offset_method,
             "profile": (-summary["mdist"][::-1]).round(4).tolist(),
             "fconf": np.asarray(summary["fconf"]).round(4).tolist(),
         }

@@ -212,8 +212,14 @@ class Wav2LipExpertModel:
     ) -> torch.Tensor:
         return similarity_matrix(visual, audio, max_offset)
 
-    def metrics(self, similarity: torch.Tensor, valid: np.ndarray) -> dict:
+    def metrics(self, similarity: torch.Tensor, valid: np.ndarray, offset_method="mean") -> dict:
         from synccurate.models.icsyncnet import metrics_columns
 
-        found = clip_metrics(similarity, 1.0, valid=valid, probability=_cosine_is_probability)
+        found = clip_metrics(
+            similarity,
+            1.0,
+            valid=valid,
+            probability=_cosine_is_probability,
+            offset_method=offset_method,
+        )
         return metrics_columns(found)
