@@ -174,14 +174,14 @@ def _reference_scores(V: np.ndarray, A: np.ndarray, K: int) -> tuple[np.ndarray,
 
 @pytest.mark.parametrize("offset", [-3, 0, 3])
 def test_v2_scoring_finds_a_known_offset(offset):
-    """A[i − o] = V[i]: the sound of frame i comes o frames earlier, audio leads, offset = +o."""
+    """A[i − o] ≈ V[i]: the sound of frame i comes o frames earlier, audio leads, offset = +o."""
     n, width = 20, 64  # fewer windows than the 31 offsets: zero padding weighs heavily
     rng = np.random.default_rng(7)
     V = rng.normal(size=(n, width))
     A = rng.normal(size=(n, width))
     for i in range(n):
         if 0 <= i - offset < n:
-            A[i - offset] = V[i]
+            A[i - offset] = V[i] + rng.normal(scale=0.3, size=width)  # frame-wise spread
     dists = syncnet_v2.distance_matrix(torch.from_numpy(V), torch.from_numpy(A))
     summary = syncnet_v2.v2_summary(dists)
     assert summary["offset"] == offset
@@ -190,8 +190,13 @@ def test_v2_scoring_finds_a_known_offset(offset):
     np.testing.assert_allclose(summary["mdist"], d.mean(axis=0), rtol=1e-12)
     assert summary["conf"] == pytest.approx(conf, rel=1e-12)
     np.testing.assert_allclose(summary["fconf"], fconf, rtol=1e-12)
-    if offset == 0:  # every pair matches exactly, so only the 1e-6 added per dimension is left
-        assert summary["min_dist"] == pytest.approx(1e-6 * math.sqrt(width), rel=1e-6)
+
+
+def test_v2_distance_adds_eps_to_every_dimension():
+    """Identical vectors are 1e-6·√D apart, not 0: torch's pairwise_distance, as upstream."""
+    V = torch.from_numpy(np.random.default_rng(3).normal(size=(6, 1024)))
+    at_zero_offset = syncnet_v2.distance_matrix(V, V)[:, syncnet_v2.MAX_OFFSET]
+    np.testing.assert_allclose(at_zero_offset.numpy(), 1e-6 * math.sqrt(1024), rtol=1e-6)
 
 
 # --- Wav2Lip lip-sync expert ---
