@@ -117,6 +117,32 @@ def _is_ok(table: pd.DataFrame) -> np.ndarray:
 # --- the rules --------------------------------------------------------------------------
 
 
+def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarray]:
+    """Per rule that `rules` switches on, a boolean array: True where the row fails it.
+
+    Keys in the order low_prob, offscreen, large_offset, silence, at_search_edge (only the
+    rules that apply). Status is not looked at: `reject_reasons` handles rows that are not
+    ok. A missing (NaN) metric fails its rule ("not >= P" is true for NaN). Vectorised, so
+    `synccurate report` can evaluate the rules on millions of rows.
+    """
+    prob = _numeric(table, "prob_at_offset")
+    offscreen = _numeric(table, "offscreen_ratio")
+    with np.errstate(invalid="ignore"):
+        failures = {
+            REASON_LOW_PROB: ~(prob >= rules.min_prob),
+            REASON_OFFSCREEN: ~(offscreen <= rules.max_offscreen),
+        }
+        if rules.max_abs_offset is not None:
+            offset = _numeric(table, "offset_frames")
+            failures[REASON_LARGE_OFFSET] = ~(np.abs(offset) <= rules.max_abs_offset)
+        if rules.max_silence is not None:
+            silence = _numeric(table, "silence_ratio")
+            failures[REASON_SILENCE] = ~(silence <= rules.max_silence)
+        if rules.drop_at_search_edge:
+            failures[REASON_EDGE] = _flag(table, "at_search_edge")
+    return failures
+
+
 def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
     """Per row, the list of reasons it fails `rules` (empty list = kept).
 
@@ -127,23 +153,7 @@ def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
     """
     status = table["status"].astype("string").fillna("missing").to_numpy(dtype=object)
     ok = status == "ok"
-    prob = _numeric(table, "prob_at_offset")
-    offscreen = _numeric(table, "offscreen_ratio")
-    offset = _numeric(table, "offset_frames")
-    silence = _numeric(table, "silence_ratio")
-    edge = _flag(table, "at_search_edge")
-
-    with np.errstate(invalid="ignore"):
-        checks: list[tuple[str, np.ndarray]] = [
-            (REASON_LOW_PROB, ~(prob >= rules.min_prob)),
-            (REASON_OFFSCREEN, ~(offscreen <= rules.max_offscreen)),
-        ]
-        if rules.max_abs_offset is not None:
-            checks.append((REASON_LARGE_OFFSET, ~(np.abs(offset) <= rules.max_abs_offset)))
-        if rules.max_silence is not None:
-            checks.append((REASON_SILENCE, ~(silence <= rules.max_silence)))
-        if rules.drop_at_search_edge:
-            checks.append((REASON_EDGE, edge))
+    checks = list(rule_failures(table, rules).items())
 
     reasons: list[list[str]] = []
     for i in range(len(table)):
@@ -480,6 +490,7 @@ __all__ = [
     "load_scores",
     "mirror_paths",
     "reject_reasons",
+    "rule_failures",
     "render_summary",
     "root_folder_names",
     "summarize",
