@@ -516,6 +516,34 @@ def plot(
 
 
 @app.command()
+def report(
+    scores: Path = typer.Argument(
+        ..., exists=True, help="Scores table (.parquet) or a folder of Parquet parts."
+    ),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
+    worst: int = typer.Option(10, min=0, help="Clips in each worst-clips list."),
+    thumbnails: bool = typer.Option(
+        True, help="Show each listed clip's middle frame (decodes those clips)."
+    ),
+) -> None:
+    """Write one self-contained HTML page about a whole scores table: statuses and errors,
+    metric histograms, kept share against the filter thresholds, and the worst clips."""
+    from synccurate import report as reporting
+
+    try:
+        summary = reporting.write_report(scores, output, worst=worst, with_thumbnails=thumbnails)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    kept = summary["thresholds"]
+    console.print(
+        f"{output}: {summary['n_clips']:,} clips, {summary['n_ok']:,} ok, "
+        f"{kept['kept_at_defaults']:,} kept at the filter defaults "
+        f"({output.stat().st_size / 1024:.0f} KiB)",
+        highlight=False,
+    )
+
+
+@app.command()
 def demo(
     folder: Path = typer.Argument(Path("example"), help="Where the example clips and table go."),
     weights: Path | None = typer.Option(None),
