@@ -230,6 +230,14 @@ def filter_(
         0.2, help="Keep clips with offscreen_ratio ≤ this (above 0.2 someone else talks a lot)."
     ),
     max_abs_offset: int | None = typer.Option(None, help="Also drop clips with |offset| > this."),
+    min_lse_c: float = typer.Option(
+        3.0,
+        help="SyncNet v2 rows (no probability): keep lse_c ≥ this (3 = LatentSync's bar, "
+        "used with --max-abs-offset 6). Ignored for probability models.",
+    ),
+    max_lse_d: float | None = typer.Option(
+        None, help="SyncNet v2 rows: also drop clips with lse_d > this."
+    ),
     max_silence: float | None = typer.Option(
         None, help="Also drop clips with silence_ratio > this."
     ),
@@ -261,6 +269,8 @@ def filter_(
             max_silence=max_silence,
             drop_at_search_edge=drop_edge,
             reference_offset=reference,
+            min_lse_c=min_lse_c,
+            max_lse_d=max_lse_d,
         )
         kept, dropped = filtering.apply_filter(table, rules)
         write_table(kept, output, protect=[scores])
@@ -623,6 +633,34 @@ def weights_import(
     except WeightsError as error:
         fail(str(error))
     typer.echo(str(path))  # the file to pass to --weights
+
+
+@app.command()
+def report(
+    scores: Path = typer.Argument(
+        ..., exists=True, help="Scores table (.parquet) or a folder of Parquet parts."
+    ),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
+    worst: int = typer.Option(10, min=0, help="Clips in each worst-clips list."),
+    thumbnails: bool = typer.Option(
+        True, help="Show each listed clip's middle frame (decodes those clips)."
+    ),
+) -> None:
+    """Write one self-contained HTML page about a whole scores table: statuses and errors,
+    metric histograms, kept share against the filter thresholds, and the worst clips."""
+    from synccurate import report as reporting
+
+    try:
+        summary = reporting.write_report(scores, output, worst=worst, with_thumbnails=thumbnails)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    kept = summary["thresholds"]
+    console.print(
+        f"{output}: {summary['n_clips']:,} clips, {summary['n_ok']:,} ok, "
+        f"{kept['kept_at_defaults']:,} kept at the filter defaults "
+        f"({output.stat().st_size / 1024:.0f} KiB)",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -38,6 +38,9 @@ REASON_OFFSCREEN = "offscreen"
 REASON_LARGE_OFFSET = "large_offset"
 REASON_SILENCE = "silence"
 REASON_EDGE = "at_search_edge"
+REASON_LOW_LSE_C = "low_lse_c"
+REASON_HIGH_LSE_D = "high_lse_d"
+DEFAULT_MIN_LSE_C = 3.0  # SyncNet v2's confidence bar of LatentSync's data pipeline
 STATUS_PREFIX = "status:"
 
 REJECT_REASON_COLUMN = "reject_reason"
@@ -74,6 +77,10 @@ class FilterRules:
         (`dataset_offset`) when the whole data set is shifted against the model's
         training data (ModEFormer found LRS2 one frame off LRS3). The search edge stays
         |offset| = K: it is a property of the search window, not of the reference.
+    min_lse_c (default 3.0) / max_lse_d (default None): for rows of a distance model
+        (SyncNet v2: lse_c set, prob_at_offset null) these replace min_prob and
+        max_offscreen, which such a model does not have (docs/models.md). 3 is LatentSync's
+        bar (conf >= 3, with |offset| <= 6). Rows of probability models ignore them.
     """
 
     min_prob: float = DEFAULT_MIN_PROB
@@ -82,6 +89,8 @@ class FilterRules:
     max_silence: float | None = None
     drop_at_search_edge: bool = False
     reference_offset: int = 0
+    min_lse_c: float = DEFAULT_MIN_LSE_C
+    max_lse_d: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_prob <= 1.0:
@@ -128,6 +137,38 @@ def _is_ok(table: pd.DataFrame) -> np.ndarray:
 # --- the rules --------------------------------------------------------------------------
 
 
+def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarray]:
+    """Per rule that `rules` switches on, a boolean array: True where the row fails it.
+
+    Keys in the order low_prob, offscreen, large_offset, silence, at_search_edge (only the
+    rules that apply). Status is not looked at: `reject_reasons` handles rows that are not
+    ok. A missing (NaN) metric fails its rule ("not >= P" is true for NaN). Vectorised, so
+    `synccurate report` can evaluate the rules on millions of rows.
+    """
+    prob = _numeric(table, "prob_at_offset")
+    offscreen = _numeric(table, "offscreen_ratio")
+    lse_c, lse_d = _numeric(table, "lse_c"), _numeric(table, "lse_d")
+    distance_rows = np.isnan(prob) & ~np.isnan(lse_c)  # SyncNet v2: no probability by design
+    with np.errstate(invalid="ignore"):
+        failures = {
+            REASON_LOW_PROB: ~distance_rows & ~(prob >= rules.min_prob),
+            REASON_OFFSCREEN: ~distance_rows & ~(offscreen <= rules.max_offscreen),
+        }
+        if distance_rows.any():
+            failures[REASON_LOW_LSE_C] = distance_rows & ~(lse_c >= rules.min_lse_c)
+            if rules.max_lse_d is not None:
+                failures[REASON_HIGH_LSE_D] = distance_rows & ~(lse_d <= rules.max_lse_d)
+        if rules.max_abs_offset is not None:
+            distance = np.abs(_numeric(table, "offset_frames") - rules.reference_offset)
+            failures[REASON_LARGE_OFFSET] = ~(distance <= rules.max_abs_offset)
+        if rules.max_silence is not None:
+            silence = _numeric(table, "silence_ratio")
+            failures[REASON_SILENCE] = ~(silence <= rules.max_silence)
+        if rules.drop_at_search_edge:
+            failures[REASON_EDGE] = _flag(table, "at_search_edge")
+    return failures
+
+
 def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
     """Per row, the list of reasons it fails `rules` (empty list = kept).
 
@@ -138,24 +179,7 @@ def reject_reasons(table: pd.DataFrame, rules: FilterRules) -> pd.Series:
     """
     status = table["status"].astype("string").fillna("missing").to_numpy(dtype=object)
     ok = status == "ok"
-    prob = _numeric(table, "prob_at_offset")
-    offscreen = _numeric(table, "offscreen_ratio")
-    offset = _numeric(table, "offset_frames")
-    silence = _numeric(table, "silence_ratio")
-    edge = _flag(table, "at_search_edge")
-
-    with np.errstate(invalid="ignore"):
-        checks: list[tuple[str, np.ndarray]] = [
-            (REASON_LOW_PROB, ~(prob >= rules.min_prob)),
-            (REASON_OFFSCREEN, ~(offscreen <= rules.max_offscreen)),
-        ]
-        if rules.max_abs_offset is not None:
-            distance = np.abs(offset - rules.reference_offset)
-            checks.append((REASON_LARGE_OFFSET, ~(distance <= rules.max_abs_offset)))
-        if rules.max_silence is not None:
-            checks.append((REASON_SILENCE, ~(silence <= rules.max_silence)))
-        if rules.drop_at_search_edge:
-            checks.append((REASON_EDGE, edge))
+    checks = list(rule_failures(table, rules).items())
 
     reasons: list[list[str]] = []
     for i in range(len(table)):
@@ -640,6 +664,7 @@ __all__ = [
     "load_scores",
     "mirror_paths",
     "reject_reasons",
+    "rule_failures",
     "render_summary",
     "resolve_reference",
     "root_folder_names",

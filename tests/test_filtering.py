@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -243,3 +244,25 @@ def test_mirror_paths_with_several_roots():
     # absolute paths are made relative to their root; '..' never climbs out of the output
     odd = pd.DataFrame({"root": ["/r", "/r"], "path": ["/r/s/t.mp4", "../up.mp4"]})
     assert list(mirror_paths(odd)) == ["s/t.mp4", "up.mp4"]
+
+
+def test_distance_model_rows_are_judged_by_lse_not_by_a_missing_probability():
+    """SyncNet v2 rows have no prob_at_offset / offscreen_ratio; lse_c >= 3 (and lse_d) decide."""
+    from synccurate.filtering import FilterRules, reject_reasons
+
+    table = pd.DataFrame(
+        {
+            "root": "/d",
+            "path": ["v2_low.mp4", "v2_at_bar.mp4", "v2_far.mp4", "ic.mp4"],
+            "status": "ok",
+            "offset_frames": [0, 1, 0, 0],
+            "prob_at_offset": [np.nan, np.nan, np.nan, 0.9],
+            "offscreen_ratio": [np.nan, np.nan, np.nan, 0.1],
+            "lse_c": [2.99, 3.0, 8.0, np.nan],
+            "lse_d": [7.0, 7.0, 9.5, np.nan],
+        }
+    )
+    reasons = reject_reasons(table, FilterRules()).tolist()
+    assert reasons == [["low_lse_c"], [], [], []]
+    strict = FilterRules(min_lse_c=2.0, max_lse_d=9.0, max_abs_offset=0)
+    assert reject_reasons(table, strict).tolist() == [[], ["large_offset"], ["high_lse_d"], []]

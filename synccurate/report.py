@@ -1,0 +1,1026 @@
+"""`synccurate report`: one self-contained HTML page that describes a whole scores table.
+
+A curator picks thresholds by looking at the data set as a whole: how offsets are
+distributed, how many clips sit near a threshold, which clips are worst and why. The
+steps are separate functions:
+
+- load: `load` reads only the scalar columns (pyarrow `columns=`) of a Parquet file or a
+  folder of Parquet parts and keeps one row per clip (the latest `scored_at` wins);
+  `read_lists` reads the per-clip list columns (`p_t`, `profile`) of a few rows only.
+- summarise: `summarise` turns the table into counts, histograms, threshold curves and
+  the worst clips — a JSON-serialisable dict whose size does not grow with the table.
+- figures: hand-made inline SVG (bars, lines, sparklines) and a middle-frame thumbnail
+  per listed clip (decoded with `synccurate.media`, a placeholder when that fails).
+- render: `render` writes the page; the summary is embedded as
+  `<script type="application/json" id="summary">` for machines (and tests).
+
+The page loads nothing: no scripts, stylesheets, fonts or network images (inline SVG in
+HTML needs no namespace URL either); the only links are `file://` links to the clips.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from synccurate import filtering, media
+from synccurate.tables import default_file_mode, same_file
+
+SCALAR_COLUMNS = (
+    "root",
+    "path",
+    "status",
+    "error",
+    "duration_s",
+    "offset_frames",
+    "prob_at_offset",
+    "offscreen_ratio",
+    "face_ratio",
+    "silence_ratio",
+    "at_search_edge",
+    "model",
+    "face_detector",
+    "lse_c",
+    "lse_d",
+    "vote_share",
+    "scored_at",
+)
+LIST_COLUMNS = ("p_t", "profile")
+KEY = ["root", "path"]
+DICTIONARY = ("root", "status", "model", "face_detector")  # few distinct values: categoricals
+UNIT_METRICS = ("prob_at_offset", "offscreen_ratio", "face_ratio", "silence_ratio", "vote_share")
+ALWAYS_SHOWN = ("prob_at_offset", "offscreen_ratio", "face_ratio", "silence_ratio")
+FREE_METRICS = ("lse_c", "lse_d")  # distance models (SyncNet v2): no fixed range
+MIN_HISTOGRAM_OFFSET = 15  # score's default --max-offset: the offset histogram spans ±this at least
+UNIT_BINS = 20
+FREE_BINS = 20
+NEAR = 0.05  # "near a threshold": within ±this of it
+GRID_PROB = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+GRID_OFFSCREEN = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+MAX_ERROR_KINDS = 25
+THUMB_WIDTH = 96
+SPARK_POINTS = 240  # p_t timelines longer than this are drawn as bucket means
+
+LABELS = {
+    "offset_frames": "offset (frames; + = audio leads)",
+    "prob_at_offset": "probability at the offset",
+    "offscreen_ratio": "off-screen ratio",
+    "face_ratio": "face ratio",
+    "silence_ratio": "silence ratio",
+    "vote_share": "vote share",
+    "lse_c": "LSE-C (higher = more confident)",
+    "lse_d": "LSE-D (lower = closer)",
+}
+
+
+# --- load -------------------------------------------------------------------------------
+
+
+@dataclass
+class Scores:
+    """Scalar columns of a scores table, one row per clip; `_file`/`_row` locate each row."""
+
+    table: pd.DataFrame
+    files: list[str]
+    rows_read: int
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.rows_read - len(self.table)
+
+
+def parquet_files(source: str | Path) -> list[str]:
+    """The Parquet file itself, or the files of a folder as pandas/pyarrow would read them."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if not source.is_dir():
+        return [str(source)]
+    files = sorted(ds.dataset(source, format="parquet").files)  # skips .hidden and _meta files
+    if not files:
+        raise ValueError(f"{source}: no Parquet files in this folder")
+    return files
+
+
+def _read_scalars(file: str, index: int) -> pa.Table:
+    try:
+        names = pq.read_schema(file).names
+        wanted = [c for c in SCALAR_COLUMNS if c in names]
+        parquet = pq.ParquetFile(file, read_dictionary=[c for c in DICTIONARY if c in wanted])
+    except Exception as error:
+        raise ValueError(f"{file}: not a readable Parquet table ({error})") from error
+    missing = [column for column in ("root", "path", "status") if column not in names]
+    if missing:
+        raise ValueError(f"{file}: not a scores table (missing columns: {', '.join(missing)})")
+    table = parquet.read(columns=wanted)
+    table = table.append_column("_file", pa.array(np.full(len(table), index, dtype=np.int32)))
+    return table.append_column("_row", pa.array(np.arange(len(table), dtype=np.int64)))
+
+
+def _latest_rows(table: pa.Table) -> pa.Table:
+    """One row per (root, path): the latest `scored_at` (without it, the last one read)."""
+    codes = pc.dictionary_encode(table["path"]).combine_chunks().indices.to_numpy()
+    repeated = np.bincount(codes)[codes] > 1  # one hash pass; the same path under other
+    if not repeated.any():  # roots is another clip, sorted out below
+        return table
+    again = table.filter(pa.array(repeated)).to_pandas()
+    again["_order"] = np.flatnonzero(repeated)
+    order = ["scored_at", "_order"] if "scored_at" in again.columns else ["_order"]
+    again = again.sort_values(order, kind="stable", na_position="first")
+    keep = np.ones(len(table), dtype=bool)
+    keep[again.loc[again.duplicated(KEY, keep="last"), "_order"].to_numpy()] = False
+    return table.filter(pa.array(keep))
+
+
+def load(source: str | Path) -> Scores:
+    """Scalar columns of every part; a clip scored more than once keeps its latest row."""
+    files = parquet_files(source)
+    parts = [_read_scalars(file, i) for i, file in enumerate(files)]
+    table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
+    latest = _latest_rows(table)
+    return Scores(latest.to_pandas(), files, len(table))
+
+
+def read_lists(scores: Scores, picks: pd.DataFrame) -> dict[tuple[int, int], dict]:
+    """`p_t` and `profile` of the rows in `picks`, keyed by (_file, _row).
+
+    Only the row groups holding a picked row are decoded, streamed in small batches and
+    left as soon as the last picked row is passed, so memory stays small for any table.
+    """
+    found: dict[tuple[int, int], dict] = {}
+    for file_index, rows in picks.groupby("_file")["_row"]:
+        parquet = pq.ParquetFile(scores.files[int(file_index)], buffer_size=1 << 20)
+        columns = [c for c in LIST_COLUMNS if c in parquet.schema_arrow.names]
+        if not columns:
+            continue
+        sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        wanted = sorted({int(r) for r in rows})
+        for group in sorted({int(np.searchsorted(starts, r, "right")) - 1 for r in wanted}):
+            inside = [r for r in wanted if starts[group] <= r < starts[group + 1]]
+            position = int(starts[group])
+            batches = parquet.iter_batches(batch_size=2048, row_groups=[group], columns=columns)
+            for batch in batches:
+                for row in inside:
+                    if position <= row < position + batch.num_rows:
+                        found[(int(file_index), row)] = {
+                            c: batch.column(c)[row - position].as_py() for c in columns
+                        }
+                position += batch.num_rows
+                if position > inside[-1]:
+                    break
+    return found
+
+
+# --- summarise --------------------------------------------------------------------------
+
+
+def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in table.columns:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[column], errors="coerce").astype("float64").to_numpy()
+
+
+def _strings(table: pd.DataFrame, column: str, missing: str = "") -> np.ndarray:
+    if column not in table.columns:
+        return np.full(len(table), missing, dtype=object)
+    return table[column].astype("string").fillna(missing).to_numpy(dtype=object)
+
+
+def _is_ok(table: pd.DataFrame) -> np.ndarray:
+    return table["status"].eq("ok").fillna(False).to_numpy(dtype=bool)
+
+
+def _counts(table: pd.DataFrame, column: str, missing: str | None = None) -> dict[str, int]:
+    """{value: rows}, largest first; missing values counted as `missing` (None: skipped)."""
+    if column not in table.columns:
+        return {}
+    counts = table[column].value_counts(dropna=missing is None)
+    result: dict[str, int] = {}
+    for value, count in counts.items():
+        name = missing if pd.isna(value) else str(value)
+        if count and name:
+            result[name] = result.get(name, 0) + int(count)
+    return result
+
+
+def _flag(table: pd.DataFrame, column: str) -> np.ndarray:
+    """A boolean column as a bool array, missing = False (fast for object columns too)."""
+    if column not in table.columns:
+        return np.zeros(len(table), dtype=bool)
+    return table[column].isin([True]).to_numpy(dtype=bool)
+
+
+def _has_values(table: pd.DataFrame, column: str) -> bool:
+    return column in table.columns and bool(np.isfinite(_numeric(table, column)).any())
+
+
+def _number(value) -> float | None:
+    """A float for JSON (None for NaN / missing)."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+_VIDEO_PREFIX = re.compile(
+    r"^'?.+?(?:" + "|".join(re.escape(e) for e in media.VIDEO_EXTENSIONS) + r")'?:\s+", re.I
+)
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def error_kind(error: str | None, root: str = "", path: str = "") -> str:
+    """An error message without the clip's path in front and with numbers as N.
+
+    "…/talks/a.mp4: no audio stream" → "no audio stream"; "…: only 3 frames at 25 fps" →
+    "only N frames at N fps", so clips failing the same way fall into one group.
+    """
+    text = str(error or "").strip()
+    prefixes = [os.path.join(root, path), path] if root else [path]
+    for prefix in prefixes:
+        if prefix and text.startswith(prefix + ": "):
+            return _normalised(text[len(prefix) + 2 :])
+    return _normalised(_VIDEO_PREFIX.sub("", text, count=1))
+
+
+@lru_cache(maxsize=4096)
+def _normalised(message: str) -> str:
+    text = _DIGITS.sub("N", " ".join(message.split()))
+    return text[:120] or "(no message)"
+
+
+def error_groups(table: pd.DataFrame) -> tuple[list[dict], int]:
+    """(status, kind, clips, example) for the rows that are not ok, largest first, and how
+    many rows fall in the kinds left off after MAX_ERROR_KINDS."""
+    failed = np.flatnonzero(~_is_ok(table))
+    if not len(failed):
+        return [], 0
+    sub = table.iloc[failed]
+    status = _strings(sub, "status", "missing")
+    kinds = [
+        error_kind(e, r, p)
+        for e, r, p in zip(
+            _strings(sub, "error"), _strings(sub, "root"), _strings(sub, "path"), strict=True
+        )
+    ]
+    groups = pd.DataFrame(
+        {"status": status, "kind": kinds, "example": _strings(sub, "path")}
+    ).groupby(["status", "kind"], sort=False)
+    counted = groups["example"].agg(["size", "first"]).reset_index()
+    counted = counted.sort_values(["size", "status", "kind"], ascending=[False, True, True])
+    rows = [
+        {"status": s, "kind": k, "clips": int(n), "example": e}
+        for s, k, n, e in counted.itertuples(index=False)
+    ]
+    left_off = sum(row["clips"] for row in rows[MAX_ERROR_KINDS:])
+    return rows[:MAX_ERROR_KINDS], left_off
+
+
+def histogram(values: np.ndarray, low: float, high: float, bins: int) -> dict:
+    """Counts of the finite `values` in `bins` equal bins over [low, high] (values outside
+    go to the end bins). Equal bins take numpy's fast path (no sorting) on large tables."""
+    values = values[np.isfinite(values)]
+    counts, edges = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high))
+    result = {
+        "n": int(len(values)),
+        "edges": [float(e) for e in edges],
+        "counts": [int(c) for c in counts],
+    }
+    if len(values):
+        p5, median, p95 = np.quantile(values, [0.05, 0.5, 0.95])
+        result.update(median=float(median), p5=float(p5), p95=float(p95))
+    return result
+
+
+def histograms(table: pd.DataFrame) -> tuple[dict, int]:
+    """One histogram per metric (every row with a value) and the offset range ±K shown."""
+    offsets = _numeric(table, "offset_frames")
+    seen = np.abs(offsets[np.isfinite(offsets)])
+    max_offset = max(MIN_HISTOGRAM_OFFSET, int(seen.max()) if len(seen) else 0)
+    result = {
+        "offset_frames": histogram(offsets, -max_offset - 0.5, max_offset + 0.5, 2 * max_offset + 1)
+    }
+    for metric in UNIT_METRICS:
+        if metric in ALWAYS_SHOWN or _has_values(table, metric):
+            result[metric] = histogram(_numeric(table, metric), 0.0, 1.0, UNIT_BINS)
+    for metric in FREE_METRICS:
+        if _has_values(table, metric):
+            values = _numeric(table, metric)
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            bins = FREE_BINS if high > low else 1
+            result[metric] = histogram(values, low, max(high, low + 1e-9), bins)
+    return result, max_offset
+
+
+def _kept_at_least(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many of `values` are >= each threshold (NaN never is)."""
+    ordered = np.sort(values[np.isfinite(values)])
+    return len(ordered) - np.searchsorted(ordered, thresholds, side="left")
+
+
+def _kept_at_most(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values[np.isfinite(values)])
+    return np.searchsorted(ordered, thresholds, side="right")
+
+
+def thresholds(table: pd.DataFrame) -> dict:
+    """Kept fraction of all clips as the probability / off-screen threshold moves.
+
+    "with_defaults": what `synccurate filter` would keep with the other rules at their
+    defaults (FilterRules()); "alone": the ok clips passing this one rule.
+    """
+    rules = filtering.FilterRules()
+    total = max(len(table), 1)
+    ok = _is_ok(table)
+    failures = filtering.rule_failures(table, rules)
+    prob_rule, offscreen_rule = filtering.REASON_LOW_PROB, filtering.REASON_OFFSCREEN
+
+    def passing(*skip: str) -> np.ndarray:
+        mask = ok.copy()
+        for name, failed in failures.items():
+            if name not in skip:
+                mask &= ~failed
+        return mask
+
+    prob, offscreen = _numeric(table, "prob_at_offset"), _numeric(table, "offscreen_ratio")
+    grid_p = np.union1d(np.round(np.linspace(0, 1, 101), 2), [rules.min_prob])
+    grid_o = np.union1d(np.round(np.linspace(0, 1, 101), 2), [rules.max_offscreen])
+    both = passing(prob_rule, offscreen_rule)
+    table_p = np.union1d(GRID_PROB, [rules.min_prob])
+    table_o = np.union1d(GRID_OFFSCREEN, [rules.max_offscreen])
+    with np.errstate(invalid="ignore"):
+        rows = [both & (offscreen <= o) for o in table_o]
+        grid = [
+            [round(float((row & (prob >= p)).sum() / total), 4) for p in table_p] for row in rows
+        ]
+    kept = passing()
+    with np.errstate(invalid="ignore"):
+        near_prob = ok & (np.abs(prob - rules.min_prob) <= NEAR)
+        near_offscreen = ok & (np.abs(offscreen - rules.max_offscreen) <= NEAR)
+    return {
+        "defaults": {"min_prob": rules.min_prob, "max_offscreen": rules.max_offscreen},
+        "total": len(table),
+        "kept_at_defaults": int(kept.sum()),
+        "kept_fraction_at_defaults": float(kept.sum() / total),
+        "near": NEAR,
+        "near_prob": int(near_prob.sum()),
+        "near_offscreen": int(near_offscreen.sum()),
+        "prob": {
+            "thresholds": grid_p.tolist(),
+            "with_defaults": (_kept_at_least(prob[passing(prob_rule)], grid_p) / total).tolist(),
+            "alone": (_kept_at_least(prob[ok], grid_p) / total).tolist(),
+        },
+        "offscreen": {
+            "thresholds": grid_o.tolist(),
+            "with_defaults": (
+                _kept_at_most(offscreen[passing(offscreen_rule)], grid_o) / total
+            ).tolist(),
+            "alone": (_kept_at_most(offscreen[ok], grid_o) / total).tolist(),
+        },
+        "grid": {"prob": table_p.tolist(), "offscreen": table_o.tolist(), "kept_fraction": grid},
+    }
+
+
+def _pick(values: np.ndarray, mask: np.ndarray, n: int, largest: bool = False) -> np.ndarray:
+    """Positions of the n smallest (largest) `values` where `mask`; ties by table order."""
+    candidates = np.flatnonzero(mask & np.isfinite(values))
+    keys = -values[candidates] if largest else values[candidates]
+    if len(candidates) > n:
+        part = np.argpartition(keys, n - 1)[:n] if n else np.array([], dtype=int)
+        threshold = keys[part].max() if n else -np.inf
+        chosen = keys <= threshold  # every tie at the boundary, then sorted and cut
+        candidates, keys = candidates[chosen], keys[chosen]
+    order = np.lexsort((candidates, keys))
+    return candidates[order][:n]
+
+
+def worst_clips(table: pd.DataFrame, n: int) -> dict[str, dict]:
+    """{name: {title, metric, total, positions}} for each list the table has clips for."""
+    ok = _is_ok(table)
+    prob = _numeric(table, "prob_at_offset")
+    # at the search edge: lowest probability first (distance tables: largest |offset| first)
+    edge_key = np.where(np.isfinite(prob), prob, -np.abs(_numeric(table, "offset_frames")))
+    specs = [
+        ("lowest_prob", "Lowest probability at the offset", "prob_at_offset", prob, ok, False),
+        ("highest_offscreen", "Highest off-screen ratio", "offscreen_ratio", None, ok, True),
+        ("search_edge", "Offset at the search edge", "offset_frames", edge_key, None, False),
+        ("lowest_lse_c", "Lowest LSE-C", "lse_c", None, ok, False),
+    ]
+    result = {}
+    for name, title, metric, values, mask, largest in specs:
+        values = _numeric(table, metric) if values is None else values
+        mask = ok & _flag(table, "at_search_edge") if mask is None else mask
+        total = int((mask & np.isfinite(values)).sum())
+        if total:
+            positions = _pick(values, mask, n, largest=largest)
+            result[name] = {
+                "title": title,
+                "metric": metric,
+                "total": total,
+                "positions": positions,
+            }
+    return result
+
+
+def summarise(scores: Scores, worst: int = 10) -> dict:
+    """Everything the page shows, as JSON-serialisable numbers (worst lists: paths only).
+
+    "_positions" ({list: table positions}) is for the renderer and is not embedded."""
+    table = scores.table
+    groups, other_errors = error_groups(table)
+    hists, max_offset = histograms(table)
+    offsets = _numeric(table, "offset_frames")
+    offsets = offsets[np.isfinite(offsets)]
+    median_offset = float(np.median(offsets)) if len(offsets) else None
+    lists = worst_clips(table, worst)
+    duration = _numeric(table, "duration_s")
+    return {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": len(scores.files),
+        "rows_read": scores.rows_read,
+        "duplicates_dropped": scores.duplicates_dropped,
+        "n_clips": len(table),
+        "n_ok": int(_is_ok(table).sum()),
+        "hours": float(np.nansum(duration) / 3600) if len(duration) else 0.0,
+        "models": _counts(table, "model"),
+        "face_detectors": _counts(table, "face_detector"),
+        "statuses": _counts(table, "status", missing="missing"),
+        "errors": groups,
+        "errors_left_off": other_errors,
+        "max_offset": max_offset,
+        "median_offset": median_offset,
+        "at_search_edge": int((_flag(table, "at_search_edge") & _is_ok(table)).sum()),
+        "histograms": hists,
+        "thresholds": thresholds(table),
+        "worst": {
+            name: {
+                "title": item["title"],
+                "metric": item["metric"],
+                "total": item["total"],
+                "clips": [
+                    {
+                        "root": str(table.at[p, "root"]),
+                        "path": str(table.at[p, "path"]),
+                        "value": _number(value),
+                    }
+                    for p, value in zip(
+                        item["positions"],
+                        _numeric(table, item["metric"])[item["positions"]],
+                        strict=True,
+                    )
+                ],
+            }
+            for name, item in lists.items()
+        },
+        "_positions": {name: item["positions"].tolist() for name, item in lists.items()},
+    }
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _tick(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e4 else f"{value:.3g}"
+
+
+def svg_bars(
+    hist: dict, *, integer: bool = False, marks: tuple = (), width: int = 380, height: int = 170
+) -> str:
+    """Bar chart of a histogram dict; `marks` = ((x, label, colour), …) vertical lines."""
+    edges, counts = hist["edges"], hist["counts"]
+    left, right, top, bottom = 52, 10, 16, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    low, high = edges[0], edges[-1]
+    peak = max(counts) if counts and max(counts) else 1
+
+    def x(value: float) -> float:
+        return left + (value - low) / (high - low) * plot_w
+
+    parts = [
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'role="img">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'class="axis"/>',
+        f'<text x="{left - 4}" y="{top + 4}" class="tick" text-anchor="end">{peak:,}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" class="tick" text-anchor="end">0</text>',
+    ]
+    for i, count in enumerate(counts):
+        x0, x1 = x(edges[i]), x(edges[i + 1])
+        h = count / peak * plot_h
+        label = (
+            f"{round((edges[i] + edges[i + 1]) / 2):+d}"
+            if integer
+            else (f"{_tick(edges[i])}–{_tick(edges[i + 1])}")
+        )
+        parts.append(
+            f'<rect x="{_fmt(x0 + 0.5)}" y="{_fmt(top + plot_h - h)}" '
+            f'width="{_fmt(max(x1 - x0 - 1, 0.5))}" height="{_fmt(h)}" class="bar" '
+            f'data-bin="{html.escape(label)}" data-count="{count}">'
+            f"<title>{html.escape(label)}: {count}</title></rect>"
+        )
+    if integer:
+        span = int(high - low)
+        step = max(1, int(np.ceil(span / 10 / 5)) * 5) if span > 20 else 5 if span > 10 else 1
+        ticks = [v for v in range(int(np.ceil(low)), int(high) + 1) if v % step == 0]
+    else:
+        ticks = list(np.linspace(low, high, 5))
+    for value in ticks:
+        label = f"{value:+d}" if integer and value else _tick(float(value))
+        parts.append(
+            f'<text x="{_fmt(x(value))}" y="{top + plot_h + 13}" class="tick" '
+            f'text-anchor="middle">{label}</text>'
+        )
+    for value, label, colour in marks:
+        if value is None or not low <= value <= high:
+            continue
+        parts.append(
+            f'<line x1="{_fmt(x(value))}" y1="{top - 4}" x2="{_fmt(x(value))}" '
+            f'y2="{top + plot_h}" stroke="{colour}" stroke-dasharray="4 3"/>'
+            f'<text x="{_fmt(x(value) + 3)}" y="{top + 4}" class="mark" fill="{colour}">'
+            f"{html.escape(label)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _points(xs, ys, x, y) -> str:
+    return " ".join(f"{_fmt(x(a))},{_fmt(y(b))}" for a, b in zip(xs, ys, strict=True))
+
+
+def svg_lines(
+    xs: list[float],
+    series: list[tuple[list[float], str, str]],
+    *,
+    marks: tuple = (),
+    x_label: str = "",
+    y_label: str = "",
+    width: int = 380,
+    height: int = 190,
+) -> str:
+    """Line chart on [0, 1] × [0, 1]; series = ((ys, css class, legend), …)."""
+    left, right, top, bottom = 44, 10, 16, 42
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(v: float) -> float:
+        return left + v * plot_w
+
+    def y(v: float) -> float:
+        return top + (1 - v) * plot_h
+
+    parts = [
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'role="img">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>',
+    ]
+    for v in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(
+            f'<text x="{_fmt(x(v))}" y="{top + plot_h + 13}" class="tick" '
+            f'text-anchor="middle">{v:g}</text>'
+            f'<text x="{left - 4}" y="{_fmt(y(v) + 4)}" class="tick" '
+            f'text-anchor="end">{v:.0%}</text>'
+        )
+    for ys, css, _ in series:
+        parts.append(f'<polyline class="{css}" points="{_points(xs, ys, x, y)}"/>')
+    for value, label, colour in marks:
+        parts.append(
+            f'<line x1="{_fmt(x(value))}" y1="{top}" x2="{_fmt(x(value))}" '
+            f'y2="{top + plot_h}" stroke="{colour}" stroke-dasharray="4 3"/>'
+            f'<text x="{_fmt(x(value) + 3)}" y="{top + 11}" class="mark" fill="{colour}">'
+            f"{html.escape(label)}</text>"
+        )
+    legend_x = left
+    for _, css, legend in series:
+        parts.append(
+            f'<line x1="{legend_x}" y1="{height - 8}" x2="{legend_x + 18}" y2="{height - 8}" '
+            f'class="{css}"/><text x="{legend_x + 22}" y="{height - 4}" class="tick">'
+            f"{html.escape(legend)}</text>"
+        )
+        legend_x += 24 + 6 * len(legend)
+    parts.append(
+        f'<text x="{left + plot_w}" y="{top + plot_h + 26}" class="tick" text-anchor="end">'
+        f"{html.escape(x_label)}</text>"
+        f'<text x="4" y="{top - 4}" class="tick">{html.escape(y_label)}</text></svg>'
+    )
+    return "".join(parts)
+
+
+def sparkline(
+    values: list[float] | None,
+    *,
+    x0: float = 0,
+    mark: float | None = None,
+    fixed: tuple[float, float] | None = None,
+    width: int = 150,
+    height: int = 44,
+    what: str = "",
+) -> str:
+    """A tiny line plot (no axes); `mark` = an x value drawn as a red line."""
+    if not values:
+        return '<span class="muted">—</span>'
+    ys = np.asarray(values, dtype=float)
+    xs = x0 + np.arange(len(ys), dtype=float)
+    if len(ys) > SPARK_POINTS:  # bucket means keep the page small for long clips
+        cuts = np.linspace(0, len(ys), SPARK_POINTS + 1).astype(int)
+        ys = np.add.reduceat(ys, cuts[:-1]) / np.diff(cuts)
+        xs = x0 + (cuts[:-1] + cuts[1:]) / 2
+    low, high = fixed or (float(np.nanmin(ys)), float(np.nanmax(ys)))
+    high = high if high > low else low + 1
+    span_x = max(xs[-1] - xs[0], 1)
+
+    def x(v: float) -> float:
+        return 2 + (v - xs[0]) / span_x * (width - 4)
+
+    def y(v: float) -> float:
+        return 2 + (1 - (v - low) / (high - low)) * (height - 4)
+
+    guide = ""
+    if fixed:
+        guide = f'<line x1="0" y1="{_fmt(y(0.5))}" x2="{width}" y2="{_fmt(y(0.5))}" class="guide"/>'
+    marker = ""
+    if mark is not None:
+        marker = (
+            f'<line x1="{_fmt(x(mark))}" y1="0" x2="{_fmt(x(mark))}" y2="{height}" class="hot"/>'
+        )
+    title = f"{what}: {len(values)} values, {np.nanmin(values):.3g} … {np.nanmax(values):.3g}"
+    return (
+        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img"><title>{html.escape(title)}</title>{guide}{marker}'
+        f'<polyline class="line" points="{_points(xs, np.nan_to_num(ys), x, y)}"/></svg>'
+    )
+
+
+def thumbnail(file: str | Path, width: int = THUMB_WIDTH) -> tuple[str | None, str]:
+    """(data URI of the clip's middle frame as JPEG, "") or (None, why it failed)."""
+    try:
+        import cv2
+
+        info = media.probe(file)
+        height, full_width = media.frame_size(info)
+        size = (max(2, round(width * height / full_width)), width)
+        middle = max(0, media.n_video_frames(info) // 2)
+        frame, seen = None, 0
+        with closing(media.iter_video_frames(info, size=size, chunk_frames=16)) as chunks:
+            for chunk in chunks:
+                frame = chunk[min(middle - seen, len(chunk) - 1)]
+                if seen + len(chunk) > middle:
+                    break
+                seen += len(chunk)
+        if frame is None:
+            return None, "no frame decoded"
+        ok, data = cv2.imencode(
+            ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80]
+        )
+        if not ok:
+            return None, "JPEG encoding failed"
+        return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode(), ""
+    except Exception as error:  # a missing or broken clip must never stop the report
+        return None, str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def thumbnails(files: list[str], workers: int = 4) -> dict[str, tuple[str | None, str]]:
+    """Thumbnails of distinct files, decoded in threads (each decode is an ffmpeg process)."""
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1, len(unique)))) as pool:
+        return dict(zip(unique, pool.map(thumbnail, unique), strict=True))
+
+
+# --- render -----------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1240px;
+color:#222;padding:0 16px;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:0}
+h2{border-bottom:1px solid #ccc;padding-bottom:2px;margin-top:1.6em}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;
+text-align:left;vertical-align:middle;font-size:.9em}th{background:#f3f3f3}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.grid{display:flex;flex-wrap:wrap;gap:10px 24px}figure{margin:0}
+figcaption{font-size:.85em;color:#444;max-width:380px}
+.muted{color:#888}.note{background:#fff7e0;border-left:4px solid #e0a800;padding:6px 10px}
+.callout{background:#e8f1ff;border-left:4px solid #2a6fdb;padding:6px 10px}
+.chart text,.spark text{font-size:10px;fill:#333}.tick{font-size:10px}.mark{font-size:10px}
+.axis{stroke:#888}.frame{fill:none;stroke:#ccc}.bar{fill:#4a7bd0}
+polyline{fill:none;stroke-width:1.6}.solid{stroke:#2a6fdb}.dashed{stroke:#999;stroke-dasharray:5 3}
+.line{stroke:#2a6fdb;stroke-width:1.2}.guide{stroke:#bbb;stroke-dasharray:2 2}.hot{stroke:#d33}
+td.cur{background:#ffe9a8;font-weight:bold}img.thumb,.placeholder{display:block;width:96px}
+"""
+
+OFFSET_SIGN = (
+    "Offsets are in frames of 1/25 s. <b>Positive = the audio leads</b> (is early): the "
+    "sound of frame t is heard at frame t − offset. A clip whose audio was muxed 200 ms "
+    "late reports −5; <code>synccurate fix</code> shifts each clip's audio by its offset."
+)
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "–"
+
+
+def _value(value, digits: int = 3) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if not np.isfinite(number) else f"{number:.{digits}f}"
+
+
+def _section_totals(s: dict) -> str:
+    def listing(counts: dict) -> str:
+        return ", ".join(f"{_e(k)} ({v:,})" for k, v in counts.items()) or "–"
+
+    rows = [
+        ("clips", f"{s['n_clips']:,}"),
+        ("scored ok", f"{s['n_ok']:,} ({_pct(s['n_ok'], s['n_clips'])})"),
+        ("hours of video", f"{s['hours']:,.2f}"),
+        ("model(s)", listing(s["models"])),
+        ("face detector(s)", listing(s["face_detectors"])),
+        ("files read", f"{s['files']:,}"),
+    ]
+    if s["duplicates_dropped"]:
+        rows.append(("older rows of re-scored clips (dropped)", f"{s['duplicates_dropped']:,}"))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<h2>Totals</h2><table id="totals">{body}</table>'
+
+
+def _section_status(s: dict) -> str:
+    rows = "".join(
+        f'<tr data-status="{_e(k)}"><td>{_e(k)}</td><td class="n">{v:,}</td>'
+        f'<td class="n">{_pct(v, s["n_clips"])}</td></tr>'
+        for k, v in s["statuses"].items()
+    )
+    out = (
+        f"<h2>Status</h2><table><tr><th>status</th><th>clips</th><th>share</th></tr>{rows}</table>"
+    )
+    if s["errors"]:
+        errors = "".join(
+            f"<tr><td>{_e(g['status'])}</td><td>{_e(g['kind'])}</td>"
+            f'<td class="n">{g["clips"]:,}</td><td class="muted">{_e(g["example"])}</td></tr>'
+            for g in s["errors"]
+        )
+        more = (
+            f'<p class="muted">{s["errors_left_off"]:,} more clips in rarer kinds.</p>'
+            if s["errors_left_off"]
+            else ""
+        )
+        out += (
+            "<h3>Why clips were not scored</h3><table><tr><th>status</th><th>error kind "
+            "(path removed, numbers as N)</th><th>clips</th><th>example</th></tr>"
+            f"{errors}</table>{more}"
+        )
+    return out
+
+
+def _section_distributions(s: dict) -> str:
+    t = s["thresholds"]["defaults"]
+    marks = {
+        "prob_at_offset": ((t["min_prob"], f"filter ≥ {t['min_prob']:g}", "#d33"),),
+        "offscreen_ratio": ((t["max_offscreen"], f"filter ≤ {t['max_offscreen']:g}", "#d33"),),
+    }
+    figures = []
+    for metric, hist in s["histograms"].items():
+        integer = metric == "offset_frames"
+        mark = marks.get(metric, ())
+        if integer and s["median_offset"] not in (None, 0):
+            mark = ((s["median_offset"], f"median {s['median_offset']:+g}", "#d33"),)
+        if hist["n"]:
+            chart = svg_bars(hist, integer=integer, marks=mark)
+            caption = (
+                f"{LABELS.get(metric, metric)} — {hist['n']:,} clips; median "
+                f"{hist['median']:.3g}, 5–95 %: {hist['p5']:.3g} … {hist['p95']:.3g}"
+            )
+        else:
+            chart, caption = '<p class="muted">no values</p>', f"{LABELS.get(metric, metric)}"
+        figures.append(
+            f'<figure data-metric="{metric}">{chart}<figcaption>{_e(caption)}</figcaption></figure>'
+        )
+    callout = ""
+    if s["median_offset"] not in (None, 0):
+        callout = (
+            f'<p class="callout" id="median-offset">The median offset of the data set is '
+            f"<b>{s['median_offset']:+g} frames</b>, not 0: the data set may be shifted as a "
+            "whole (e.g. audio muxed with a constant delay). <code>synccurate fix</code> "
+            "repairs every clip by its own offset.</p>"
+        )
+    edge = ""
+    if s["at_search_edge"]:
+        edge = (
+            f"<p>{s['at_search_edge']:,} ok clips have their offset at the search edge "
+            f"(|offset| = max offset); their true offset may lie beyond.</p>"
+        )
+    return (
+        f"<h2>Distributions</h2><p>{OFFSET_SIGN}</p>{callout}{edge}"
+        f'<div class="grid">{"".join(figures)}</div>'
+    )
+
+
+def _section_thresholds(s: dict) -> str:
+    t = s["thresholds"]
+    d = t["defaults"]
+    if not any(t["prob"]["alone"]) and not any(t["offscreen"]["alone"]):
+        return (
+            "<h2>Thresholds</h2><p class='note'>No ok clip has a probability or an off-screen "
+            "ratio (every clip failed, or a distance model scored the table), so the filter's "
+            "thresholds do not apply.</p>"
+        )
+    charts = []
+    for key, default, label, other in (
+        ("prob", d["min_prob"], "minimum probability (keep ≥)", "off-screen"),
+        ("offscreen", d["max_offscreen"], "maximum off-screen ratio (keep ≤)", "probability"),
+    ):
+        curve = t[key]
+        at = curve["thresholds"].index(default)
+        charts.append(
+            "<figure>"
+            + svg_lines(
+                curve["thresholds"],
+                [
+                    (curve["with_defaults"], "solid", f"with the {other} default"),
+                    (curve["alone"], "dashed", "this rule alone"),
+                ],
+                marks=(
+                    (default, f"default {default:g}: {curve['with_defaults'][at]:.1%}", "#d33"),
+                ),
+                x_label=label,
+                y_label="kept share of all clips",
+            )
+            + f"<figcaption>Kept share of all {t['total']:,} clips as the {label} moves."
+            "</figcaption>"
+            "</figure>"
+        )
+    grid = t["grid"]
+    head = "".join(f"<th>≥ {p:g}</th>" for p in grid["prob"])
+    body = ""
+    for o, row in zip(grid["offscreen"], grid["kept_fraction"], strict=True):
+        cells = "".join(
+            f'<td class="n{" cur" if p == d["min_prob"] and o == d["max_offscreen"] else ""}">'
+            f"{v:.1%}</td>"
+            for p, v in zip(grid["prob"], row, strict=True)
+        )
+        body += f"<tr><th>≤ {o:g}</th>{cells}</tr>"
+    return (
+        f"<h2>Thresholds</h2><p>With the <code>synccurate filter</code> defaults "
+        f"(probability ≥ {d['min_prob']:g}, off-screen ≤ {d['max_offscreen']:g}) "
+        f'<b id="kept-at-defaults">{t["kept_at_defaults"]:,} of {t["total"]:,} clips '
+        f"({t['kept_fraction_at_defaults']:.1%})</b> are kept. {t['near_prob']:,} ok clips "
+        f"have a probability within ±{t['near']:g} of {d['min_prob']:g}, and "
+        f"{t['near_offscreen']:,} an off-screen ratio within ±{t['near']:g} of "
+        f"{d['max_offscreen']:g}: they flip with a small change of threshold.</p>"
+        f'<div class="grid">{"".join(charts)}</div>'
+        "<h3>Kept share for both thresholds</h3><table><tr><th>off-screen \\ probability</th>"
+        f"{head}</tr>{body}</table>"
+    )
+
+
+def _worst_row(row: pd.Series, lists: dict | None, thumb: tuple[str | None, str] | None) -> str:
+    file = filtering.clip_path(row.get("root"), str(row["path"]))
+    if thumb and thumb[0]:
+        picture = f'<img class="thumb" src="{thumb[0]}" alt="middle frame" data-thumbnail="frame">'
+    else:
+        why = thumb[1] if thumb else "thumbnails off"
+        picture = (
+            '<svg class="placeholder" width="96" height="54" '
+            f'data-thumbnail="placeholder"><title>{_e(why)}</title>'
+            '<rect width="96" height="54" fill="#eee"/><text x="48" y="31" font-size="10" '
+            'text-anchor="middle" fill="#888">no frame</text></svg>'
+        )
+    offset = row.get("offset_frames")
+    offset_text = "–" if pd.isna(offset) else f"{int(offset):+d}" if offset else "0"
+    profile = (lists or {}).get("profile")
+    half = (len(profile) - 1) // 2 if profile else 0
+    reasons = ", ".join(row["reasons"]) or "kept"
+    extra = "".join(
+        f'<td class="n">{_value(row.get(c), 2)}</td>' for c in ("lse_c", "lse_d") if c in row
+    )
+    profile_plot = sparkline(
+        profile, x0=-half, mark=None if pd.isna(offset) else offset, what="mean S per offset"
+    )
+    p_t_plot = sparkline((lists or {}).get("p_t"), fixed=(0, 1), what="p_t")
+    return (
+        f"<tr><td>{picture}</td>"
+        f'<td><a href="{_e(file.as_uri())}">{_e(row["path"])}</a></td>'
+        f'<td class="n">{offset_text}</td><td class="n">{_value(row.get("prob_at_offset"))}</td>'
+        f'<td class="n">{_value(row.get("offscreen_ratio"))}</td>'
+        f'<td class="n">{_value(row.get("face_ratio"), 2)}</td>'
+        f'<td class="n">{_value(row.get("silence_ratio"), 2)}</td>{extra}<td>{_e(reasons)}</td>'
+        f"<td>{profile_plot}</td><td>{p_t_plot}</td></tr>"
+    )
+
+
+def _section_worst(s: dict, rows: pd.DataFrame, lists: dict, thumbs: dict, positions: dict) -> str:
+    out = [
+        "<h2>Worst clips</h2><p>Per clip: its middle frame, the link to the file, the filter's "
+        "verdict at the defaults, the mean similarity per offset (<i>profile</i>, red line = "
+        "the offset found) and the per-window probability <i>p_t</i> (grey line = 0.5).</p>"
+    ]
+    extra = "".join(f"<th>{c}</th>" for c in ("lse_c", "lse_d") if c in rows.columns)
+    head = (
+        "<tr><th>frame</th><th>clip</th><th>offset</th><th>prob</th><th>off-screen</th>"
+        f"<th>face</th><th>silence</th>{extra}<th>filter</th><th>profile</th><th>p_t</th></tr>"
+    )
+    for name, item in s["worst"].items():
+        body = []
+        for position in positions[name]:
+            row = rows.loc[position]
+            file = str(filtering.clip_path(row.get("root"), str(row["path"])))
+            key = (int(row["_file"]), int(row["_row"]))
+            body.append(_worst_row(row, lists.get(key), thumbs.get(file)))
+        shown = f"{len(body)} of {item['total']:,}"
+        content = f"<table>{head}{''.join(body)}</table>" if body else "<p class='muted'>none</p>"
+        out.append(f'<h3 id="{name}">{_e(item["title"])} ({shown})</h3>{content}')
+    return "".join(out)
+
+
+def render(
+    s: dict, source: str, rows: pd.DataFrame, lists: dict, thumbs: dict, positions: dict
+) -> str:
+    """The page; `rows` are the table rows of the worst lists (by table position)."""
+    data = {k: v for k, v in s.items() if not k.startswith("_")}
+    payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
+        f"<title>synccurate report — {_e(Path(source).name)}</title><style>{CSS}</style></head>"
+        f"<body><h1>synccurate report</h1><p class='muted'>{_e(source)} · generated "
+        f"{_e(s['generated_at'])}</p>"
+        + _section_totals(s)
+        + _section_status(s)
+        + _section_distributions(s)
+        + _section_thresholds(s)
+        + _section_worst(s, rows, lists, thumbs, positions)
+        + f'<script type="application/json" id="summary">{payload}</script></body></html>\n'
+    )
+
+
+def _write_atomic(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temp, default_file_mode())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(
+    source: str | Path, output: str | Path, *, worst: int = 10, with_thumbnails: bool = True
+) -> dict:
+    """load → summarise → figures → render → `output` (atomically); returns the summary."""
+    source, output = Path(source), Path(output)
+    if source.is_dir() and Path(os.path.abspath(output)).is_relative_to(os.path.abspath(source)):
+        raise ValueError(f"{output}: inside the scores folder {source}; write the report elsewhere")
+    if same_file(source, output):
+        raise ValueError(f"refusing to write the report over the scores table {source}")
+    scores = load(source)
+    summary = summarise(scores, worst)
+    positions = summary["_positions"]
+    picked = sorted({p for items in positions.values() for p in items})
+    rows = scores.table.iloc[picked].copy()
+    rows.index = picked
+    rows["reasons"] = filtering.reject_reasons(rows, filtering.FilterRules())
+    lists = read_lists(scores, rows) if len(rows) else {}
+    files = [
+        str(filtering.clip_path(r, str(p))) for r, p in zip(rows["root"], rows["path"], strict=True)
+    ]
+    thumbs = thumbnails(files) if with_thumbnails else {}
+    _write_atomic(render(summary, str(source), rows, lists, thumbs, positions), output)
+    return summary
+
+
+__all__ = [
+    "Scores",
+    "error_kind",
+    "load",
+    "read_lists",
+    "render",
+    "summarise",
+    "thumbnail",
+    "write_report",
+]
