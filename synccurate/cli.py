@@ -100,6 +100,9 @@ Columns (see docs/reading-scores.md):
   and onscreen.
 - vote_offset / vote_share: ModEFormer's per-window vote for the offset and the share of face
   windows voting for it (--offset-method vote makes it decide offset_frames).
+- lse_d / lse_c / fconf (--model syncnet-v2): LSE-D (min mean distance, lower = better),
+  LSE-C (median - min, higher = better) and the frame-wise confidence; a distance model has
+  no probability, so prob_at_offset and offscreen_ratio are null (docs/models.md).
 
 Reruns resume: clips already in the table are skipped, so an interrupted run can be restarted
 with the same command.
