@@ -165,10 +165,74 @@ def _print_score_summary(stats, table, output: Path) -> None:
     console.print(summary)
 
 
+@app.command()
+def compact(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="A scores folder."),
+) -> None:
+    """Rewrite a scores folder as one part, keeping the latest row of each clip.
+
+    Safe while jobs still write into the folder: parts published meanwhile are left alone.
+    """
+    from synccurate import readers
+
+    try:
+        parts, rows, target = readers.compact(folder)
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    console.print(f"{folder}: {parts} parts → {target.name if target else 'none'} ({rows} rows)")
+
+
+@app.command()
+def manifest(
+    paths: list[Path] = typer.Argument(..., help="Folders (searched recursively) or video files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest table to write."),
+) -> None:
+    """Walk PATHS once and write root, path, size, mtime of every clip (for many jobs)."""
+    from synccurate.manifest import write_manifest
+
+    try:
+        table = write_manifest(paths, output)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    console.print(f"{output}: {len(table)} clips", highlight=False)
+
+
+@app.command()
+def shards(
+    folder: Path = typer.Argument(..., help="The scores folder the shard jobs write into."),
+    manifest_path: Path = typer.Option(
+        ..., "--manifest", exists=True, dir_okay=False, help="Manifest from `manifest`."
+    ),
+    count: int | None = typer.Option(
+        None, min=1, help="Shard count N (default: the one recorded in the folder)."
+    ),
+) -> None:
+    """Say which shards are finished, unfinished or missing; print the ones to run again.
+
+    stdout gets one line, the unfinished and missing shard indices joined by commas (for
+    `sbatch --array=…`); the table goes to stderr.
+    """
+    from synccurate.manifest import shard_status
+
+    try:
+        status = shard_status(folder, manifest_path, count)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    table = Table(title=f"{folder}: {len(status)} shards")
+    for column in ("state", "shards", "clips with a row"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for state in ("finished", "unfinished", "missing"):
+        group = [s for s in status if s.state == state]
+        done, clips = sum(s.done for s in group), sum(s.clips for s in group)
+        table.add_row(state, str(len(group)), f"{done}/{clips}")
+    console.print(table)
+    typer.echo(",".join(str(s.index) for s in status if s.state != "finished"))
+
+
 @app.command("filter")
 def filter_(
     scores: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="Scores table from `score`."
+        ..., exists=True, help="Scores folder (or single-file table) from `score`."
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Parquet table of the kept clips."),
     min_prob: float = typer.Option(
@@ -203,6 +267,9 @@ def filter_(
             max_silence=max_silence,
             drop_at_search_edge=drop_edge,
         )
+        for written in (output, rejected):
+            if written and scores.is_dir() and written.resolve().is_relative_to(scores.resolve()):
+                raise ValueError(f"{written}: inside the scores folder {scores}; write elsewhere")
         table = filtering.load_scores(scores)
         kept, dropped = filtering.apply_filter(table, rules)
         write_table(kept, output, protect=[scores])
@@ -227,7 +294,9 @@ def filter_(
 
 @app.command()
 def fix(
-    source: Path = typer.Argument(..., exists=True, help="A scores table (.parquet) or one video."),
+    source: Path = typer.Argument(
+        ..., exists=True, help="A scores folder or table (.parquet) or one video."
+    ),
     out_dir: Path | None = typer.Option(None, help="Folder for fixed clips (with a scores table)."),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Output video (with one video)."
@@ -246,7 +315,7 @@ def fix(
     from synccurate import filtering
     from synccurate import fix as fixing
 
-    if source.suffix.lower() != ".parquet":
+    if not source.is_dir() and source.suffix.lower() != ".parquet":
         if offset is None or output is None:
             fail("fixing one video needs --offset N and -o OUT")
         if output.exists():
@@ -263,6 +332,8 @@ def fix(
         return
     if out_dir is None:
         fail("fixing a scores table needs --out-dir DIR")
+    if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
+        fail(f"{out_dir}: inside the scores folder {source}; write elsewhere")
     try:
         scores = filtering.load_scores(source)
         kept = filtering.load_scores(only_kept) if only_kept else None
@@ -540,9 +611,9 @@ def demo(
         shard=None,
         progress=True,
     )
-    import pandas as pd
+    from synccurate.readers import read_scores
 
-    comparison = example.compare(pd.read_parquet(table_path), truth)
+    comparison = example.compare(read_scores(table_path), truth)
     table = Table(title="scores vs ground truth (offset: + = audio leads, in frames of 1/25 s)")
     for column in comparison.columns:
         table.add_column(column, justify="left" if column in ("clip", "status") else "right")

@@ -7,6 +7,7 @@ stage keeps its own counters so the summary can say where the time went.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections import Counter
@@ -23,34 +24,11 @@ import torch
 
 from synccurate import audio, faces, media
 from synccurate.model import ICSyncNet, stack_windows
+from synccurate.store import COLUMNS, rows_to_frame  # noqa: F401  (COLUMNS: re-exported)
 from synccurate.sync import MAX_OFFSET, clip_metrics, n_windows, similarity_matrix
 from synccurate.tables import write_table
 
 MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
-
-COLUMNS = {
-    "root": "string",
-    "path": "string",
-    "status": "string",
-    "error": "string",
-    "duration_s": "float64",
-    "n_frames": "Int64",
-    "source_fps": "float64",
-    "offset_frames": "Int64",
-    "offset_seconds": "float64",
-    "prob_at_offset": "float64",
-    "offscreen_ratio": "float64",
-    "confidence": "float64",
-    "face_ratio": "float64",
-    "silence_ratio": "float64",
-    "at_search_edge": "boolean",
-    "model": "string",
-    "face_detector": "string",
-    "p_t": "object",
-    "onscreen": "object",
-    "profile": "object",
-}
-
 
 # --- reader -------------------------------------------------------------------
 
@@ -68,30 +46,69 @@ class ClipRef:
 
 
 def discover(paths: Iterable[str | Path]) -> list[ClipRef]:
-    """Video files under the given folders (recursively) plus files named directly."""
+    """Video files under the given folders (recursively) plus files named directly.
+
+    Every name found is returned, also a dangling symlink or an unreadable file, so that
+    each gets a row saying why it was not scored (`unreadable`); a sub-folder that cannot
+    be listed is returned itself for the same reason.
+    """
     refs: list[ClipRef] = []
     for given in paths:
         path = Path(given).resolve()
         if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in media.VIDEO_EXTENSIONS:
-                    refs.append(ClipRef(str(path), file.relative_to(path).as_posix()))
+            refs += [ClipRef(str(path), relative) for relative in _video_files(path)]
         elif path.exists():
             refs.append(ClipRef(str(path.parent), path.name))
+        elif Path(given).is_symlink():
+            link = Path(os.path.abspath(given))
+            refs.append(ClipRef(str(link.parent), link.name))
         else:
             raise FileNotFoundError(f"{given}: no such file or folder")
     return list(dict.fromkeys(refs))
+
+
+def _video_files(folder: Path) -> list[str]:
+    """Paths relative to `folder` of its video files, sorted like Path objects."""
+    found: list[str] = []
+
+    def unlisted(error: OSError) -> None:
+        if error.filename and Path(error.filename) != folder:
+            found.append(Path(error.filename).relative_to(folder).as_posix())
+        elif error.filename:
+            raise error
+
+    for directory, _, names in os.walk(folder, onerror=unlisted):
+        for name in names:  # also symlinks whose target is missing
+            if Path(name).suffix.lower() in media.VIDEO_EXTENSIONS:
+                found.append((Path(directory) / name).relative_to(folder).as_posix())
+    return sorted(found, key=lambda relative: relative.split("/"))
+
+
+def unreadable(file: Path) -> str | None:
+    """Why `file` cannot be opened ('dangling symlink to …', 'permission denied'), or None."""
+    if file.is_symlink() and not file.exists():
+        return f"dangling symlink to {os.readlink(file)}"
+    if file.exists() and not os.access(file, os.R_OK):
+        return "permission denied"
+    if file.is_dir():
+        return "a folder that could not be listed"
+    return None
+
+
+def shard_of(path: str, count: int) -> int:
+    """The shard (0 … count-1) of a clip: a stable hash of its path relative to its root."""
+    return zlib.crc32(path.encode()) % count
 
 
 def shard(refs: list[ClipRef], index: int, count: int) -> list[ClipRef]:
     """The clips of shard `index` of `count`, by a stable hash of the relative path.
 
     Independent jobs (a Slurm array, several machines) each take one shard and write
-    their own table; the same clip always lands in the same shard.
+    into the same output folder; the same clip always lands in the same shard.
     """
     if not 0 <= index < count:
         raise ValueError(f"--shard {index}/{count}: the index must be in 0 … {count - 1}")
-    return [ref for ref in refs if zlib.crc32(ref.path.encode()) % count == index]
+    return [ref for ref in refs if shard_of(ref.path, count) == index]
 
 
 # --- step 1: decode + faces (runs in worker processes) --------------------------
@@ -136,6 +153,8 @@ def prepare_clip(
     clip = PreparedClip(ref, detector=getattr(detector, "name", ""))
     try:
         start = time.perf_counter()
+        if reason := unreadable(ref.file):
+            raise media.MediaError("decode_error", f"{ref.file}: {reason}")
         info = media.probe(ref.file)
         clip.duration_s, clip.source_fps = info.duration_s, info.source_fps
         if not info.has_video:
@@ -327,11 +346,6 @@ def _row(clip: PreparedClip, model_id: str, metrics=None) -> dict:
             "profile": metrics.profile.round(4).tolist(),
         }
     return row
-
-
-def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.astype({k: v for k, v in COLUMNS.items() if v != "object"})
 
 
 class ScoresTable:
