@@ -346,7 +346,7 @@ class PartsWriter:
         self._rows.append({**row, "scored_at": now_us(), "run_id": self.run_id})
         if self.pending >= self.rows_per_part or now - self._oldest >= self.seconds_per_part:
             self.flush()
-        elif len(self._rows) >= ROWS_PER_BATCH:
+        elif len(self._rows) >= min(ROWS_PER_BATCH, self.rows_per_group):
             self._convert()
 
     def flush(self) -> Path | None:

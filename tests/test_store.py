@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -117,6 +118,24 @@ def test_a_part_is_published_after_seconds_per_part(tmp_path, monkeypatch):
     assert len(writer.parts) == 1 and writer.rows_written == 3
 
 
+def test_rows_go_to_disk_every_rows_per_group_and_new_columns_start_a_part(tmp_path):
+    folder = tmp_path / "scores.parquet"
+    writer = PartsWriter(folder, metadata=META, rows_per_group=4)
+    for i in range(10):
+        writer.add(make_row(f"c{i}.mp4"))
+    assert len(writer._rows) + writer._batched < 4  # the rest is in the hidden part
+    assert [p.name.startswith(".part-") for p in folder.iterdir() if p.suffix == ".tmp"] == [True]
+    assert readers.list_parts(folder) == []  # nothing is published yet
+    writer.add(make_row("late.mp4", lse_c=1.5))  # a new column: the part so far is published
+    writer.close()
+    assert len(writer.parts) == 2 and writer.rows_written == 11
+    first = pq.ParquetFile(writer.parts[0]).metadata
+    assert (first.num_rows, first.num_row_groups) == (8, 2)  # 2 groups of 4, then 3 rows
+    table = readers.read_scores(folder).set_index("path")
+    assert len(table) == 11 and table.loc["late.mp4", "lse_c"] == 1.5
+    assert pd.isna(table.loc["c0.mp4", "lse_c"])
+
+
 # --- reading -----------------------------------------------------------------------------
 
 
@@ -196,6 +215,13 @@ def test_compact_keeps_the_latest_rows_in_one_part(tmp_path, monkeypatch):
     readers.compact(folder)
     assert len(readers.list_parts(folder)) == 3
     assert scores_of(folder)["c0.mp4"] == "error" and len(scores_of(folder)) == 5
+    monkeypatch.undo()  # a compaction that fails to publish removes nothing
+    temps = sorted(folder.glob(".*.tmp"))  # (left by the unlinks that did nothing above)
+    monkeypatch.setattr(store, "publish", lambda temp, final: (_ for _ in ()).throw(OSError(28)))
+    with pytest.raises(OSError):
+        readers.compact(folder)
+    assert len(readers.list_parts(folder)) == 3 and len(scores_of(folder)) == 5
+    assert sorted(folder.glob(".*.tmp")) == temps
 
 
 # --- opening an output ------------------------------------------------------------------------
