@@ -193,23 +193,12 @@ def publish(temp: Path, final: Path) -> None:
         os.link(temp, final)
     except FileExistsError:
         raise
-    except OSError:
+    except OSError:  # no hard links here (some network or FAT file systems)
         if final.exists():
             raise FileExistsError(f"{final}: already exists") from None
         os.rename(temp, final)
         return
     temp.unlink()
-
-
-def write_part(table: pa.Table, final: Path) -> Path:
-    """Write `table` as the new part `final` (temporary name first, then `publish`)."""
-    temp = temp_name(final.parent, final.name)
-    try:
-        pq.write_table(table, temp, compression=COMPRESSION)
-        publish(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
-    return final
 
 
 # --- the pinned settings ----------------------------------------------------------------
