@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_row(path: str, status: str = "ok", root: str = "/clips", **extra) -> dict:
     ok = status == "ok"
-    rng = np.random.default_rng(abs(hash(path)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(path.encode()))
     row = {
         "root": root,
         "path": path,
@@ -140,7 +141,6 @@ def test_rows_go_to_disk_every_rows_per_group_and_new_columns_start_a_part(tmp_p
 
 
 def test_the_latest_row_of_a_clip_wins_and_legacy_rows_are_oldest(tmp_path):
-    folder = tmp_path / "scores.parquet"
     legacy = tmp_path / "legacy.parquet"
     write_table(store.rows_to_frame([make_row("a.mp4", "ok"), make_row("b.mp4", "ok")]), legacy)
     writer, done = open_output(legacy, META)  # migrates; its rows have no scored_at
@@ -151,7 +151,8 @@ def test_the_latest_row_of_a_clip_wins_and_legacy_rows_are_oldest(tmp_path):
     early = PartsWriter(legacy, metadata=META, run_id="9-early")
     early.add(make_row("c.mp4", "no_face"))
     late.add(make_row("c.mp4", "ok"))
-    early.close(), late.close()
+    early.close()  # published first, but its row is the older one
+    late.close()
     assert scores_of(legacy) == {"a.mp4": "decode_error", "b.mp4": "ok", "c.mp4": "ok"}
     keys = readers.read_keys(legacy)
     assert list(keys.columns) == ["root", "path", "status", "scored_at", "model"]
@@ -160,7 +161,6 @@ def test_the_latest_row_of_a_clip_wins_and_legacy_rows_are_oldest(tmp_path):
         ("/clips", "b.mp4"),
         ("/clips", "c.mp4"),
     }
-    del folder
 
 
 def test_read_scores_keeps_dtypes_and_extra_columns(tmp_path):
