@@ -209,8 +209,7 @@ def shards(
 ) -> None:
     """Say which shards are finished, unfinished or missing; print the ones to run again.
 
-    stdout gets one line, the unfinished and missing shard indices joined by commas (for
-    `sbatch --array=…`); the table goes to stderr.
+    stdout: the unfinished and missing shard indices, e.g. 3,7 (for sbatch --array=…).
     """
     from synccurate.manifest import shard_status
 
