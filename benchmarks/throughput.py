@@ -21,25 +21,30 @@ from pathlib import Path
 import torch
 
 from synccurate import media, synth
+from synccurate.executors import LocalExecutor
 from synccurate.model import CONFIGS, ICSyncNet, count_parameters, save_checkpoint
-from synccurate.score import ScoresTable, discover, score_clips
+from synccurate.score import discover, score_clips
+from synccurate.store import open_output
 
 
 def throughput(folder: Path, weights: Path, workers: int, batch_size: int) -> None:
     from synccurate.models import load_model
 
     model = load_model(None, weights)
-    table = ScoresTable(folder / f"scores_w{workers}.parquet", flush_every_s=1e9)
+    pinned = {"model": model.model_id, "max_offset": 15}
+    writer, done = open_output(folder / f"scores_w{workers}", pinned)
     refs = discover([folder / "clips"])
-    stats = score_clips(
-        refs,
-        table,
-        model,
-        device=torch.device("cpu"),
-        detector_name="none",
-        batch_size=batch_size,
-        workers=workers,
-    )
+    with writer:
+        stats = score_clips(
+            refs,
+            writer,
+            model,
+            done=done,
+            executor=LocalExecutor(workers),
+            device=torch.device("cpu"),
+            detector_name="none",
+            batch_size=batch_size,
+        )
     wall = stats.wall
     print(
         f"workers={workers}: {stats.clips} clips, {stats.video_seconds:.0f} s of video in "

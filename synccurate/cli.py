@@ -54,6 +54,11 @@ def load_model_or_fail(kind: ModelKind | None, weights: Path | None):
         fail(str(error))
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class OffsetMethod(str, Enum):
     mean = "mean"
     vote = "vote"
@@ -111,8 +116,24 @@ with the same command.
 
 @app.command(help=SCORE_HELP)
 def score(
-    paths: list[Path] = typer.Argument(..., help="Folders (searched recursively) or video files."),
-    output: Path = typer.Option(..., "-o", "--output", help="Parquet table to write or resume."),
+    paths: list[Path] = typer.Argument(
+        None, help="Folders (searched recursively) or video files (or give --manifest)."
+    ),
+    output: Path = typer.Option(
+        ...,
+        "-o",
+        "--output",
+        help="Scores folder of Parquet parts, created or resumed (a legacy single-file "
+        "table there is migrated into a folder of the same name first).",
+    ),
+    manifest_path: Path | None = typer.Option(
+        None,
+        "--manifest",
+        exists=True,
+        dir_okay=False,
+        help="Clip list from `synccurate manifest` instead of walking PATHS (walk once, "
+        "score with many jobs).",
+    ),
     model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     face_detector: Detector = typer.Option(
@@ -137,7 +158,17 @@ def score(
     max_offset: int = typer.Option(15, min=1, max=60, help="Search ±this many frames."),
     retry_failed: bool = typer.Option(False, help="Score again the clips whose status is not ok."),
     shard: str | None = typer.Option(
-        None, help="Score only shard K of N, as K/N (0-based), for parallel jobs; one -o per shard."
+        None,
+        help="Score only shard K of N, as K/N (0-based), for parallel jobs; all shards may "
+        "write into the same -o folder (`synccurate shards` shows which are unfinished).",
+    ),
+    executor: Executor = typer.Option(
+        Executor.local,
+        help="Where decoding and face cropping run: local processes, or a Ray cluster "
+        "(pip install 'synccurate[ray]').",
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster to join (default: start a local one); with --executor ray."
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     offset_method: OffsetMethod = typer.Option(
@@ -146,23 +177,31 @@ def score(
         "vote = the per-window vote (ModEFormer). Both are stored (vote_offset).",
     ),
 ) -> None:
+    from synccurate import executors, store
     from synccurate import score as scoring
 
+    if not paths and manifest_path is None:
+        fail("give folders or video files to score, or --manifest")
     net = load_model_or_fail(model, weights)
     try:
-        refs = scoring.discover(paths)
+        refs = _clip_list(paths, manifest_path)
         if shard:
-            index, _, count = shard.partition("/")
-            if not (index.isdigit() and count.isdigit() and int(count) > 0):
-                raise ValueError(f"--shard {shard}: expected K/N, e.g. 3/16")
-            refs = scoring.shard(refs, int(index), int(count))
+            index, count = store.parse_shard(shard)
+            refs = scoring.shard(refs, index, count)
         torch_device = scoring.resolve_device(device.value)
-        table = scoring.ScoresTable(output, retry_failed=retry_failed, model_id=net.model_id)
-    except (FileNotFoundError, ValueError) as error:
+        if output.resolve() in {ref.file.resolve() for ref in refs}:
+            raise ValueError(f"{output}: the output would overwrite an input clip")
+        pinned = {"model": net.model_id, "max_offset": max_offset}
+        writer, done = store.open_output(output, pinned, shard=shard, retry_failed=retry_failed)
+        runner = executors.make_executor(
+            executor.value,
+            workers=workers,
+            device="cpu" if workers else torch_device.type,
+            ray_address=ray_address,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as error:
         fail(str(error))
-    if output.resolve() in {ref.file.resolve() for ref in refs}:
-        fail(f"{output}: the output would overwrite an input clip")
-    todo = sum(not table.done(ref) for ref in refs)
+    todo = sum((ref.root, ref.path) not in done for ref in refs)
     console.print(
         f"{len(refs)} clips found, {len(refs) - todo} already scored, {todo} to score "
         f"with {net.model_id} on {torch_device}",
@@ -186,25 +225,37 @@ def score(
         if row["status"] != "ok":
             bar.console.print(f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False)
 
-    with bar:
+    with bar, writer:
         task = bar.add_task("score", total=todo, rate="")
         stats = scoring.score_clips(
             refs,
-            table,
+            writer,
             net,
+            done=done,
+            executor=runner,
             device=torch_device,
             detector_name=face_detector.value,
             detect_every=detect_every,
             batch_size=batch_size or net.batch_size,
-            workers=workers,
             max_offset=max_offset,
             on_clip=advance,
             offset_method=offset_method.value,
         )
-    _print_score_summary(stats, table, output)
+    _print_score_summary(stats, output)
 
 
-def _print_score_summary(stats, table, output: Path) -> None:
+def _clip_list(paths: list[Path] | None, manifest_path: Path | None) -> list:
+    """The clips to score: the manifest's, or those found under PATHS (walked here)."""
+    from synccurate import score as scoring
+
+    if manifest_path is not None:
+        from synccurate.manifest import read_manifest
+
+        return read_manifest(manifest_path)
+    return scoring.discover(paths)
+
+
+def _print_score_summary(stats, output: Path) -> None:
     summary = Table(title=f"scored {stats.clips} clips in {stats.wall:.1f} s → {output}")
     summary.add_column("status")
     summary.add_column("clips", justify="right")
@@ -220,10 +271,73 @@ def _print_score_summary(stats, table, output: Path) -> None:
     console.print(summary)
 
 
+@app.command()
+def compact(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="A scores folder."),
+) -> None:
+    """Rewrite a scores folder as one part, keeping the latest row of each clip.
+
+    Safe while jobs still write into the folder: parts published meanwhile are left alone.
+    """
+    from synccurate import readers
+
+    try:
+        parts, rows, target = readers.compact(folder)
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    console.print(f"{folder}: {parts} parts → {target.name if target else 'none'} ({rows} rows)")
+
+
+@app.command()
+def manifest(
+    paths: list[Path] = typer.Argument(..., help="Folders (searched recursively) or video files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest table to write."),
+) -> None:
+    """Walk PATHS once and write root, path, size, mtime of every clip (for many jobs)."""
+    from synccurate.manifest import write_manifest
+
+    try:
+        table = write_manifest(paths, output)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    console.print(f"{output}: {len(table)} clips", highlight=False)
+
+
+@app.command()
+def shards(
+    folder: Path = typer.Argument(..., help="The scores folder the shard jobs write into."),
+    manifest_path: Path = typer.Option(
+        ..., "--manifest", exists=True, dir_okay=False, help="Manifest from `manifest`."
+    ),
+    count: int | None = typer.Option(
+        None, min=1, help="Shard count N (default: the one recorded in the folder)."
+    ),
+) -> None:
+    """Say which shards are finished, unfinished or missing; print the ones to run again.
+
+    stdout: the unfinished and missing shard indices, e.g. 3,7 (for sbatch --array=…).
+    """
+    from synccurate.manifest import shard_status
+
+    try:
+        status = shard_status(folder, manifest_path, count)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    table = Table(title=f"{folder}: {len(status)} shards")
+    for column in ("state", "shards", "clips with a row"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for state in ("finished", "unfinished", "missing"):
+        group = [s for s in status if s.state == state]
+        done, clips = sum(s.done for s in group), sum(s.clips for s in group)
+        table.add_row(state, str(len(group)), f"{done}/{clips}")
+    console.print(table)
+    typer.echo(",".join(str(s.index) for s in status if s.state != "finished"))
+
+
 @app.command("filter")
 def filter_(
     scores: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="Scores table from `score`."
+        ..., exists=True, help="Scores folder (or single-file table) from `score`."
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Parquet table of the kept clips."),
     min_prob: float = typer.Option(
@@ -275,6 +389,10 @@ def filter_(
             min_lse_c=min_lse_c,
             max_lse_d=max_lse_d,
         )
+        for written in (output, rejected):
+            if written and scores.is_dir() and written.resolve().is_relative_to(scores.resolve()):
+                raise ValueError(f"{written}: inside the scores folder {scores}; write elsewhere")
+        table = filtering.load_scores(scores)
         kept, dropped = filtering.apply_filter(table, rules)
         write_table(kept, output, protect=[scores])
         if rejected:
@@ -299,7 +417,9 @@ def filter_(
 
 @app.command()
 def fix(
-    source: Path = typer.Argument(..., exists=True, help="A scores table (.parquet) or one video."),
+    source: Path = typer.Argument(
+        ..., exists=True, help="A scores folder or table (.parquet) or one video."
+    ),
     out_dir: Path | None = typer.Option(None, help="Folder for fixed clips (with a scores table)."),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Output video (with one video)."
@@ -323,7 +443,7 @@ def fix(
     from synccurate import filtering
     from synccurate import fix as fixing
 
-    if source.suffix.lower() != ".parquet":
+    if not source.is_dir() and source.suffix.lower() != ".parquet":
         if offset is None or output is None:
             fail("fixing one video needs --offset N and -o OUT")
         if relative_to != RelativeTo.zero:
@@ -343,6 +463,8 @@ def fix(
         return
     if out_dir is None:
         fail("fixing a scores table needs --out-dir DIR")
+    if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
+        fail(f"{out_dir}: inside the scores folder {source}; write elsewhere")
     try:
         scores = filtering.load_scores(source)
         kept = filtering.load_scores(only_kept) if only_kept else None
@@ -690,12 +812,15 @@ def demo(
         max_offset=15,
         retry_failed=True,
         shard=None,
+        executor=Executor.local,
+        ray_address=None,
+        manifest_path=None,
         progress=True,
         offset_method=OffsetMethod.mean,
     )
-    import pandas as pd
+    from synccurate.readers import read_scores
 
-    comparison = example.compare(pd.read_parquet(table_path), truth)
+    comparison = example.compare(read_scores(table_path), truth)
     table = Table(title="scores vs ground truth (offset: + = audio leads, in frames of 1/25 s)")
     for column in comparison.columns:
         table.add_column(column, justify="left" if column in ("clip", "status") else "right")

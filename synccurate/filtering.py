@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from synccurate.readers import read_scores
 from synccurate.tables import same_file
 
 # Defaults (SPEC §9: the paper's recommended values are lost in its text; these are ours).
@@ -109,8 +110,11 @@ REQUIRED_COLUMNS = ("root", "path", "status", "offset_frames", "prob_at_offset",
 
 
 def load_scores(path: str | Path) -> pd.DataFrame:
-    """Read a scores table and check it has the columns filtering needs."""
-    table = pd.read_parquet(path)
+    """Read a scores table (folder of parts or one file) and check it has what filtering needs.
+
+    Reads through `readers.read_scores`, so a clip scored twice appears once (latest row).
+    """
+    table = read_scores(path)
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"{path}: not a scores table (missing columns: {', '.join(missing)})")

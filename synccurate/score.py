@@ -1,64 +1,37 @@
-"""Scoring driver: clips → (decode + faces in workers) → batched sync model → scores table.
+"""Scoring: clips → prepare (decode + faces) → batched sync model → rows → parts.
 
-Reader (discover), step (prepare in worker processes with the model's weight-free
-input recipe, then embed windows of many clips per model batch), writer
-(ScoresTable: atomic, resumable Parquet). Any model kind of `synccurate.models`
-runs through the same path. Each stage keeps its own counters so the summary can
-say where the time went.
+Reader (`discover`, or a manifest), steps (`prepare_clip`, which an executor runs in
+workers with the model's weight-free input recipe; `similarity_matrices`, which embeds
+windows of many clips per model batch; `_row`), writer (`store.PartsWriter`: immutable
+Parquet parts, resumable). Any model kind of `synccurate.models` runs through the same
+path; executors (`synccurate.executors`) are kept apart from the steps. Each stage keeps
+its own counters so the summary can say where the time went.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from synccurate import audio, faces, media
 from synccurate.models.base import InputRecipe, SyncModel
+from synccurate.store import COLUMNS, rows_to_frame  # noqa: F401  (COLUMNS: re-exported)
 from synccurate.sync import MAX_OFFSET
-from synccurate.tables import write_table
+
+if TYPE_CHECKING:
+    from synccurate.executors import Executor
 
 MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
-
-COLUMNS = {
-    "root": "string",
-    "path": "string",
-    "status": "string",
-    "error": "string",
-    "duration_s": "float64",
-    "n_frames": "Int64",
-    "source_fps": "float64",
-    "offset_frames": "Int64",
-    "offset_seconds": "float64",
-    "prob_at_offset": "float64",
-    "offscreen_ratio": "float64",
-    "confidence": "float64",
-    "lse_d": "float64",
-    "lse_c": "float64",
-    "face_ratio": "float64",
-    "silence_ratio": "float64",
-    "at_search_edge": "boolean",
-    "vote_offset": "Int64",
-    "vote_share": "float64",
-    "offset_method": "string",
-    "model": "string",
-    "face_detector": "string",
-    "p_t": "object",
-    "onscreen": "object",
-    "profile": "object",
-    "fconf": "object",
-}
-
 
 # --- reader -------------------------------------------------------------------
 
@@ -76,30 +49,69 @@ class ClipRef:
 
 
 def discover(paths: Iterable[str | Path]) -> list[ClipRef]:
-    """Video files under the given folders (recursively) plus files named directly."""
+    """Video files under the given folders (recursively) plus files named directly.
+
+    Every name found is returned, also a dangling symlink or an unreadable file, so that
+    each gets a row saying why it was not scored (`unreadable`); a sub-folder that cannot
+    be listed is returned itself for the same reason.
+    """
     refs: list[ClipRef] = []
     for given in paths:
         path = Path(given).resolve()
         if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in media.VIDEO_EXTENSIONS:
-                    refs.append(ClipRef(str(path), file.relative_to(path).as_posix()))
+            refs += [ClipRef(str(path), relative) for relative in _video_files(path)]
         elif path.exists():
             refs.append(ClipRef(str(path.parent), path.name))
+        elif Path(given).is_symlink():
+            link = Path(os.path.abspath(given))
+            refs.append(ClipRef(str(link.parent), link.name))
         else:
             raise FileNotFoundError(f"{given}: no such file or folder")
     return list(dict.fromkeys(refs))
+
+
+def _video_files(folder: Path) -> list[str]:
+    """Paths relative to `folder` of its video files, sorted like Path objects."""
+    found: list[str] = []
+
+    def unlisted(error: OSError) -> None:
+        if error.filename and Path(error.filename) != folder:
+            found.append(Path(error.filename).relative_to(folder).as_posix())
+        elif error.filename:
+            raise error
+
+    for directory, _, names in os.walk(folder, onerror=unlisted):
+        for name in names:  # also symlinks whose target is missing
+            if Path(name).suffix.lower() in media.VIDEO_EXTENSIONS:
+                found.append((Path(directory) / name).relative_to(folder).as_posix())
+    return sorted(found, key=lambda relative: relative.split("/"))
+
+
+def unreadable(file: Path) -> str | None:
+    """Why `file` cannot be opened ('dangling symlink to …', 'permission denied'), or None."""
+    if file.is_symlink() and not file.exists():
+        return f"dangling symlink to {os.readlink(file)}"
+    if file.exists() and not os.access(file, os.R_OK):
+        return "permission denied"
+    if file.is_dir():
+        return "a folder that could not be listed"
+    return None
+
+
+def shard_of(path: str, count: int) -> int:
+    """The shard (0 … count-1) of a clip: a stable hash of its path relative to its root."""
+    return zlib.crc32(path.encode()) % count
 
 
 def shard(refs: list[ClipRef], index: int, count: int) -> list[ClipRef]:
     """The clips of shard `index` of `count`, by a stable hash of the relative path.
 
     Independent jobs (a Slurm array, several machines) each take one shard and write
-    their own table; the same clip always lands in the same shard.
+    into the same output folder; the same clip always lands in the same shard.
     """
     if not 0 <= index < count:
         raise ValueError(f"--shard {index}/{count}: the index must be in 0 … {count - 1}")
-    return [ref for ref in refs if zlib.crc32(ref.path.encode()) % count == index]
+    return [ref for ref in refs if shard_of(ref.path, count) == index]
 
 
 # --- step 1: decode + faces (runs in worker processes) --------------------------
@@ -130,26 +142,15 @@ class PreparedClip:
         return face_windows(self.has_face, self.n_windows)
 
 
-_worker_detector: faces.FaceDetector | None = None
-
-
-def _init_worker(detector_name: str, device: str) -> None:
-    global _worker_detector
-    import cv2
-
-    torch.set_num_threads(1)  # each worker one core: the pool, not threads, gives parallelism
-    cv2.setNumThreads(1)
-    _worker_detector = faces.make_detector(detector_name, device=device)
-
-
 def prepare_clip(
-    ref: ClipRef, recipe: InputRecipe, detector=None, detect_every: int = 1
+    ref: ClipRef, recipe: InputRecipe, detector: faces.FaceDetector, detect_every: int = 1
 ) -> PreparedClip:
     """Decode audio and the model's crops of one clip; never raises for a bad clip."""
-    detector = detector or _worker_detector
     clip = PreparedClip(ref, detector=getattr(detector, "name", ""))
     try:
         start = time.perf_counter()
+        if reason := unreadable(ref.file):
+            raise media.MediaError("decode_error", f"{ref.file}: {reason}")
         info = media.probe(ref.file)
         clip.duration_s, clip.source_fps = info.duration_s, info.source_fps
         if not info.has_video:
@@ -182,41 +183,6 @@ def prepare_clip(
     return clip
 
 
-def _prepare_in_process(refs, recipe, detector_name, device, every) -> Iterator[PreparedClip]:
-    detector = faces.make_detector(detector_name, device=device)
-    for ref in refs:
-        yield prepare_clip(ref, recipe, detector, every)
-
-
-def _prepare_in_workers(
-    refs, recipe, detector_name, device, every, workers
-) -> Iterator[PreparedClip]:
-    """Bounded number of clips in flight so memory stays flat for long runs."""
-    context = get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(detector_name, device)
-    ) as pool:
-        queue = iter(refs)
-        running: dict = {}
-        for ref in queue:
-            running[pool.submit(prepare_clip, ref, recipe, None, every)] = ref
-            if len(running) >= 2 * workers:
-                break
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                ref = running.pop(future)
-                try:
-                    yield future.result()
-                except Exception as error:  # a worker that died (e.g. a decoder crash)
-                    yield PreparedClip(
-                        ref, status="error", error=f"{ref.file}: worker failed: {error}"
-                    )
-                next_ref = next(queue, None)
-                if next_ref is not None:
-                    running[pool.submit(prepare_clip, next_ref, recipe, None, every)] = next_ref
-
-
 def prepare_clips(
     refs: list[ClipRef],
     recipe: InputRecipe,
@@ -225,10 +191,10 @@ def prepare_clips(
     workers: int = 0,
     detect_every: int = 1,
 ) -> Iterator[PreparedClip]:
-    """Prepared clips in completion order, from `workers` processes (0 = in this process)."""
-    if workers > 0:
-        return _prepare_in_workers(refs, recipe, detector_name, device, detect_every, workers)
-    return _prepare_in_process(refs, recipe, detector_name, device, detect_every)
+    """Prepared clips in completion order, on this machine (0 workers = in this process)."""
+    from synccurate.executors import LocalExecutor
+
+    return LocalExecutor(workers, device).prepare(refs, recipe, detector_name, detect_every)
 
 
 def face_windows(has_face: np.ndarray, count: int | None = None) -> np.ndarray:
@@ -333,62 +299,6 @@ def _row(clip: PreparedClip, model_id: str, metrics: dict | None = None) -> dict
     return row | (metrics or {})
 
 
-def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.astype({k: v for k, v in COLUMNS.items() if v != "object"})
-
-
-class ScoresTable:
-    """The output table: loaded on start (resume), rewritten atomically as rows arrive."""
-
-    def __init__(
-        self,
-        path: Path,
-        flush_every_s: float = 2.0,
-        retry_failed: bool = False,
-        model_id: str | None = None,
-    ):
-        self.path = path
-        self.flush_every_s = flush_every_s
-        self.rows: dict[tuple[str, str], dict] = {}
-        self._last_flush = 0.0
-        if path.exists():
-            try:
-                existing = pd.read_parquet(path)
-            except Exception as error:
-                raise ValueError(
-                    f"{path}: exists and is not a readable Parquet table ({error})"
-                ) from error
-            missing = {"root", "path", "status"} - set(existing.columns)
-            if missing:
-                raise ValueError(
-                    f"{path}: exists but is not a scores table (no {sorted(missing)} column)"
-                )
-            others = set(existing.loc[existing["status"] == "ok", "model"].dropna()) - {model_id}
-            if model_id and others:
-                raise ValueError(
-                    f"{path}: already holds scores of {', '.join(sorted(others))}, not {model_id}; "
-                    "write to another table so models are not mixed"
-                )
-            for row in existing.to_dict("records"):
-                if retry_failed and row["status"] != "ok":
-                    continue
-                self.rows[(row["root"], row["path"])] = row
-
-    def done(self, ref: ClipRef) -> bool:
-        return (ref.root, ref.path) in self.rows
-
-    def add(self, row: dict) -> None:
-        self.rows[(row["root"], row["path"])] = row
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_table(rows_to_frame(list(self.rows.values())), self.path)
-        self._last_flush = time.monotonic()
-
-
 # --- driver ---------------------------------------------------------------------
 
 
@@ -406,6 +316,13 @@ class RunStats:
     def wall(self) -> float:
         return time.perf_counter() - self.started
 
+    def count(self, clip: PreparedClip, row: dict) -> None:
+        self.clips += 1
+        self.statuses[row["status"]] += 1
+        self.video_seconds += clip.n_frames / audio.VIDEO_FPS
+        for name, seconds in clip.timings.items():
+            self.seconds[name] += seconds
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -417,40 +334,39 @@ def resolve_device(name: str) -> torch.device:
 
 def score_clips(
     refs: list[ClipRef],
-    table: ScoresTable,
+    writer,
     model: SyncModel,
     *,
     device: torch.device,
+    done: set[tuple[str, str]] | frozenset = frozenset(),
+    executor: Executor | None = None,
     detector_name: str = "auto",
     batch_size: int | None = None,
-    workers: int = 0,
     detect_every: int = 1,
     max_offset: int = MAX_OFFSET,
     on_clip: Callable[[dict, RunStats], None] | None = None,
     offset_method: str = "mean",
 ) -> RunStats:
-    """Score every clip not yet in `table`; rows are added as clips finish.
+    """Score every clip whose (root, path) is not in `done`; `writer.add(row)` as clips finish.
 
+    The executor runs the prepare step (default: in this process); windows of several
+    clips share model batches here, in the driver, which is also the only writer.
     offset_method: what decides offset_frames, "mean" (SPEC §6) or "vote" (`sync.vote_offset`).
     """
+    from synccurate.executors import LocalExecutor
+
     batch_size = batch_size or model.batch_size
+    executor = executor or LocalExecutor(0, device.type)
     stats = RunStats()
-    todo = [ref for ref in refs if not table.done(ref)]
-    detector_device = "cpu" if workers else device.type
-    prepared = prepare_clips(
-        todo, model.recipe, detector_name, detector_device, workers, detect_every
-    )
+    todo = [ref for ref in refs if (ref.root, ref.path) not in done]
+    prepared = executor.prepare(todo, model.recipe, detector_name, detect_every)
     model.to(device)
     pending: list[PreparedClip] = []
 
     def finish(clip: PreparedClip, metrics=None) -> None:
         row = _row(clip, model.model_id, metrics)
-        table.add(row)
-        stats.clips += 1
-        stats.statuses[clip.status] += 1
-        stats.video_seconds += clip.n_frames / audio.VIDEO_FPS
-        for name, seconds in clip.timings.items():
-            stats.seconds[name] += seconds
+        writer.add(row)
+        stats.count(clip, row)
         if on_clip:
             on_clip(row, stats)
 
@@ -471,5 +387,4 @@ def score_clips(
             run_model()
     if pending:
         run_model()
-    table.flush()
     return stats

@@ -1,0 +1,137 @@
+"""Executors: where the prepare step (decode + faces, `score.prepare_clip`) runs.
+
+The steps know nothing of processes; an executor only schedules them. `local` runs them in
+this process (`workers=0`) or in a pool of spawned worker processes; `ray` (module
+`synccurate.ray_executor`, optional extra) runs them on a Ray cluster. Each yields prepared
+clips in completion order with a bounded number in flight, so memory stays flat however
+many clips a run has. The model step and the writer stay in the driver process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import TYPE_CHECKING, Protocol
+
+from synccurate import faces
+
+if TYPE_CHECKING:
+    from synccurate.models.base import InputRecipe
+    from synccurate.score import ClipRef, PreparedClip
+
+EXECUTORS = ("local", "ray")
+PARENT_CHECK_S = 1.0  # a worker whose driver died exits within this many seconds
+
+
+class Executor(Protocol):
+    """Runs the prepare step of every clip; yields PreparedClip in completion order."""
+
+    name: str
+
+    def prepare(
+        self, refs: list[ClipRef], recipe: InputRecipe, detector_name: str, detect_every: int
+    ) -> Iterator[PreparedClip]: ...
+
+
+def failed_clip(ref: ClipRef, why: str) -> PreparedClip:
+    """The status row of a clip whose worker died (a decoder crash must not end the run)."""
+    from synccurate.score import PreparedClip
+
+    return PreparedClip(ref, status="error", error=f"{ref.file}: worker failed: {why}")
+
+
+_worker_detector: faces.FaceDetector | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Workers end when the driver does, even when it was SIGKILLed (no cleanup ran)."""
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(detector_name: str, parent: int) -> None:
+    global _worker_detector
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)  # each worker one core: the pool, not threads, gives parallelism
+    cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _worker_detector = faces.make_detector(detector_name, device="cpu")
+
+
+def _prepare_in_worker(ref, recipe, every):
+    from synccurate.score import prepare_clip
+
+    return prepare_clip(ref, recipe, _worker_detector, every)
+
+
+class LocalExecutor:
+    """This machine: in-process (workers=0) or a pool of spawned processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 0, device: str = "cpu"):
+        self.workers = workers
+        self.device = device  # for the detector when it runs in this process
+
+    def prepare(self, refs, recipe, detector_name, detect_every) -> Iterator[PreparedClip]:
+        if self.workers == 0:
+            return self._in_process(refs, recipe, detector_name, detect_every)
+        return self._in_pool(refs, recipe, detector_name, detect_every)
+
+    def _in_process(self, refs, recipe, detector_name, every) -> Iterator[PreparedClip]:
+        from synccurate.score import prepare_clip
+
+        detector = faces.make_detector(detector_name, device=self.device)
+        for ref in refs:
+            yield prepare_clip(ref, recipe, detector, every)
+
+    def _in_pool(self, refs, recipe, detector_name, every) -> Iterator[PreparedClip]:
+        """At most 2 clips per worker in flight."""
+        context = get_context("spawn")  # fork deadlocks under torch's threads
+        with ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(detector_name, os.getpid()),
+        ) as pool:
+            queue = iter(refs)
+            running: dict = {}
+
+            def submit(ref) -> None:
+                running[pool.submit(_prepare_in_worker, ref, recipe, every)] = ref
+
+            for ref in queue:
+                submit(ref)
+                if len(running) >= 2 * self.workers:
+                    break
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    ref = running.pop(future)
+                    try:
+                        yield future.result()
+                    except Exception as error:
+                        yield failed_clip(ref, str(error) or type(error).__name__)
+                    next_ref = next(queue, None)
+                    if next_ref is not None:
+                        submit(next_ref)
+
+
+def make_executor(
+    name: str = "local", *, workers: int = 0, device: str = "cpu", ray_address: str | None = None
+) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers, device)
+    if name == "ray":
+        from synccurate.ray_executor import RayExecutor
+
+        return RayExecutor(workers=workers, address=ray_address)
+    raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
