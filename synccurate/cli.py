@@ -170,6 +170,12 @@ def score(
     ray_address: str | None = typer.Option(
         None, help="Ray cluster to join (default: start a local one); with --executor ray."
     ),
+    part_seconds: float = typer.Option(
+        60.0,
+        min=0.0,
+        help="Publish a Parquet part at least this often (seconds): a crash loses at most "
+        "this much work; readers see only published parts.",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     offset_method: OffsetMethod = typer.Option(
         OffsetMethod.mean,
@@ -192,7 +198,9 @@ def score(
         if output.resolve() in {ref.file.resolve() for ref in refs}:
             raise ValueError(f"{output}: the output would overwrite an input clip")
         pinned = {"model": net.model_id, "max_offset": max_offset}
-        writer, done = store.open_output(output, pinned, shard=shard, retry_failed=retry_failed)
+        writer, done = store.open_output(
+            output, pinned, shard=shard, retry_failed=retry_failed, seconds_per_part=part_seconds
+        )
         runner = executors.make_executor(
             executor.value,
             workers=workers,
@@ -815,6 +823,7 @@ def demo(
         executor=Executor.local,
         ray_address=None,
         manifest_path=None,
+        part_seconds=60.0,
         progress=True,
         offset_method=OffsetMethod.mean,
     )

@@ -10,6 +10,7 @@ many clips a run has. The model step and the writer stay in the driver process.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 EXECUTORS = ("local", "ray")
 PARENT_CHECK_S = 1.0  # a worker whose driver died exits within this many seconds
+PR_SET_PDEATHSIG = 1  # prctl option: signal sent to this process when its parent dies
 
 
 class Executor(Protocol):
@@ -55,14 +57,27 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this worker when the driver dies (the watchdog is the rest)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_worker(detector_name: str, parent: int) -> None:
     global _worker_detector
+    _die_with_parent()  # first: importing torch below can take seconds on a busy machine
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
     import cv2
     import torch
 
     torch.set_num_threads(1)  # each worker one core: the pool, not threads, gives parallelism
     cv2.setNumThreads(1)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _worker_detector = faces.make_detector(detector_name, device="cpu")
 
 

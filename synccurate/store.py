@@ -518,7 +518,11 @@ def _finish_migration(path: Path) -> None:
 
 
 def open_output(
-    path: str | Path, metadata: dict, shard: str | None = None, retry_failed: bool = False
+    path: str | Path,
+    metadata: dict,
+    shard: str | None = None,
+    retry_failed: bool = False,
+    seconds_per_part: float = SECONDS_PER_PART,
 ) -> tuple[PartsWriter, set[tuple[str, str]]]:
     """The writer for output `path` and the (root, path) keys already done there.
 
@@ -543,5 +547,5 @@ def open_output(
                 f"{path}: is a folder but not a scores folder (no {METADATA_NAME}); "
                 "choose a new or empty output"
             )
-    writer = PartsWriter(path, metadata=metadata, shard=shard)
+    writer = PartsWriter(path, metadata=metadata, shard=shard, seconds_per_part=seconds_per_part)
     return writer, readers.done_keys(path, retry_failed=retry_failed)

@@ -1,10 +1,10 @@
 """The scoring driver end to end: statuses of bad files, resume after SIGKILL, the sign."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,11 +102,12 @@ def test_score_refuses_a_non_table_output(mixed_folder, tiny_weights, tmp_path):
     assert out.read_text() == "my notes"
 
 
-def test_killed_run_resumes_with_every_clip_exactly_once(tiny_weights, tmp_path):
-    folder = tmp_path / "clips"
-    synth.synth_dataset(folder, n=10, seconds=2.0, seed=9, workers=2)
-    out = tmp_path / "scores.parquet"
-    command = [
+def _published_parts(folder) -> list:
+    return [p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))]
+
+
+def _score_command(folder, out, weights, *extra) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "synccurate",
@@ -115,28 +116,83 @@ def test_killed_run_resumes_with_every_clip_exactly_once(tiny_weights, tmp_path)
         "-o",
         str(out),
         "--weights",
-        str(tiny_weights),
-        "--workers",
-        "0",
-        "--batch-size",
-        "8",
+        str(weights),
         "--face-detector",
         "none",
         "--no-progress",
+        *extra,
     ]
+
+
+def test_killed_run_resumes_with_every_clip_exactly_once(tiny_weights, tmp_path):
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=10, seconds=2.0, seed=9, workers=2)
+    out = tmp_path / "scores.parquet"
+    command = _score_command(
+        folder, out, tiny_weights, "--workers", "0", "--batch-size", "8", "--part-seconds", "0"
+    )
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not out.exists() and time.monotonic() < deadline and process.poll() is None:
+    while not _published_parts(out) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     partial = pd.read_parquet(out)  # readable at any moment
     assert 1 <= len(partial) < 10
+    first_run = set(partial["run_id"])
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     table = pd.read_parquet(out)
+    # Every clip exactly once, as raw rows: nothing the first run published was scored again.
     assert len(table) == 10 and table["path"].is_unique
     assert set(table["path"]) == {f"clip_{i:05d}.mp4" for i in range(10)}
-    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+    assert (table["run_id"].isin(first_run)).sum() == len(partial)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list processes")
+def test_no_worker_outlives_a_killed_score(tiny_weights, tmp_path):
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=6, seconds=2.0, seed=4, workers=2)
+    command = _score_command(folder, tmp_path / "out", tiny_weights, "--workers", "2")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        workers = {pid for pid in _children(process.pid) if "spawn" in _cmdline(pid)}
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the run ended before its workers could be seen"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 class MouthEnergyModel(torch.nn.Module):
