@@ -76,7 +76,10 @@ def score(
         "none = the frames are already face crops.",
     ),
     detect_every: int = typer.Option(
-        1, min=1, help="Run the face detector on every n-th frame and interpolate (faster)."
+        4,
+        min=1,
+        help="Run the face detector on every n-th frame and interpolate between them; 1 = "
+        "every frame (4: a quarter of the detection cost, no measured loss on real clips).",
     ),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when present."),
     batch_size: int = typer.Option(256, min=1, help="Windows per model batch (across clips)."),
