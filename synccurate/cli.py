@@ -79,6 +79,7 @@ REFERENCE_HELP = "Take this offset (frames) as in sync instead."
 class Detector(str, Enum):
     auto = "auto"
     face_alignment = "face-alignment"
+    centerface = "centerface"
     opencv = "opencv"
     none = "none"
 
@@ -138,11 +139,14 @@ def score(
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     face_detector: Detector = typer.Option(
         Detector.auto,
-        help="auto picks face-alignment when its weights are cached, else opencv; "
+        help="auto picks face-alignment when its weights are cached, else centerface; "
         "none = the frames are already face crops.",
     ),
     detect_every: int = typer.Option(
-        1, min=1, help="Run the face detector on every n-th frame and interpolate (faster)."
+        4,
+        min=1,
+        help="Run the face detector on every n-th frame and interpolate between them; 1 = "
+        "every frame (4: a quarter of the detection cost, no measured loss on real clips).",
     ),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when present."),
     batch_size: int | None = typer.Option(
