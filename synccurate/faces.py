@@ -759,15 +759,17 @@ def extract_face_tracks(
 
     The tracks are those of `track_all_faces` (at least `min_frames` frames; at most
     `max_faces` of them, None = all); the recipe cuts their crops in one decoding pass.
-    An empty list means no such face. With the ``none`` detector there is exactly one
-    track, the whole frame.
+    When no track is that long, the main face's track alone (it may be short or empty).
+    With the ``none`` detector there is exactly one track, the whole frame.
     """
     recipe = _as_recipe(recipe)
     _check_args(info, detect_every, "extract_face_tracks")
     if detector.name == WholeFrameDetector.name:
         return [_whole_frame_crops(info, recipe, chunk_frames)]
     detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
-    tracks = track_all_faces(detections, len(detections), min_frames=min_frames)
+    n = len(detections)
+    # No track long enough: the main face however short, so callers still see the frames.
+    tracks = track_all_faces(detections, n, min_frames=min_frames) or [track_faces(detections, n)]
     tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
     crops = _cut_crops(info, tracks, recipe, chunk_frames)
     return [

@@ -10,13 +10,14 @@ its own counters so the summary can say where the time went.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,8 @@ class PreparedClip:
     silence: np.ndarray | None = None
     detector: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    # Every face track (main face first); crops / has_face above are the main face's.
+    tracks: list[faces.MouthTrack] = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -140,6 +143,16 @@ class PreparedClip:
     def valid_windows(self) -> np.ndarray:
         """The scored visual windows whose five frames all show the face."""
         return face_windows(self.has_face, self.n_windows)
+
+    def face_views(self) -> list[tuple[int, PreparedClip]]:
+        """(track index, the clip as seen through that face) for each face with a window."""
+        if len(self.tracks) <= 1:
+            return [(0, self)]
+        views = [
+            (i, replace(self, crops=track.crops, has_face=track.has_face))
+            for i, track in enumerate(self.tracks)
+        ]
+        return [(i, view) for i, view in views if view.valid_windows().any()]
 
 
 def prepare_clip(
@@ -161,9 +174,10 @@ def prepare_clip(
         clip.features, clip.n_samples = recipe.audio_features(samples), len(samples)
         clip.timings["audio"] = time.perf_counter() - start
         start = time.perf_counter()
-        track = faces.extract_mouths(info, detector, recipe, detect_every=detect_every)
+        clip.tracks = faces.extract_face_tracks(info, detector, recipe, detect_every=detect_every)
         clip.timings["faces"] = time.perf_counter() - start
-        clip.crops, clip.has_face, clip.detector = track.crops, track.has_face, track.detector
+        main = clip.tracks[0]
+        clip.crops, clip.has_face, clip.detector = main.crops, main.has_face, main.detector
         clip.silence = audio.frame_silence(samples, clip.n_frames)
         clip.n_windows = recipe.n_windows(clip.n_frames, clip.n_samples)
         if clip.n_windows < 1:
@@ -279,6 +293,51 @@ def similarity_matrices(
         return [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
 
 
+def score_faces(
+    model: SyncModel,
+    clips: list[PreparedClip],
+    batch_size: int,
+    device: torch.device,
+    max_offset: int = MAX_OFFSET,
+    offset_method: str = "mean",
+) -> list[dict]:
+    """The metric columns of each clip: every face track is scored (in shared batches) and
+    the most in-sync one, the speaker, describes the clip; the others are summarised in
+    `face_tracks`. One-face clips are scored exactly as before."""
+    views = [(c, i, view) for c, clip in enumerate(clips) for i, view in clip.face_views()]
+    matrices = similarity_matrices(model, [v for *_, v in views], batch_size, device, max_offset)
+    per_clip: list[list[tuple[int, dict]]] = [[] for _ in clips]
+    for (c, i, view), S in zip(views, matrices, strict=True):
+        per_clip[c].append((i, model.metrics(S, view.valid_windows(), offset_method)))
+    return [_speaker(clip, found) for clip, found in zip(clips, per_clip, strict=True)]
+
+
+def _sync_strength(metrics: dict) -> float:
+    """How clearly a face's lips follow the audio: P(sync), or LSE-C for distance models."""
+    value = metrics.get("prob_at_offset")
+    return value if value is not None else metrics.get("lse_c", float("-inf"))
+
+
+def _speaker(clip: PreparedClip, found: list[tuple[int, dict]]) -> dict:
+    track, metrics = max(found, key=lambda item: _sync_strength(item[1]))
+    chosen = clip.tracks[track] if clip.tracks else None
+    summary = [
+        {
+            "track": i,
+            "offset_frames": m["offset_frames"],
+            "strength": round(float(_sync_strength(m)), 4),
+            "face_ratio": round(float(clip.tracks[i].has_face.mean()), 4),
+        }
+        for i, m in found
+    ]
+    return metrics | {
+        "n_faces": max(1, len(clip.tracks)),
+        "face_track": track,
+        "face_tracks": json.dumps(summary) if len(clip.tracks) > 1 else None,
+        "face_ratio": float(chosen.has_face.mean()) if chosen is not None else None,
+    }
+
+
 # --- writer ---------------------------------------------------------------------
 
 
@@ -372,10 +431,10 @@ def score_clips(
 
     def run_model() -> None:
         start = time.perf_counter()
-        matrices = similarity_matrices(model, pending, batch_size, device, max_offset)
+        scored = score_faces(model, pending, batch_size, device, max_offset, offset_method)
         stats.seconds["model"] += time.perf_counter() - start
-        for clip, S in zip(pending, matrices, strict=True):
-            finish(clip, model.metrics(S, clip.valid_windows(), offset_method))
+        for clip, metrics in zip(pending, scored, strict=True):
+            finish(clip, metrics)
         pending.clear()
 
     for clip in prepared:

@@ -82,6 +82,9 @@ COLUMNS = {
     "face_ratio": "float64",
     "silence_ratio": "float64",
     "at_search_edge": "boolean",
+    "n_faces": "Int64",  # face tracks long enough to score; the speaker's describes the row
+    "face_track": "Int64",
+    "face_tracks": "string",  # JSON: offset and strength of every track, when there are several
     "vote_offset": "Int64",
     "vote_share": "float64",
     "offset_method": "string",

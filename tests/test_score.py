@@ -1,5 +1,6 @@
 """The scoring driver end to end: statuses of bad files, resume after SIGKILL, the sign."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -263,14 +264,70 @@ def test_face_in_scattered_frames_only_is_no_face(monkeypatch, tmp_path):
     from synccurate import faces
 
     synth.synth_clip(tmp_path / "clip.mp4", seconds=2.0, seed=5)
-    real_extract = faces.extract_mouths
+    real_extract = faces.extract_face_tracks
 
     def every_other_frame(*args, **kwargs):
-        track = real_extract(*args, **kwargs)
-        track.has_face[1::2] = False
-        track.has_face[::4] = True
-        return track
+        tracks = real_extract(*args, **kwargs)
+        tracks[0].has_face[1::2] = False
+        tracks[0].has_face[::4] = True
+        return tracks
 
-    monkeypatch.setattr(faces, "extract_mouths", every_other_frame)
+    monkeypatch.setattr(faces, "extract_face_tracks", every_other_frame)
     clip = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     assert clip.status == "no_face" and "clip.mp4" in clip.error
+
+
+class TwoFacesDetector:
+    """Two faces side by side in every frame: left box, then right box (frame pixels)."""
+
+    name = "two-faces"
+
+    def detect(self, frames):
+        width = frames.shape[2]
+        side = frames.shape[1]
+        return [
+            [(0.0, 0.0, side, side, 1.0), (width - side, 0.0, width, side, 1.0)] for _ in frames
+        ]
+
+
+@pytest.mark.parametrize("speaker_side", ["left", "right"])
+def test_two_faces_the_row_describes_the_one_whose_mouth_follows_the_audio(
+    tmp_path, speaker_side
+):
+    """The speaker's mouth follows the audio (shifted by +3 frames); the other face mouths
+    another voice. The row must report the speaker's track, its offset and n_faces = 2."""
+    from synccurate.model import find_weights
+    from synccurate.score import score_faces
+
+    speaker, sound, _ = synth.synth_arrays(seconds=4.0, seed=31, offset_frames=3)
+    other, _, _ = synth.synth_arrays(seconds=4.0, seed=77)
+    gap = np.zeros((len(speaker), 96, 32, 3), dtype=np.uint8)
+    left, right = (speaker, other) if speaker_side == "left" else (other, speaker)
+    media.write_clip(tmp_path / "two.mp4", np.concatenate([left, gap, right], axis=2), sound)
+    model = ICSyncNetModel.load(find_weights())
+    recipe = MouthRecipe(crop_hw=(32, 64), margin=0.0)  # the face box is exactly the face
+    clip = prepare_clip(ClipRef(str(tmp_path), "two.mp4"), recipe, TwoFacesDetector())
+    assert clip.status == "ok", clip.error
+    assert len(clip.tracks) == 2
+    model.recipe = recipe
+    (row,) = score_faces(model, [clip], 256, torch.device("cpu"))
+    chosen = clip.tracks[row["face_track"]]
+    assert (chosen.boxes[0, 0] < 100) == (speaker_side == "left")
+    assert row["n_faces"] == 2 and row["offset_frames"] == 3
+    summary = json.loads(row["face_tracks"])
+    assert {t["track"] for t in summary} == {0, 1}
+    strengths = {t["track"]: t["strength"] for t in summary}
+    assert strengths[row["face_track"]] == max(strengths.values())
+    assert row["prob_at_offset"] == pytest.approx(strengths[row["face_track"]], abs=1e-4)
+
+
+def test_one_face_clip_rows_say_one_face(tmp_path):
+    from synccurate.model import find_weights
+    from synccurate.score import score_faces
+
+    synth.synth_clip(tmp_path / "one.mp4", seconds=2.0, seed=3, offset_frames=-2)
+    model = ICSyncNetModel.load(find_weights())
+    clip = prepare_clip(ClipRef(str(tmp_path), "one.mp4"), MOUTH, make_detector("none"))
+    (row,) = score_faces(model, [clip], 256, torch.device("cpu"))
+    assert row["n_faces"] == 1 and row["face_track"] == 0 and row["face_tracks"] is None
+    assert row["offset_frames"] == -2
