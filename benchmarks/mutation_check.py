@@ -97,8 +97,8 @@ MUTATIONS = [
     m("sync-chunk-min", "sync.py", "p[start:stop].mean() < CHUNK_THRESHOLD",
       "p[start:stop].min() < CHUNK_THRESHOLD", "sync", "chunk rule on the minimum, not the mean"),
     m("sync-min-run", "sync.py", "MIN_RUN = 4", "MIN_RUN = 3", "sync", "short runs < 3"),
-    m("sync-island", "sync.py", "if short[i] and not short[i - 1] and not short[i + 1]:",
-      "if short[i]:", "sync", "any short run takes its left neighbour's label"),
+    m("sync-island", "sync.py", "runs[i][0] = runs[i - 1][0]", "runs[i][0] = False", "sync",
+      "islands only ever become off-screen"),
     m("sync-archipelago", "sync.py", "if j - i >= 2:", "if j - i >= 3:", "sync",
       "archipelagos need three short runs"),
     m("sync-near", "sync.py", "near = slice(max(0, column - 1), min(S.shape[1], column + 2))",
@@ -222,10 +222,9 @@ MUTATIONS = [
     m("faces-crop-scale", "faces.py",
       "to_crop_frame = np.array([crop_frame_hw[1] / width, crop_frame_hw[0] / height] * 2)",
       "to_crop_frame = np.ones(4)", "faces", "boxes not scaled to the crop pass's frame"),
-    m("faces-crop-scale-swap", "faces.py",
-      "to_crop_frame = np.array([crop_frame_hw[1] / width, crop_frame_hw[0] / height] * 2)",
-      "to_crop_frame = np.array([crop_frame_hw[0] / height, crop_frame_hw[1] / width] * 2)",
-      "faces", "x and y scale swapped in the crop pass"),
+    m("faces-detect-scale", "faces.py",
+      "to_source = np.array([width / detect_hw[1], height / detect_hw[0]] * 2)",
+      "to_source = np.ones(4)", "faces", "detections not scaled back to the source frame"),
     # --- evaluate.py -------------------------------------------------------------------------
     m("eval-tolerance", "evaluate.py", "TOLERANCE = 1  #", "TOLERANCE = 2  #", "evaluate",
       "±2 frames counted correct"),
@@ -268,8 +267,9 @@ def copy_repo(repo: Path, target: Path) -> None:
         shutil.copy2(repo / name, destination)
 
 
-def test_files(copy: Path, key: str) -> list[str]:
-    return [f"tests/{name}" for name in TESTS[key] if (copy / "tests" / name).is_file()]
+def test_files(copy: Path, key: str, override: str | None = None) -> list[str]:
+    names = override.split(",") if override else [f"tests/{name}" for name in TESTS[key]]
+    return [name for name in names if (copy / name).is_file()]
 
 
 def run_pytest(copy: Path, files: list[str], timeout: float) -> tuple[str, float, str]:
@@ -340,6 +340,9 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--check", action="store_true", help="only check the fragments")
+    parser.add_argument(
+        "--files", help="comma-separated test files to run instead of the mapped ones (quick look)"
+    )
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     args = parser.parse_args()
 
@@ -369,7 +372,7 @@ def main() -> int:
         groups = sorted({mutation.tests for mutation in selected})
         # The unmutated code must pass what the mutants are judged by, in every mode used.
         modes = ["without", "with"] if args.mode == "both" else [args.mode]
-        baseline_files = sorted({f for g in groups for f in test_files(copy, g)})
+        baseline_files = sorted({f for g in groups for f in test_files(copy, g, args.files)})
         for mode in modes:
             set_shared(copy, shared if mode == "with" else None)
             outcome, seconds, last = run_pytest(copy, baseline_files, args.timeout * 3)
@@ -379,7 +382,7 @@ def main() -> int:
                 return 2
         for number, mutation in enumerate(selected, 1):
             original = apply(copy, mutation)
-            files = test_files(copy, mutation.tests)
+            files = test_files(copy, mutation.tests, args.files)
             record = {"name": mutation.name, "file": mutation.file, "what": mutation.what}
             try:
                 for mode in modes:
