@@ -18,6 +18,7 @@ from synccurate.faces import make_detector
 from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
 from synccurate.score import ClipRef, prepare_clip, similarity_matrices
 from synccurate.sync import clip_metrics
+from synccurate.tables import write_table
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +130,17 @@ def test_killed_run_resumes_with_every_clip_exactly_once(tiny_weights, tmp_path)
     process.wait()
     partial = pd.read_parquet(out)  # readable at any moment
     assert 1 <= len(partial) < 10
+    # mark the rows already there (no scoring gives a confidence of 999): the rerun must
+    # complete the table without scoring them again
+    partial["confidence"] = 999.0
+    write_table(partial, out)
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     table = pd.read_parquet(out)
     assert len(table) == 10 and table["path"].is_unique
     assert set(table["path"]) == {f"clip_{i:05d}.mp4" for i in range(10)}
+    marked = table["confidence"] == 999.0
+    assert set(table.loc[marked, "path"]) == set(partial["path"])
+    assert (table.loc[~marked, "status"] == "ok").all()
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
 
 
