@@ -508,7 +508,7 @@ def plot(
             console.print(f"[yellow]{clip.status}[/yellow] {clip.error}", highlight=False)
             continue
         (S,) = scoring.similarity_matrices(net, [clip], 256, torch_device, max_offset)
-        metrics = clip_metrics(S, net.tau)
+        metrics = clip_metrics(S, net.tau, valid=scoring.face_windows(clip.has_face))
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
         plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({sidecar['model_id']})", target)
