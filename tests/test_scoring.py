@@ -20,21 +20,29 @@ import numpy as np
 import pandas as pd
 import pytest
 from scoring_cli import blank, score_table, synth_with
+from typer.testing import CliRunner
 
 from synccurate import media, synth
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
+from synccurate.cli import app
 
 # --- frames without a face --------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def faces_leaving(tmp_path_factory):
-    """Clips scored with the opencv detector; the face is absent in stretches."""
+def faces_folder(tmp_path_factory):
+    """Clips whose face is absent in stretches."""
     folder = tmp_path_factory.mktemp("faces_leaving")
     synth_with(folder / "away_25.mp4", seconds=3.0, seed=31, offset=3, frames=blank(30, 55))
     synth_with(folder / "face_40.mp4", seconds=2.0, seed=32, frames=blank(20, 50))
     synth_with(folder / "face_60.mp4", seconds=2.0, seed=33, offset=-2, frames=blank(30, 50))
-    return score_table(folder, folder / "scores.parquet", detector="opencv")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def faces_leaving(faces_folder):
+    """Their scores with the opencv detector."""
+    return score_table(faces_folder, faces_folder.parent / "faces.parquet", detector="opencv")
 
 
 def test_face_ratio_is_the_share_of_frames_with_a_face(faces_leaving):
@@ -64,6 +72,29 @@ def test_windows_without_a_face_are_off_screen_and_out_of_the_averages(faces_lea
     assert 29 / 71 <= row.offscreen_ratio <= 29 / 71 + 0.1
     assert row.offset_frames == 3  # found from the 42 windows with a face
     assert faces_leaving.loc["face_60.mp4", "offset_frames"] == -2
+
+
+def test_plot_leaves_face_less_windows_out_as_score_does(faces_folder, faces_leaving, tmp_path):
+    """The sync map's metrics are those of the scores table (face mask included)."""
+    from synccurate import plot
+
+    drawn = {}
+
+    def capture(similarity, metrics, title, target):
+        drawn["metrics"] = metrics
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plot, "plot_sync_map", capture)
+        result = CliRunner().invoke(
+            app,
+            ["plot", str(faces_folder / "away_25.mp4"), "-o", str(tmp_path)]
+            + ["--face-detector", "opencv"],
+        )
+    assert result.exit_code == 0, result.output
+    metrics, row = drawn["metrics"], faces_leaving.loc["away_25.mp4"]
+    assert metrics.offset_frames == row.offset_frames
+    np.testing.assert_allclose(metrics.p_t, row.p_t, atol=1e-4)
+    assert metrics.onscreen.tolist() == list(row.onscreen)
 
 
 # --- silence -------------------------------------------------------------------------------------
