@@ -4,6 +4,7 @@
   face_ratio, the no_face rule (face in under half the frames), and face-less windows
   left out of p_t / on-screen;
 - silence_ratio of a clip with silent and quiet stretches of known length;
+- at_search_edge when the offset is the last one searched (--max-offset);
 - the default worker path (`--workers` > 0) gives exactly the rows of the in-process path;
 - clips at 30, 29.97, 50 fps and with a variable frame rate score their known offset.
 
@@ -118,37 +119,7 @@ def test_silence_ratio_counts_the_frames_below_minus_40_dbfs(tmp_path):
     assert row.face_ratio == 1.0  # --face-detector none: every frame is the face
 
 
-# --- the worker path -----------------------------------------------------------------------------
-
-
-def _rows(table: pd.DataFrame) -> pd.DataFrame:
-    return table.drop(columns=["root"]).sort_index()
-
-
-def test_workers_give_exactly_the_rows_of_the_in_process_path(tmp_path):
-    """Clips through a worker process (the CLI's default path): none dropped or altered.
-
-    One worker keeps two clips in flight and takes the next as one finishes, so four clips
-    and a broken file go through every part of the refill loop."""
-    folder = tmp_path / "clips"
-    for i, offset in enumerate([-4, 0, 2, 5]):
-        synth.synth_clip(folder / f"w{i}.mp4", seconds=1.2, seed=60 + i, offset_frames=offset)
-    (folder / "broken.mp4").write_bytes(b"not a video")
-    inline = _rows(score_table(folder, tmp_path / "inline.parquet", workers=0))
-    pooled = _rows(score_table(folder, tmp_path / "pooled.parquet", workers=1))
-    assert list(pooled.index) == ["broken.mp4", *(f"w{i}.mp4" for i in range(4))]
-    assert list(inline.index) == list(pooled.index)
-    lists = ["p_t", "onscreen", "profile"]
-    pd.testing.assert_frame_equal(
-        inline.drop(columns=lists), pooled.drop(columns=lists), check_exact=False, rtol=1e-5
-    )
-    for column in lists:
-        for a, b in zip(inline[column], pooled[column], strict=True):
-            if a is None or b is None:
-                assert a is None and b is None
-            else:
-                np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), atol=2e-4)
-    assert pooled.loc["broken.mp4", "status"] == "decode_error"
+# --- the search edge -----------------------------------------------------------------------------
 
 
 def test_an_offset_at_the_end_of_a_narrower_search_is_at_the_search_edge(tmp_path):
@@ -183,6 +154,7 @@ def other_rates(tmp_path_factory):
             ["-y", "-i", str(source), "-vf", video_filter, *variable]
             + ["-c:v", "libx264", "-crf", "18", "-c:a", "copy", str(folder / "clips" / name)]
         )
+    (folder / "clips" / "broken.mp4").write_bytes(b"not a video")
     return folder / "clips", score_table(folder / "clips", folder / "scores.parquet")
 
 
@@ -209,3 +181,29 @@ def test_clips_at_other_frame_rates_score_their_known_offset(other_rates, name):
         assert len(_frame_intervals(folder / name)) == 1
     else:
         assert len(_frame_intervals(folder / name)) > 1  # really variable
+
+
+# --- the worker path -----------------------------------------------------------------------------
+
+
+def test_workers_give_exactly_the_rows_of_the_in_process_path(other_rates, tmp_path):
+    """The clips above through a worker process (the CLI's default path): none dropped or
+    altered. One worker keeps two clips in flight and takes the next as one finishes, so
+    four clips and a broken file go through every part of the refill loop."""
+    folder, table = other_rates
+    inline = table.drop(columns=["root"]).sort_index()
+    pooled = score_table(folder, tmp_path / "pooled.parquet", workers=1)
+    pooled = pooled.drop(columns=["root"]).sort_index()
+    assert list(pooled.index) == sorted(["broken.mp4", *RATES])
+    assert list(inline.index) == list(pooled.index)
+    lists = ["p_t", "onscreen", "profile"]
+    pd.testing.assert_frame_equal(
+        inline.drop(columns=lists), pooled.drop(columns=lists), check_exact=False, rtol=1e-5
+    )
+    for column in lists:
+        for a, b in zip(inline[column], pooled[column], strict=True):
+            if a is None or b is None:
+                assert a is None and b is None
+            else:
+                np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), atol=2e-4)
+    assert pooled.loc["broken.mp4", "status"] == "decode_error"
