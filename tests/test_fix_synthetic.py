@@ -1,6 +1,7 @@
 """`synccurate fix` on self-made clips (no real fixtures needed): the audio of every fixed clip is
 the source's audio delayed by exactly offset × 640 samples at 16 kHz (SPEC §6), for AAC in
-MP4 and for MP2 in MPEG-PS (whose timestamps carry the encoder delay), |offset| = 1 included.
+MP4 and for MP2 in MPEG-PS (whose timestamps carry the encoder delay), |offset| = 1 included,
+and for a clip whose audio stream starts after its video (the output's starts with it).
 
 The shift is measured independently of synccurate: PyAV decodes both files onto their video
 timelines and a plain FFT cross-correlation finds the lag (helpers of test_fix.py).
@@ -31,11 +32,14 @@ CASES = {
     "mp2_plus1.mpg": ("mp2", 1),
     "mp2_minus1.mpg": ("mp2", -1),
     "mp2_minus3.mpg": ("mp2", -3),
+    "late_audio_plus2.mkv": ("late", 2),  # the audio stream starts 0.1 s after the video
 }
 ENCODINGS = {
     "aac": {},
     "mp2": {"video_codec": "mpeg1video", "audio_codec": "mp2", "crf": None},
+    "late": {},
 }
+LATE_S = 0.1
 
 
 def noise_bursts(seed: int) -> np.ndarray:
@@ -60,6 +64,16 @@ def fixed(tmp_path_factory):
     frames, _, _ = synth.synth_arrays(seconds=SECONDS, seed=5)
     for i, (name, (encoding, _)) in enumerate(CASES.items()):
         media.write_clip(root / name, frames, noise_bursts(i), **ENCODINGS[encoding])
+        if encoding == "late":  # remux with the audio starting LATE_S after the first frame
+            made = root / name
+            early = made.rename(made.with_name(f"early_{name}"))
+            media.run_ffmpeg(
+                ["-y", "-i", str(early), "-itsoffset", str(LATE_S), "-i", str(early)]
+                + ["-map", "0:v", "-map", "1:a", "-c", "copy", str(made)]
+            )
+            early.unlink()
+            info = media.probe(made)
+            assert info.audio_start_s - info.video_start_s == pytest.approx(LATE_S, abs=0.002)
     scores = pd.DataFrame(
         {
             "root": str(root),
