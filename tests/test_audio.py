@@ -54,6 +54,31 @@ def test_windows_outside_the_clip_are_silence_padded():
     assert np.all(late == audio.MEL_SILENCE)
 
 
+def test_log_mel_follows_the_spec_recipe():
+    """SPEC §1 written out with numpy: pre-emphasis 0.97, centred STFT (n_fft 800, hop 200,
+    periodic Hann, zero padding), magnitude, 80 mel bands 55–7600 Hz (Slaney, librosa's
+    filter bank), 20·log10 with a floor at -100 dB, minus 20 dB, mapped to [-4, 4]."""
+    import librosa
+
+    rng = np.random.default_rng(3)
+    t = np.arange(16000) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 300 * t) + 0.05 * np.sin(2 * np.pi * 5000 * t)
+    x = (x + 0.01 * rng.normal(size=len(t))).astype(np.float32)
+    x[8000:12000] = 0  # a silent stretch reaches the -100 dB floor
+    emphasised = np.append(x[0], x[1:] - 0.97 * x[:-1])
+    padded = np.pad(emphasised, 400)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(800) / 800)
+    frames = np.stack([padded[m * 200 : m * 200 + 800] for m in range(len(x) // 200 + 1)])
+    magnitude = np.abs(np.fft.rfft(frames * window, axis=1)).T  # [401, frames]
+    bank = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    db = 20 * np.log10(np.maximum(1e-5, bank @ magnitude)) - 20
+    expected = np.clip(8 * (db + 100) / 100 - 4, -4, 4)
+    mel = audio.log_mel(x)
+    assert mel.shape == expected.shape == (80, 81)
+    np.testing.assert_allclose(mel, expected, atol=2e-3)
+    assert (mel[:, 45:55] == -4).all() and mel.max() > 0
+
+
 def test_frame_silence():
     samples = np.zeros(10 * audio.SAMPLES_PER_FRAME, np.float32)
     samples[3 * 640 : 5 * 640] = 0.3 * np.sin(np.arange(2 * 640) / 5)

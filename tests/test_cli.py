@@ -2,6 +2,7 @@
 
 import pandas as pd
 from test_filtering import CASES, RULES, make_table
+from test_fix import best_lag, timeline_audio
 from typer.testing import CliRunner
 
 from synccurate import media, synth
@@ -53,6 +54,9 @@ def test_fix_command_on_one_video_shifts_by_the_offset_and_never_overwrites(tmp_
     result = runner.invoke(app, ["fix", str(source), "--offset", "3", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "+120.0 ms" in result.output  # positive offset → the audio is delayed by 3/25 s
+    original, rate = timeline_audio(source)
+    shifted, _ = timeline_audio(out)
+    assert best_lag(original, shifted, max_lag=8000)[0] == 3 * 640  # the file, not the message
     before, after = media.probe(source), media.probe(out)
     assert abs(after.duration_s - before.duration_s) < 0.05
     again = runner.invoke(app, ["fix", str(source), "--offset", "3", "-o", str(out)])

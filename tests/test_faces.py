@@ -113,6 +113,41 @@ def test_none_detector_takes_the_lower_half_of_the_frame(tmp_path: Path) -> None
     assert track.crops[..., 0].max() < 60  # no red: nothing from the upper half
 
 
+class FixedFaceDetector:
+    """Reports one face at fixed fractions of whatever frame it is shown (its own pixels)."""
+
+    name = "fixed"
+
+    def __init__(self, box: tuple[float, float, float, float]):
+        self.box = box
+        self.shapes: set[tuple[int, int]] = set()
+
+    def detect(self, frames: np.ndarray) -> list:
+        height, width = frames.shape[1:3]
+        self.shapes.add((height, width))
+        x0, y0, x1, y1 = self.box
+        return [[(x0 * width, y0 * height, x1 * width, y1 * height, 1.0)] for _ in frames]
+
+
+def test_boxes_are_scaled_between_the_detection_and_crop_passes(tmp_path: Path) -> None:
+    """640 x 360 frames, a 200 px face at x 300…500, y 60…260: both passes decode smaller frames
+    (longest side 320 for detection; about half size for 32 x 64 crops), and the crop must
+    still come from the source's mouth region (x 280…520, y 160…280 with the 20 % margin)."""
+    frames = np.zeros((10, 360, 640, 3), dtype=np.uint8)
+    frames[:] = (255, 0, 255)  # magenta background
+    frames[:, 60:160, 280:520] = (0, 0, 255)  # upper half of the face region: blue
+    frames[:, 160:280, 280:520] = (0, 255, 0)  # the mouth region: green
+    info = media.probe(media.write_clip(tmp_path / "wide.mp4", frames, None, crf=0))
+    detector = FixedFaceDetector((300 / 640, 60 / 360, 500 / 640, 260 / 360))
+    track = faces.extract_mouths(info, detector, (32, 64))
+    assert detector.shapes == {(180, 320)}  # the detection pass ran on scaled frames
+    assert track.has_face.all()
+    np.testing.assert_allclose(track.boxes, np.tile([300, 60, 500, 260], (10, 1)), atol=0.5)
+    inner = track.crops[:, 3:-3, 3:-3].astype(int)
+    assert (inner[..., 1] > 200).all(), "the crop is not all mouth region (green)"
+    assert (inner[..., 0] < 60).all() and (inner[..., 2] < 60).all()
+
+
 def test_crop_mouth_pads_boxes_outside_the_frame() -> None:
     frame = np.full((50, 80, 3), 200, dtype=np.uint8)
     crop = faces.crop_mouth(frame, np.array([60.0, 0.0, 110.0, 60.0]), CROP_HW)

@@ -21,8 +21,20 @@ def test_embeddings_are_unit_vectors_of_the_configured_size(name):
     a = net.embed_audio(torch.randn(3, 1, 80, 32))
     assert v.shape == a.shape == (3, config.embed_dim)
     assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
-    p = torch.sigmoid(net.logits(v, a))
-    assert ((p > 0) & (p < 1)).all()
+
+
+def test_logits_are_cosine_over_tau_without_a_bias():
+    """SPEC §3: p = sigmoid(cos(v, a) / τ), τ stored as log τ, no bias (cos = 0 → p = 0.5)."""
+    net = M.ICSyncNet(M.CONFIGS["tiny"])
+    with torch.no_grad():
+        net.log_tau.fill_(torch.log(torch.tensor(0.25)))
+    assert net.tau == pytest.approx(0.25)
+    e = torch.eye(4)
+    v = torch.stack([e[0], e[0], e[0], (e[0] + e[1]) / 2**0.5])
+    a = torch.stack([e[0], -e[0], e[1], e[0]])
+    expected = torch.tensor([4.0, -4.0, 0.0, 4.0 / 2**0.5])  # cos / 0.25
+    assert torch.allclose(net.logits(v, a), expected, atol=1e-6)
+    assert torch.sigmoid(net.logits(v, a))[2] == 0.5
 
 
 def test_blurpool_halves_and_low_passes():

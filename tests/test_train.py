@@ -105,6 +105,25 @@ def test_sampler_runs_share_audio_and_index_the_right_windows(tiny_cache):
     assert torch.equal(batch.audio[batch.positive[0]], torch.from_numpy(expected))
 
 
+def test_hard_negatives_are_the_clips_own_windows_shifted_by_2_to_15_frames(tiny_cache):
+    """SPEC §4: hard negatives are shifted by s with 2 ≤ |s| ≤ 15 (|s| = 1 is nearly in sync)."""
+    clips = T.load_cache(tiny_cache)
+    sampler = T.WindowSampler(clips, n_hard=15, seed=3, run_length=4)
+    seen: set[int] = set()
+    for _ in range(30):
+        batch = sampler.batch(8)
+        seen |= set((batch.hard - batch.positive[:, None]).flatten().tolist())
+    assert seen == set(range(-15, -1)) | set(range(2, 16))
+    # each is the audio window of visual window t + s of the same clip
+    clip = next(c for c in clips if _window_index(c, batch.visual[0]) is not None)
+    t0 = _window_index(clip, batch.visual[0])
+    mel = np.asarray(clip.mel, np.float32)
+    for index in batch.hard[0].tolist():
+        s = index - int(batch.positive[0])
+        expected = audio.audio_windows(mel, t0 + s, 1)[0]
+        assert torch.equal(batch.audio[index], torch.from_numpy(expected)), s
+
+
 def _window_index(clip, window):
     from synccurate.model import stack_windows
 

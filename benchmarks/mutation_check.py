@@ -1,0 +1,432 @@
+"""Mutation check of the test suite (not part of CI): does a small bug in critical code fail a test?
+
+Each mutation changes one line of production code (a file, an exact fragment of one line,
+its replacement). For every mutation the script copies the repository (tracked and
+untracked-but-not-ignored files) into a temporary folder once, applies the mutation there,
+runs the test files mapped to the mutated area with ``pytest -x -q`` (with a timeout),
+restores the file, and records whether a test failed (caught) or not (survived).
+
+Two modes, because some tests use the real clips of the sibling ``../shared`` folder and
+skip without them:
+
+- with shared: the copy gets a ``shared`` symlink next to it (pointing at the real one);
+- without shared: the symlink is absent, as on a machine that has only the repository.
+
+``--mode both`` (the default) runs each mutant without shared first; a mutant caught there is
+caught with shared too (the same tests run, plus the real-clip ones), so only the survivors
+are run again with shared.
+
+    python benchmarks/mutation_check.py                  # all mutants, both modes
+    python benchmarks/mutation_check.py --mode without   # one mode
+    python benchmarks/mutation_check.py --only sync-sigma,fix-min-abs
+    python benchmarks/mutation_check.py --check          # fragments still found? (no tests run)
+    python benchmarks/mutation_check.py --json results.json
+
+Run it with the project's virtual environment's python; it uses the same interpreter for
+pytest. Expect a long run on a small machine (minutes per mutant): run it in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# --- which test files can catch a bug in which area (missing files are skipped) ---------------
+# Fast, targeted files first: pytest -x stops at the first failure.
+TESTS = {
+    "sync": ["test_sync.py", "test_sync_spec.py", "test_score.py", "test_scoring.py"],
+    "audio": [
+        "test_audio.py",
+        "test_synth.py",
+        "test_fix_synthetic.py",
+        "test_scoring.py",
+        "test_score.py",
+        "test_fix.py",
+    ],
+    "filtering": ["test_filtering.py", "test_cli.py"],
+    "fix": ["test_fix.py", "test_fix_synthetic.py", "test_cli.py"],
+    "score": ["test_score.py", "test_resume.py", "test_scoring.py"],
+    "faces": ["test_faces.py", "test_scoring.py", "test_score.py"],
+    "evaluate": ["test_evaluate.py", "test_end_to_end.py"],
+    "train": ["test_train.py"],
+}
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to the repository
+    original: str  # an exact fragment that occurs exactly once in the file
+    replacement: str
+    tests: str  # key of TESTS
+    what: str  # the bug it stands for
+
+
+def m(name, file, original, replacement, tests, what) -> Mutation:
+    return Mutation(name, f"synccurate/{file}", original, replacement, tests, what)
+
+
+MUTATIONS = [
+    # --- SPEC §7 metrics (sync.py) ------------------------------------------------------------
+    m("sync-sigma", "sync.py", "SMOOTH_SIGMA = 2.0", "SMOOTH_SIGMA = 3.0", "sync",
+      "Gaussian smoothing sigma 3 instead of 2"),
+    m("sync-radius", "sync.py", "SMOOTH_RADIUS = 4", "SMOOTH_RADIUS = 3", "sync",
+      "Gaussian truncated at 3 instead of 4"),
+    m("sync-kernel", "sync.py", "np.exp(-0.5 * (taps / SMOOTH_SIGMA) ** 2)",
+      "np.exp(-((taps / SMOOTH_SIGMA) ** 2))", "sync", "Gaussian kernel without the 1/2"),
+    m("sync-renorm", "sync.py", "return num / den[:, None]", "return num / kernel.sum()", "sync",
+      "truncated kernel not renormalised at the ends"),
+    m("sync-no-smooth", "sync.py", "smooth = _gaussian_smooth(S)", "smooth = S", "sync",
+      "no smoothing of S"),
+    m("sync-onscreen-threshold", "sync.py", "labels = p > 0.5", "labels = p > 0.4", "sync",
+      "on-screen threshold 0.4"),
+    m("sync-onscreen-ge", "sync.py", "labels = p > 0.5", "labels = p >= 0.5", "sync",
+      "on-screen threshold inclusive"),
+    m("sync-chunk", "sync.py", "CHUNK_THRESHOLD = 0.7", "CHUNK_THRESHOLD = 0.6", "sync",
+      "chunk threshold 0.6"),
+    m("sync-chunk-min", "sync.py", "p[start:stop].mean() < CHUNK_THRESHOLD",
+      "p[start:stop].min() < CHUNK_THRESHOLD", "sync", "chunk rule on the minimum, not the mean"),
+    m("sync-min-run", "sync.py", "MIN_RUN = 4", "MIN_RUN = 3", "sync", "short runs < 3"),
+    m("sync-island", "sync.py", "runs[i][0] = runs[i - 1][0]", "runs[i][0] = False", "sync",
+      "islands only ever become off-screen"),
+    m("sync-archipelago", "sync.py", "if j - i >= 2:", "if j - i >= 3:", "sync",
+      "archipelagos need three short runs"),
+    m("sync-near", "sync.py", "near = slice(max(0, column - 1), min(S.shape[1], column + 2))",
+      "near = slice(column, column + 1)", "sync", "p_t only at k*, not k*±1"),
+    m("sync-prob-formula", "sync.py",
+      "prob_at_offset=float(1 / (1 + np.exp(-c_t.mean() / tau))),",
+      "prob_at_offset=float(np.mean(1 / (1 + np.exp(-c_t / tau)))),", "sync",
+      "prob_at_offset = mean of sigmoids"),
+    m("sync-prob-tau", "sync.py",
+      "prob_at_offset=float(1 / (1 + np.exp(-c_t.mean() / tau))),",
+      "prob_at_offset=float(1 / (1 + np.exp(-c_t.mean()))),", "sync",
+      "prob_at_offset without the temperature"),
+    m("sync-edge", "sync.py", "at_search_edge=abs(offset) == K,",
+      "at_search_edge=abs(offset) >= K - 1,", "sync", "at_search_edge one frame early"),
+    m("sync-confidence", "sync.py", "confidence=float(profile.max() - np.median(profile)),",
+      "confidence=float(profile.max() - profile.mean()),", "sync", "confidence max - mean"),
+    m("sync-profile-mask", "sync.py", "profile = S[valid].mean(0)", "profile = S.mean(0)", "sync",
+      "offset profile over face-less windows too"),
+    m("sync-pt-mask", "sync.py",
+      "p_t = np.where(valid, probs[:, near][np.arange(len(S)), pick], 0.0)",
+      "p_t = probs[:, near][np.arange(len(S)), pick]", "sync", "p_t of face-less windows kept"),
+    m("sync-ct-mask", "sync.py", "c_t = smooth[:, near][np.arange(len(S)), pick][valid]",
+      "c_t = smooth[:, near][np.arange(len(S)), pick]", "sync",
+      "prob_at_offset over face-less windows too"),
+    m("sync-offscreen-valid", "sync.py", "offscreen_ratio=float(1 - onscreen.mean()),",
+      "offscreen_ratio=float(1 - onscreen[valid].mean()),", "sync",
+      "off-screen ratio ignores face-less windows"),
+    m("sync-best-offset-sign", "sync.py",
+      "return int(np.argmax(profile)) - (len(profile) - 1) // 2",
+      "return (len(profile) - 1) // 2 - int(np.argmax(profile))", "sync", "offset sign flipped"),
+    # --- audio.py ----------------------------------------------------------------------------
+    m("audio-silence-inverted", "audio.py", "np.maximum(rms, 1e-10)) < SILENCE_DBFS",
+      "np.maximum(rms, 1e-10)) > SILENCE_DBFS", "audio", "silent frames inverted"),
+    m("audio-silence-level", "audio.py", "SILENCE_DBFS = -40.0", "SILENCE_DBFS = -20.0", "audio",
+      "silence threshold -20 dBFS"),
+    m("audio-mel-round", "audio.py", "return (np.asarray(frame) * MEL_FPS) // VIDEO_FPS",
+      "return np.round(np.asarray(frame) * MEL_FPS / VIDEO_FPS).astype(int)", "audio",
+      "mel index rounded, not truncated"),
+    m("audio-no-context", "audio.py", "return mel_index(frames) - CONTEXT_MELS",
+      "return mel_index(frames)", "audio", "audio window not centred on the visual window"),
+    m("audio-pad-zero", "audio.py", "constant_values=MEL_SILENCE)", "constant_values=0.0)",
+      "audio", "windows padded with 0 instead of silence"),
+    m("audio-preemphasis", "audio.py", "PREEMPHASIS = 0.97", "PREEMPHASIS = 0.0", "audio",
+      "no pre-emphasis"),
+    m("audio-delay-off-by-one", "audio.py", "out[shift:] = samples[: n - shift]",
+      "out[shift + 1 :] = samples[: n - shift - 1]", "audio", "delay one sample too long"),
+    m("audio-advance-off-by-one", "audio.py", "out[: n + shift] = samples[-shift:]",
+      "out[: n + shift - 1] = samples[-shift + 1 :]", "audio", "advance one sample too far"),
+    # --- fix.py: the audio shift -------------------------------------------------------------
+    m("fix-min-abs", "fix.py",
+      'action = "fix" if abs(offset_value) >= min_abs_offset else "copy"',
+      'action = "fix" if abs(offset_value) > min_abs_offset else "copy"', "fix",
+      "|offset| = 1 copied instead of fixed"),
+    m("fix-shift-sign", "fix.py", "shifted = delay_samples(source, shift)",
+      "shifted = delay_samples(source, -shift)", "fix", "audio advanced instead of delayed"),
+    m("fix-shift-amount", "fix.py",
+      "return round(Fraction(int(offset_frames) * int(sample_rate), VIDEO_FPS))",
+      "return round(Fraction(int(offset_frames) * int(sample_rate), 24))", "fix",
+      "shift computed at 24 fps"),
+    m("fix-no-timeline", "fix.py",
+      "lead = round(_timing(path, info).lead_s * rate) if info.has_video else 0",
+      "lead = 0", "fix", "decoded audio not placed on the video timeline"),
+    # --- filtering.py -------------------------------------------------------------------------
+    m("filter-prob-strict", "filtering.py", "(REASON_LOW_PROB, ~(prob >= rules.min_prob)),",
+      "(REASON_LOW_PROB, ~(prob > rules.min_prob)),", "filtering", "prob == P_min rejected"),
+    m("filter-offscreen-strict", "filtering.py",
+      "(REASON_OFFSCREEN, ~(offscreen <= rules.max_offscreen)),",
+      "(REASON_OFFSCREEN, ~(offscreen < rules.max_offscreen)),", "filtering",
+      "offscreen == R_max rejected"),
+    m("filter-abs-offset", "filtering.py", "~(np.abs(offset) <= rules.max_abs_offset)",
+      "~(offset <= rules.max_abs_offset)", "filtering", "negative offsets never too large"),
+    m("filter-silence", "filtering.py", "~(silence <= rules.max_silence)",
+      "~(silence >= rules.max_silence)", "filtering", "silence rule inverted"),
+    m("filter-status", "filtering.py", "if not ok[i]:", "if False:", "filtering",
+      "failed rows judged by their (missing) metrics"),
+    # --- score.py: table, resume, workers, faces, columns ------------------------------------
+    m("score-rescore-all", "score.py", "todo = [ref for ref in refs if not table.done(ref)]",
+      "todo = list(refs)", "score", "a rerun scores every clip again"),
+    m("score-done-by-path", "score.py", "return (ref.root, ref.path) in self.rows",
+      "return ref.path in {path for _, path in self.rows}", "score",
+      "done-ness keyed by the relative path only"),
+    m("score-retry-ignored", "score.py", 'if retry_failed and row["status"] != "ok":',
+      'if False and row["status"] != "ok":', "score", "--retry-failed ignored"),
+    m("score-retry-all", "score.py", 'if retry_failed and row["status"] != "ok":',
+      "if retry_failed:", "score", "--retry-failed rescores ok rows too"),
+    m("score-mixed-models", "score.py", "if model_id and others:", "if False:", "score",
+      "refusal to mix models removed"),
+    m("score-workers-drop", "score.py", "next_ref = next(queue, None)",
+      "next_ref = next(queue, None) and next(queue, None)", "score",
+      "worker path drops every other queued clip"),
+    m("score-min-face-ratio", "score.py", "MIN_FACE_RATIO = 0.5", "MIN_FACE_RATIO = 0.3", "score",
+      "no_face below 30 % instead of 50 %"),
+    m("score-no-face-ratio-rule", "score.py",
+      "if clip.has_face.mean() < MIN_FACE_RATIO or not face_windows(clip.has_face).any():",
+      "if not face_windows(clip.has_face).any():", "score", "no_face ratio rule dropped"),
+    m("score-no-face-window-rule", "score.py",
+      "if clip.has_face.mean() < MIN_FACE_RATIO or not face_windows(clip.has_face).any():",
+      "if clip.has_face.mean() < MIN_FACE_RATIO:", "score",
+      "no_face rule ignores windows of five face frames"),
+    m("score-face-windows-any", "score.py",
+      "return np.all([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)",
+      "return np.any([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)",
+      "score", "a window needs one face frame, not five"),
+    m("score-mask-dropped", "score.py",
+      "finish(clip, clip_metrics(S, model.tau, valid=face_windows(clip.has_face)))",
+      "finish(clip, clip_metrics(S, model.tau))", "score", "face mask not passed to the metrics"),
+    m("score-face-ratio-constant", "score.py",
+      '"face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,',
+      '"face_ratio": 1.0 if clip.has_face is not None else None,', "score", "face_ratio constant"),
+    m("score-silence-inverted", "score.py",
+      '"silence_ratio": float(clip.silence.mean()) if clip.silence is not None else None,',
+      '"silence_ratio": float(1 - clip.silence.mean()) if clip.silence is not None else None,',
+      "score", "silence_ratio inverted"),
+    m("score-edge-column", "score.py", '"at_search_edge": metrics.at_search_edge,',
+      '"at_search_edge": False,', "score", "at_search_edge column always False"),
+    m("score-onscreen-column", "score.py", '"onscreen": metrics.onscreen.tolist(),',
+      '"onscreen": (~metrics.onscreen).tolist(),', "score", "onscreen column inverted"),
+    m("score-offscreen-column", "score.py", '"offscreen_ratio": metrics.offscreen_ratio,',
+      '"offscreen_ratio": 1 - metrics.offscreen_ratio,', "score", "offscreen_ratio inverted"),
+    # --- faces.py: box scaling between the passes --------------------------------------------
+    m("faces-crop-scale", "faces.py",
+      "to_crop_frame = np.array([crop_frame_hw[1] / width, crop_frame_hw[0] / height] * 2)",
+      "to_crop_frame = np.ones(4)", "faces", "boxes not scaled to the crop pass's frame"),
+    m("faces-detect-scale", "faces.py",
+      "to_source = np.array([width / detect_hw[1], height / detect_hw[0]] * 2)",
+      "to_source = np.ones(4)", "faces", "detections not scaled back to the source frame"),
+    # --- evaluate.py -------------------------------------------------------------------------
+    m("eval-tolerance", "evaluate.py", "TOLERANCE = 1  #", "TOLERANCE = 2  #", "evaluate",
+      "±2 frames counted correct"),
+    m("eval-sign", "evaluate.py", "correct += int(((predicted - truth).abs() <= TOLERANCE).sum())",
+      "correct += int(((predicted + truth).abs() <= TOLERANCE).sum())", "evaluate",
+      "truth compared with the wrong sign"),
+    m("eval-predicted-sign", "evaluate.py", "predicted = means.argmax(1) - (S.shape[1] - 1) // 2",
+      "predicted = (S.shape[1] - 1) // 2 - means.argmax(1)", "evaluate",
+      "predicted offset sign flipped"),
+    m("eval-truth", "evaluate.py", 'return refs, [int(x) for x in table["true_offset_frames"]]',
+      'return refs, [-int(x) for x in table["true_offset_frames"]]', "evaluate",
+      "manifest offsets read with the wrong sign"),
+    # --- train.py: hard negatives ------------------------------------------------------------
+    m("train-hard-min", "train.py", "HARD_SHIFT_MIN = 2", "HARD_SHIFT_MIN = 1", "train",
+      "hard negatives at |s| = 1"),
+    m("train-hard-rule", "train.py", "if abs(s) >= HARD_SHIFT_MIN and 0 <= t + s < T",
+      "if abs(s) > HARD_SHIFT_MIN and 0 <= t + s < T", "train", "hard negatives from |s| = 3"),
+    m("train-hard-max", "train.py", "HARD_SHIFT_MAX = MAX_OFFSET",
+      "HARD_SHIFT_MAX = MAX_OFFSET - 3", "train", "hard negatives only up to |s| = 12"),
+]  # fmt: skip
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def repo_files(repo: Path) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [name for name in out.split("\0") if name and (repo / name).is_file()]
+
+
+def copy_repo(repo: Path, target: Path) -> None:
+    for name in repo_files(repo):
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, destination)
+
+
+def test_files(copy: Path, key: str, override: str | None = None) -> list[str]:
+    names = override.split(",") if override else [f"tests/{name}" for name in TESTS[key]]
+    return [name for name in names if (copy / name).is_file()]
+
+
+def uses_shared(copy: Path, files: list[str]) -> bool:
+    """Whether any of the test files can see ../shared (they reach it through real_fixtures)."""
+    return any("real_fixtures" in (copy / name).read_text() for name in files)
+
+
+def run_pytest(copy: Path, files: list[str], timeout: float) -> tuple[str, float, str]:
+    """('passed' | 'failed' | 'timeout', seconds, last output line)."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("SYNCCURATE_WEIGHTS", None)
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *files]
+    start = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        cwd=copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)  # the whole session: pytest and whatever it started
+        process.communicate()
+        return "timeout", time.monotonic() - start, ""
+    lines = [ln for ln in output.decode("utf-8", "replace").splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return ("passed" if process.returncode == 0 else "failed"), time.monotonic() - start, last
+
+
+def set_shared(copy: Path, shared: Path | None) -> None:
+    link = copy.parent / "shared"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    if shared is not None:
+        link.symlink_to(shared)
+
+
+def apply(copy: Path, mutation: Mutation) -> str | None:
+    """Mutate the copy; return the original text (None when the fragment is not found once)."""
+    path = copy / mutation.file
+    text = path.read_text()
+    if text.count(mutation.original) != 1:
+        return None
+    mutated = text.replace(mutation.original, mutation.replacement)
+    compile(mutated, str(path), "exec")  # a mutant must be valid Python
+    path.write_text(mutated)
+    return text
+
+
+def check_fragments(repo: Path) -> list[str]:
+    problems = []
+    names = set()
+    for mutation in MUTATIONS:
+        if mutation.name in names:
+            problems.append(f"{mutation.name}: duplicate name")
+        names.add(mutation.name)
+        count = (repo / mutation.file).read_text().count(mutation.original)
+        if count != 1:
+            problems.append(f"{mutation.name}: fragment found {count} times in {mutation.file}")
+        if mutation.tests not in TESTS:
+            problems.append(f"{mutation.name}: unknown test group {mutation.tests}")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("both", "with", "without"), default="both")
+    parser.add_argument("--only", help="comma-separated mutation names")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--check", action="store_true", help="only check the fragments")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the run of the unmutated code"
+    )
+    parser.add_argument(
+        "--files", help="comma-separated test files to run instead of the mapped ones (quick look)"
+    )
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args()
+
+    if args.list:
+        for mutation in MUTATIONS:
+            print(f"{mutation.name:28} {mutation.file:24} {mutation.what}")
+        return 0
+    problems = check_fragments(REPO)
+    if problems or args.check:
+        print("\n".join(problems) or f"all {len(MUTATIONS)} fragments found exactly once")
+        return 1 if problems else 0
+    selected = MUTATIONS
+    if args.only:
+        wanted = set(args.only.split(","))
+        selected = [mutation for mutation in MUTATIONS if mutation.name in wanted]
+        unknown = wanted - {mutation.name for mutation in selected}
+        if unknown:
+            parser.error(f"unknown mutations: {', '.join(sorted(unknown))}")
+    shared = args.shared.resolve() if args.shared.is_dir() else None
+    if args.mode != "without" and shared is None:
+        parser.error(f"{args.shared}: no shared folder for --mode {args.mode}")
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mutation-check-") as temp:
+        copy = Path(temp) / "repo"
+        copy_repo(REPO, copy)
+        groups = sorted({mutation.tests for mutation in selected})
+        # The unmutated code must pass what the mutants are judged by, in every mode used.
+        modes = ["without", "with"] if args.mode == "both" else [args.mode]
+        baseline_files = sorted({f for g in groups for f in test_files(copy, g, args.files)})
+        for mode in [] if args.no_baseline else modes:
+            set_shared(copy, shared if mode == "with" else None)
+            outcome, seconds, last = run_pytest(copy, baseline_files, args.timeout * 3)
+            print(f"baseline ({mode} shared): {outcome} in {seconds:.0f} s: {last}", flush=True)
+            if outcome != "passed":
+                print("the unmutated code fails its tests: fix that first", file=sys.stderr)
+                return 2
+        for number, mutation in enumerate(selected, 1):
+            original = apply(copy, mutation)
+            files = test_files(copy, mutation.tests, args.files)
+            record = {"name": mutation.name, "file": mutation.file, "what": mutation.what}
+            try:
+                for mode in modes:
+                    set_shared(copy, shared if mode == "with" else None)
+                    outcome, seconds, last = run_pytest(copy, files, args.timeout)
+                    record[mode] = outcome
+                    record[f"{mode}_seconds"] = round(seconds, 1)
+                    record[f"{mode}_last"] = last
+                    if mode == "without" and "with" in modes:
+                        if outcome != "passed" or not uses_shared(copy, files):
+                            # caught: the same failing tests run with shared too; survived
+                            # with files that never look at ../shared: the same run again
+                            record["with"] = outcome
+                            break
+            finally:
+                (copy / mutation.file).write_text(original)
+            results.append(record)
+            shown = "  ".join(f"{mode}: {record[mode]}" for mode in modes)
+            print(f"[{number}/{len(selected)}] {mutation.name:28} {shown}", flush=True)
+
+    print()
+    print(f"{'mutation':28} {'file':24} " + " ".join(f"{mode + ' shared':15}" for mode in modes))
+    for record in results:
+        cells = " ".join(
+            f"{('caught' if record[mode] != 'passed' else 'SURVIVED'):15}" for mode in modes
+        )
+        print(f"{record['name']:28} {record['file']:24} {cells}  {record['what']}")
+    print()
+    for mode in modes:
+        caught = sum(record[mode] != "passed" for record in results)
+        share = caught / len(results) if results else 0
+        print(f"{mode} shared: {caught}/{len(results)} caught ({share:.0%})")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
