@@ -722,6 +722,7 @@ def plot(
     model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     face_detector: Detector = typer.Option(Detector.auto),
+    detect_every: int = typer.Option(4, min=1, help="As for `score` (same default)."),
     device: Device = typer.Option(Device.auto),
     max_offset: int = typer.Option(15, min=1, max=60),
 ) -> None:
@@ -736,12 +737,16 @@ def plot(
         fail(str(error))
     refs = scoring.discover(clips)
     net.to(torch_device)
-    for clip in scoring.prepare_clips(refs, net.recipe, face_detector.value):
+    for clip in scoring.prepare_clips(
+        refs, net.recipe, face_detector.value, detect_every=detect_every
+    ):
         if clip.status != "ok":
             console.print(f"[yellow]{clip.status}[/yellow] {clip.error}", highlight=False)
             continue
-        (S,) = scoring.similarity_matrices(net, [clip], net.batch_size, torch_device, max_offset)
-        metrics = net.metrics(S, clip.valid_windows())  # the same numbers as `score` writes
+        # The same numbers as `score` writes: the speaker's face, the face mask applied.
+        (metrics,) = scoring.score_faces(net, [clip], net.batch_size, torch_device, max_offset)
+        view = dict(clip.face_views())[metrics["face_track"]]
+        (S,) = scoring.similarity_matrices(net, [view], net.batch_size, torch_device, max_offset)
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
         plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({net.model_id})", target)

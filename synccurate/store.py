@@ -141,12 +141,25 @@ def arrow_schema(extra: Iterable[pa.Field] = ()) -> pa.Schema:
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with exactly `schema`'s columns: cast, missing ones all null."""
     columns = [
-        table.column(field.name).cast(field.type)
+        _cast(table.column(field.name), field.type)
         if field.name in table.column_names
         else pa.nulls(len(table), field.type)
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """A column as `kind`; one with no values at all (e.g. NaN where a list column of a
+    newer schema is missing from an older table) becomes nulls of that type."""
+    try:
+        return column.cast(kind)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        if column.null_count == len(column) or pa.types.is_floating(column.type):
+            values = column.to_pandas()
+            if values.isna().all():
+                return pa.chunked_array([pa.nulls(len(column), kind)])
+        raise
 
 
 def now_us() -> int:

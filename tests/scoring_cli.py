@@ -22,10 +22,12 @@ def run_score(paths, out: Path, *extra: str, detector: str = "none", workers: in
 
 
 def score_table(paths, out: Path, *extra: str, **options) -> pd.DataFrame:
-    """Score, insist on success, and return the written table indexed by path."""
+    """Score, insist on success, and return the written table (latest row per clip) by path."""
+    from synccurate.readers import read_scores
+
     result = run_score(paths, out, *extra, **options)
     assert result.exit_code == 0, result.output
-    return pd.read_parquet(out).set_index("path")
+    return read_scores(out).set_index("path")
 
 
 def synth_with(path: Path, *, seconds: float, seed: int, offset: int = 0, frames=None, audio=None):

@@ -16,7 +16,7 @@ from scoring_cli import run_score, score_table
 
 from synccurate import synth
 from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
-from synccurate.tables import write_table
+from synccurate.readers import list_parts, read_scores
 
 MARK = 999.0  # a confidence no scoring produces (it is a difference of cosines, at most 2)
 
@@ -56,14 +56,23 @@ def _folder(tmp_path, clips, *names):
 
 
 def mark(out, **rows) -> None:
-    """Overwrite fields of rows (by path) in the written table; confidence=MARK by default."""
-    table = pd.read_parquet(out)
+    """Overwrite fields of rows (by path) in the scores folder; confidence=MARK by default.
+
+    The folder's parts are replaced by one part holding the edited rows (tests only: a
+    real run never rewrites a part)."""
+    table = read_scores(out)
     for path, changes in rows.items():
         index = table.index[table["path"] == path]
         assert len(index) == 1, path
         for column, value in (changes or {"confidence": MARK}).items():
             table.loc[index, column] = value
-    write_table(table, out)
+    for part in list_parts(out):
+        part.unlink()
+    table.to_parquet(out / "part-marked.parquet", index=False)
+
+
+def snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 def test_a_rerun_scores_only_the_new_clips(tmp_path, clips, prepared):
@@ -115,7 +124,7 @@ def test_the_same_relative_path_under_two_roots_is_two_clips(tmp_path, clips, pr
     prepared.clear()
     result = run_score([first, second], out)
     assert result.exit_code == 0, result.output
-    table = pd.read_parquet(out)
+    table = read_scores(out)
     assert prepared == ["clip.mp4"]
     assert sorted(table["root"]) == sorted([str(first.resolve()), str(second.resolve())])
     assert list(table["path"]) == ["clip.mp4", "clip.mp4"]
@@ -129,12 +138,12 @@ def test_a_table_of_another_model_is_refused(tmp_path, clips):
     out = tmp_path / "scores.parquet"
     table = score_table(folder, out, "--weights", str(tiny))
     assert table["model"].str.startswith("tiny@").all()
-    before = out.read_bytes()
+    before = snapshot(out)
     _folder(tmp_path, clips, "b.mp4")
     refused = run_score(folder, out)  # the bundled small model
     assert refused.exit_code == 2
     assert "tiny@" in refused.output and "icsyncnet-small@" in refused.output
-    assert out.read_bytes() == before
+    assert snapshot(out) == before
     # the same model resumes as usual
     resumed = score_table(folder, out, "--weights", str(tiny))
     assert sorted(resumed.index) == ["a.mp4", "b.mp4"]

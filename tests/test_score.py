@@ -291,9 +291,7 @@ class TwoFacesDetector:
 
 
 @pytest.mark.parametrize("speaker_side", ["left", "right"])
-def test_two_faces_the_row_describes_the_one_whose_mouth_follows_the_audio(
-    tmp_path, speaker_side
-):
+def test_two_faces_the_row_describes_the_one_whose_mouth_follows_the_audio(tmp_path, speaker_side):
     """The speaker's mouth follows the audio (shifted by +3 frames); the other face mouths
     another voice. The row must report the speaker's track, its offset and n_faces = 2."""
     from synccurate.model import find_weights

@@ -43,7 +43,8 @@ def faces_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def faces_leaving(faces_folder):
     """Their scores with the opencv detector."""
-    return score_table(faces_folder, faces_folder.parent / "faces.parquet", detector="opencv")
+    out = faces_folder.parent / "faces.parquet"
+    return score_table(faces_folder, out, "--detect-every", "1", detector="opencv")
 
 
 def test_face_ratio_is_the_share_of_frames_with_a_face(faces_leaving):
@@ -89,13 +90,13 @@ def test_plot_leaves_face_less_windows_out_as_score_does(faces_folder, faces_lea
         result = CliRunner().invoke(
             app,
             ["plot", str(faces_folder / "away_25.mp4"), "-o", str(tmp_path)]
-            + ["--face-detector", "opencv"],
+            + ["--face-detector", "opencv", "--detect-every", "1"],
         )
     assert result.exit_code == 0, result.output
     metrics, row = drawn["metrics"], faces_leaving.loc["away_25.mp4"]
-    assert metrics.offset_frames == row.offset_frames
-    np.testing.assert_allclose(metrics.p_t, row.p_t, atol=1e-4)
-    assert metrics.onscreen.tolist() == list(row.onscreen)
+    assert metrics["offset_frames"] == row.offset_frames
+    np.testing.assert_allclose(metrics["p_t"], row.p_t, atol=1e-4)
+    assert list(metrics["onscreen"]) == list(row.onscreen)
 
 
 # --- silence -------------------------------------------------------------------------------------
@@ -191,9 +192,9 @@ def test_workers_give_exactly_the_rows_of_the_in_process_path(other_rates, tmp_p
     altered. One worker keeps two clips in flight and takes the next as one finishes, so
     four clips and a broken file go through every part of the refill loop."""
     folder, table = other_rates
-    inline = table.drop(columns=["root"]).sort_index()
+    inline = table.drop(columns=["root", "scored_at", "run_id"]).sort_index()
     pooled = score_table(folder, tmp_path / "pooled.parquet", workers=1)
-    pooled = pooled.drop(columns=["root"]).sort_index()
+    pooled = pooled.drop(columns=["root", "scored_at", "run_id"]).sort_index()
     assert list(pooled.index) == sorted(["broken.mp4", *RATES])
     assert list(inline.index) == list(pooled.index)
     lists = ["p_t", "onscreen", "profile"]

@@ -127,14 +127,14 @@ def test_rows_go_to_disk_every_rows_per_group_and_new_columns_start_a_part(tmp_p
     assert len(writer._rows) + writer._batched < 4  # the rest is in the hidden part
     assert [p.name.startswith(".part-") for p in folder.iterdir() if p.suffix == ".tmp"] == [True]
     assert readers.list_parts(folder) == []  # nothing is published yet
-    writer.add(make_row("late.mp4", lse_c=1.5))  # a new column: the part so far is published
+    writer.add(make_row("late.mp4", sharpness=1.5))  # a new column: the part so far is published
     writer.close()
     assert len(writer.parts) == 2 and writer.rows_written == 11
     first = pq.ParquetFile(writer.parts[0]).metadata
     assert (first.num_rows, first.num_row_groups) == (8, 2)  # 2 groups of 4, then 3 rows
     table = readers.read_scores(folder).set_index("path")
-    assert len(table) == 11 and table.loc["late.mp4", "lse_c"] == 1.5
-    assert pd.isna(table.loc["c0.mp4", "lse_c"])
+    assert len(table) == 11 and table.loc["late.mp4", "sharpness"] == 1.5
+    assert pd.isna(table.loc["c0.mp4", "sharpness"])
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -168,14 +168,14 @@ def test_read_scores_keeps_dtypes_and_extra_columns(tmp_path):
     with PartsWriter(folder, metadata=META, rows_per_part=3) as writer:
         for i in range(3):  # the first part has no list values at all
             writer.add(make_row(f"bad{i}.mp4", "no_face"))
-        writer.add(make_row("a.mp4", vote_offset=3, lse_c=1.5))
-        writer.add(make_row("b.mp4", vote_offset=None))
+        writer.add(make_row("a.mp4", my_offset=3, sharpness=1.5))
+        writer.add(make_row("b.mp4", my_offset=None))
     table = readers.read_scores(folder)
     assert table.dtypes["offset_frames"] == "Int64" and table.dtypes["status"] == "string"
     assert table.dtypes["scored_at"] == "datetime64[us, UTC]"
     assert set(table["run_id"]) == {writer.run_id}
     ok = table.set_index("path").loc["a.mp4"]
-    assert len(ok["p_t"]) == 26 and ok["vote_offset"] == 3 and ok["lse_c"] == 1.5
+    assert len(ok["p_t"]) == 26 and ok["my_offset"] == 3 and ok["sharpness"] == 1.5
     plain = pd.read_parquet(folder)  # without our reader too: the list columns survive
     assert plain.dtypes["offset_frames"] == "Int64"
     assert len(plain.set_index("path").loc["a.mp4", "p_t"]) == 26
