@@ -16,15 +16,28 @@ from typer.testing import CliRunner
 
 from synccurate import synth
 from synccurate.cli import app
+from synccurate.executors import make_executor
 from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
 from synccurate.models.icsyncnet import ICSyncNetModel, MouthRecipe
 from synccurate.score import discover, score_clips
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'synccurate[ray]')")
-
-from synccurate.ray_executor import RayExecutor  # noqa: E402
+try:
+    import ray
+except ImportError:
+    ray = None
+needs_ray = pytest.mark.skipif(
+    ray is None, reason="ray is not installed (pip install 'synccurate[ray]')"
+)
 
 CRASH_ABOVE_S = 2.5  # the crashing recipe kills its worker on a clip longer than this
+
+
+def test_without_ray_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    monkeypatch.delitem(sys.modules, "synccurate.ray_executor", raising=False)
+    with pytest.raises(ImportError) as error:
+        make_executor("ray", workers=2)
+    assert str(error.value) == ("--executor ray needs the ray extra: pip install 'synccurate[ray]'")
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +85,7 @@ def _score(folder, out, weights, *extra) -> list[str]:
     ]
 
 
+@needs_ray
 def test_ray_gives_the_same_rows_as_local(ray_cluster, clips, tiny_weights, tmp_path):
     tables = {}
     for name, workers in (("local", "0"), ("ray", "2")):
@@ -110,6 +124,7 @@ class Rows:
         self.rows.append(row)
 
 
+@needs_ray
 def test_a_clip_that_kills_its_worker_becomes_a_status_row(
     ray_cluster, clips, tiny_weights, tmp_path
 ):
@@ -127,7 +142,7 @@ def test_a_clip_that_kills_its_worker_becomes_a_status_row(
         rows,
         model,
         device=torch.device("cpu"),
-        executor=RayExecutor(workers=1),  # the clip queued behind the crasher goes again
+        executor=make_executor("ray", workers=1),  # the clip queued behind the crasher goes again
         detector_name="none",
     )
     statuses = {row["path"]: row["status"] for row in rows.rows}
@@ -147,6 +162,7 @@ def _published_parts(folder) -> list:
     return [p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))]
 
 
+@needs_ray
 def test_killed_ray_run_resumes_with_every_clip_exactly_once(ray_cluster, tiny_weights, tmp_path):
     """The driver joins the test's cluster (`--ray-address`): no second cluster to start."""
     folder = tmp_path / "clips"
