@@ -157,7 +157,10 @@ def score(
         "hold ~25 MB of activations per window).",
     ),
     workers: int = typer.Option(
-        min(4, os.cpu_count() or 1), min=0, help="Processes decoding and cropping (0 = in-process)."
+        min(4, os.cpu_count() or 1),
+        min=0,
+        help="Processes decoding and cropping (0 = in-process); with --executor ray, "
+        "Ray actors (0 = one per CPU of the cluster).",
     ),
     max_offset: int = typer.Option(15, min=1, max=60, help="Search ±this many frames."),
     retry_failed: bool = typer.Option(False, help="Score again the clips whose status is not ok."),

@@ -13,8 +13,10 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Protocol
 
@@ -109,7 +111,19 @@ class LocalExecutor:
             yield prepare_clip(ref, recipe, detector, every)
 
     def _in_pool(self, refs, recipe, detector_name, every) -> Iterator[PreparedClip]:
-        """At most 2 clips per worker in flight."""
+        """At most 2 clips per worker in flight; a worker that dies takes one clip down.
+
+        A crashed worker process breaks the whole pool: every clip then in flight fails
+        with BrokenProcessPool and nothing says which one crashed. So a new pool is made,
+        and those clips (the suspects) run again one at a time, alone: one that breaks the
+        pool again while alone is the culprit and becomes a status row; then the rest go on.
+        """
+        queue, suspects = deque(refs), deque()
+        while queue or suspects:
+            yield from self._until_broken(queue, suspects, recipe, detector_name, every)
+
+    def _until_broken(self, queue, suspects, recipe, detector_name, every):
+        """Runs clips from `suspects` (alone) then `queue` in one pool, until it breaks."""
         context = get_context("spawn")  # fork deadlocks under torch's threads
         with ProcessPoolExecutor(
             self.workers,
@@ -117,27 +131,37 @@ class LocalExecutor:
             initializer=_init_worker,
             initargs=(detector_name, os.getpid()),
         ) as pool:
-            queue = iter(refs)
             running: dict = {}
+            alone = None  # the suspect running by itself
 
-            def submit(ref) -> None:
-                running[pool.submit(_prepare_in_worker, ref, recipe, every)] = ref
-
-            for ref in queue:
-                submit(ref)
-                if len(running) >= 2 * self.workers:
-                    break
-            while running:
+            while True:
+                if suspects and not running:
+                    alone = suspects.popleft()
+                    running[pool.submit(_prepare_in_worker, alone, recipe, every)] = alone
+                while queue and not suspects and len(running) < 2 * self.workers:
+                    ref = queue.popleft()
+                    running[pool.submit(_prepare_in_worker, ref, recipe, every)] = ref
+                if not running:
+                    return
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
+                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    done, _ = wait(running)  # the pool is gone: every future ends now
+                broken = False
                 for future in done:
                     ref = running.pop(future)
-                    try:
+                    error = future.exception()
+                    if error is None:
                         yield future.result()
-                    except Exception as error:
+                    elif isinstance(error, BrokenProcessPool) and ref != alone:
+                        suspects.append(ref)
+                        broken = True
+                    else:  # the culprit, or an error that is not a dead worker
                         yield failed_clip(ref, str(error) or type(error).__name__)
-                    next_ref = next(queue, None)
-                    if next_ref is not None:
-                        submit(next_ref)
+                        broken = broken or isinstance(error, BrokenProcessPool)
+                    if ref == alone:
+                        alone = None
+                if broken:
+                    return
 
 
 def make_executor(

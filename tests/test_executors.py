@@ -1,0 +1,35 @@
+"""LocalExecutor: a clip that kills its worker process becomes one status row."""
+
+import os
+from dataclasses import dataclass
+
+from synccurate import synth
+from synccurate.executors import LocalExecutor
+from synccurate.models.icsyncnet import MouthRecipe
+from synccurate.score import discover
+
+CRASH_ABOVE_S = 2.5
+
+
+@dataclass(frozen=True)
+class CrashingRecipe(MouthRecipe):
+    """Kills its worker process on a clip longer than CRASH_ABOVE_S (a decoder crash)."""
+
+    def audio_features(self, samples):
+        if len(samples) > CRASH_ABOVE_S * 16_000:
+            os._exit(1)
+        return super().audio_features(samples)
+
+
+def test_a_crashed_worker_breaks_no_other_clip(tmp_path):
+    synth.synth_clip(tmp_path / "a_crasher.mp4", seconds=3.0, seed=7)
+    for seed in range(2):
+        synth.synth_clip(tmp_path / f"good_{seed}.mp4", seconds=2.0, seed=seed)
+    refs = discover([tmp_path])
+    recipe = CrashingRecipe(crop_hw=(32, 64))
+    clips = list(LocalExecutor(workers=1).prepare(refs, recipe, "none", 4))
+    statuses = {clip.ref.path: clip.status for clip in clips}
+    assert len(clips) == 3  # each clip once: the one in flight with the crasher went again
+    assert statuses == {"a_crasher.mp4": "error", "good_0.mp4": "ok", "good_1.mp4": "ok"}
+    (crashed,) = [clip for clip in clips if clip.status == "error"]
+    assert "a_crasher.mp4: worker failed: " in crashed.error
