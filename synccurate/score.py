@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from synccurate import audio, faces, media
+from synccurate import audio, faces, media, provenance
 from synccurate.models.base import InputRecipe, SyncModel
 from synccurate.sync import MAX_OFFSET
 from synccurate.tables import write_table
@@ -52,6 +52,8 @@ COLUMNS = {
     "vote_share": "float64",
     "offset_method": "string",
     "model": "string",
+    "weights_trained_on": "string",  # synthetic / real / unknown (provenance)
+    "synthetic_weights_on_real": "boolean",  # synthetic-only weights on a non-synth clip
     "face_detector": "string",
     "p_t": "object",
     "onscreen": "object",
@@ -120,6 +122,7 @@ class PreparedClip:
     silence: np.ndarray | None = None
     detector: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    synthetic: bool | None = None  # a `synccurate synth` clip (its tag); None = not probed
 
     @property
     def n_frames(self) -> int:
@@ -152,6 +155,7 @@ def prepare_clip(
         start = time.perf_counter()
         info = media.probe(ref.file)
         clip.duration_s, clip.source_fps = info.duration_s, info.source_fps
+        clip.synthetic = info.is_synth
         if not info.has_video:
             raise media.MediaError("no_video", f"{ref.file}: no video stream")
         if not info.has_audio:
@@ -316,7 +320,12 @@ def similarity_matrices(
 # --- writer ---------------------------------------------------------------------
 
 
-def _row(clip: PreparedClip, model_id: str, metrics: dict | None = None) -> dict:
+def _row(
+    clip: PreparedClip,
+    model_id: str,
+    metrics: dict | None = None,
+    trained_on: str = provenance.UNKNOWN,
+) -> dict:
     row = {
         "root": clip.ref.root,
         "path": clip.ref.path,
@@ -326,6 +335,8 @@ def _row(clip: PreparedClip, model_id: str, metrics: dict | None = None) -> dict
         "n_frames": clip.n_frames if clip.crops is not None else None,
         "source_fps": clip.source_fps,
         "model": model_id,
+        "weights_trained_on": trained_on,
+        "synthetic_weights_on_real": provenance.mismatch(trained_on, clip.synthetic),
         "face_detector": clip.detector or None,
         "face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,
         "silence_ratio": float(clip.silence.mean()) if clip.silence is not None else None,
@@ -400,6 +411,7 @@ class RunStats:
     video_seconds: float = 0.0
     statuses: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)  # audio / faces (worker time) / model
+    synthetic_on_real: int = 0  # clips scored with synthetic-only weights that are not synth
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -443,11 +455,14 @@ def score_clips(
     model.to(device)
     pending: list[PreparedClip] = []
 
+    trained_on = provenance.of_model(model)["data"]
+
     def finish(clip: PreparedClip, metrics=None) -> None:
-        row = _row(clip, model.model_id, metrics)
+        row = _row(clip, model.model_id, metrics, trained_on)
         table.add(row)
         stats.clips += 1
         stats.statuses[clip.status] += 1
+        stats.synthetic_on_real += bool(row["synthetic_weights_on_real"])
         stats.video_seconds += clip.n_frames / audio.VIDEO_FPS
         for name, seconds in clip.timings.items():
             stats.seconds[name] += seconds
