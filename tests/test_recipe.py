@@ -126,6 +126,7 @@ def test_the_recipe_runs_end_to_end(settings, monkeypatch):
     assert fixed == sorted(CANDIDATES)
     # train: exactly the fixed clips, from exactly the init's tensors
     assert recorder.clips == [sorted(CANDIDATES)]
+    assert recorder.roots == [{str((work / "fixed").resolve())}]  # the fixed copies
     start = load_file(settings["INIT"])
     assert all(torch.equal(recorder.states[0][k], v) for k, v in start.items())
     weights = work / "train" / "icsyncnet-tiny.safetensors"

@@ -49,7 +49,7 @@ class _Recorder:
     record the model's tensors then, and WindowSampler to record the clips trained on."""
 
     def __init__(self, monkeypatch):
-        self.states, self.clips = [], []
+        self.states, self.clips, self.roots = [], [], []
         wrap, sampler = T._wrap, T.WindowSampler
 
         def recording_wrap(model, device):
@@ -62,6 +62,7 @@ class _Recorder:
         class RecordingSampler(sampler):
             def __init__(self, clips, *args, **kwargs):
                 recorder.clips.append(sorted(c.path for c in clips))
+                recorder.roots.append({c.root for c in clips})
                 super().__init__(clips, *args, **kwargs)
 
         monkeypatch.setattr(T, "_wrap", recording_wrap)
@@ -88,8 +89,17 @@ def test_init_starts_from_exactly_the_given_tensors(videos, init_weights, tmp_pa
 def test_init_config_comes_from_the_checkpoint_and_a_conflicting_one_is_refused(
     videos, init_weights, tmp_path
 ):
+    # (a tiny run, so that a regression fails fast instead of training for 600 epochs)
     refused = _invoke(
-        "train", videos, "-o", tmp_path / "a", "--init", init_weights, "--config", "small"
+        "train",
+        videos,
+        "-o",
+        tmp_path / "a",
+        "--init",
+        init_weights,
+        "--config",
+        "small",
+        *TINY_RUN,
     )
     assert refused.exit_code == 2
     assert "holds the tiny config, not --config small" in refused.output
@@ -99,7 +109,15 @@ def test_init_config_comes_from_the_checkpoint_and_a_conflicting_one_is_refused(
     )
     assert same.exit_code == 0, same.output
     bundled = _invoke(
-        "train", videos, "-o", tmp_path / "c", "--init", find_weights(), "--config", "paper"
+        "train",
+        videos,
+        "-o",
+        tmp_path / "c",
+        "--init",
+        find_weights(),
+        "--config",
+        "paper",
+        *TINY_RUN,
     )
     assert bundled.exit_code == 2 and "holds the small config" in bundled.output
     notes, config = T.init_config(find_weights())
@@ -143,6 +161,7 @@ def test_train_on_a_filter_output_uses_exactly_the_kept_clips(videos, tmp_path, 
     )
     assert result.exit_code == 0, result.output
     assert recorder.clips == [sorted(kept_names)]  # … still trains on the kept clips only
+    assert recorder.roots == [{str(videos.resolve())}]
     sidecar = json.loads((tmp_path / "run" / "icsyncnet-tiny.json").read_text())
     assert sidecar["trained_clips"] == 2 and sidecar["trained_on"]["clips"] == 2
 
