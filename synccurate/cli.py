@@ -89,6 +89,49 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def warn(line: str) -> None:
+    """One prominent warning line (bold yellow on a terminal, plain text in a log)."""
+    console.print(f"[bold yellow]{line}[/bold yellow]", highlight=False, soft_wrap=True)
+
+
+SYNTH_CHECK_SAMPLE = 64  # clips whose synth tag `score` reads before it starts
+
+
+def synthetic_weights_warning(net, refs, sample: int | None = None) -> str | None:
+    """The warning line when synthetic-only weights meet clips that are not `synth` clips.
+
+    Reads only the container headers of `refs` (the first `sample` of them): the rows of a
+    run record every clip, this is the early word.
+    """
+    from synccurate import media, provenance
+
+    if not provenance.synthetic_only(net) or not refs:
+        return None
+    checked = refs if sample is None else refs[:sample]
+    n_real = sum(media.is_synth_file(ref.file) is False for ref in checked)
+    if not n_real:
+        return None
+    what = "clips" if len(checked) == len(refs) else f"clips checked (of {len(refs)})"
+    return provenance.warning_line(net.model_id, n_real, len(checked), what)
+
+
+ALLOW_SYNTHETIC_HELP = (
+    "Go on with a table whose clips were scored by weights trained on synthetic clips only "
+    "although they are not synth clips (their numbers mean nothing)."
+)
+
+
+def refuse_synthetic_scores(table, name, allow: bool) -> None:
+    """filter / fix / train: one line refusing a table of meaningless scores, unless allowed."""
+    from synccurate import provenance
+
+    refusal = provenance.refusal(table, str(name))
+    if refusal and not allow:
+        fail(refusal)
+    if refusal:
+        warn(f"WARNING ({provenance.ALLOW_FLAG}): {refusal.split(', so ')[0]}")
+
+
 SCORE_HELP = """Score every video under PATHS and write one Parquet row per clip.
 
 Columns (see docs/reading-scores.md):
@@ -190,7 +233,7 @@ def score(
         "vote = the per-window vote (ModEFormer). Both are stored (vote_offset).",
     ),
 ) -> None:
-    from synccurate import executors, store
+    from synccurate import executors, provenance, store
     from synccurate import score as scoring
 
     if not paths and manifest_path is None:
@@ -216,12 +259,16 @@ def score(
         )
     except (FileNotFoundError, ValueError, ImportError) as error:
         fail(str(error))
-    todo = sum((ref.root, ref.path) not in done for ref in refs)
+    todo_refs = [ref for ref in refs if (ref.root, ref.path) not in done]
+    todo = len(todo_refs)
     console.print(
         f"{len(refs)} clips found, {len(refs) - todo} already scored, {todo} to score "
         f"with {net.model_id} on {torch_device}",
         highlight=False,
     )
+    warned = synthetic_weights_warning(net, todo_refs, SYNTH_CHECK_SAMPLE)
+    if warned:
+        warn(warned)
     bar = Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -237,6 +284,10 @@ def score(
         wall = max(stats.wall, 1e-6)
         rate = f"{stats.clips / wall:.2f} clips/s, {stats.video_seconds / wall:.1f} s video/s"
         bar.update(task, advance=1, rate=rate)
+        nonlocal warned
+        if row.get("synthetic_weights_on_real") and not warned:  # beyond the clips checked
+            warned = provenance.warning_line(net.model_id, 1, 1, f"clips so far ({row['path']})")
+            warn(warned)
         if row["status"] != "ok":
             bar.console.print(f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False)
 
@@ -257,6 +308,11 @@ def score(
             offset_method=offset_method.value,
         )
     _print_score_summary(stats, output)
+    if stats.synthetic_on_real:
+        warn(
+            provenance.warning_line(net.model_id, stats.synthetic_on_real, stats.clips)
+            + f" The table marks them ({provenance.SYNTHETIC_ON_REAL_COLUMN} = true)."
+        )
 
 
 def _clip_list(paths: list[Path] | None, manifest_path: Path | None) -> list:
@@ -386,6 +442,7 @@ def filter_(
         RelativeTo.zero, "--offset-relative-to", "--relative-to", help=RELATIVE_TO_HELP
     ),
     reference_offset: int | None = typer.Option(None, help=REFERENCE_HELP),
+    allow_synthetic_weights: bool = typer.Option(False, help=ALLOW_SYNTHETIC_HELP),
 ) -> None:
     """Keep the clips that are in sync enough; say why each other clip was rejected."""
     from synccurate import filtering
@@ -393,6 +450,7 @@ def filter_(
 
     try:
         table = filtering.load_scores(scores)
+        refuse_synthetic_scores(table, scores, allow_synthetic_weights)
         reference, how = filtering.resolve_reference(table, relative_to.value, reference_offset)
         rules = filtering.FilterRules(
             min_prob=min_prob,
@@ -448,6 +506,7 @@ def fix(
         RelativeTo.zero, "--relative-to", "--offset-relative-to", help=RELATIVE_TO_HELP
     ),
     reference_offset: int | None = typer.Option(None, help=REFERENCE_HELP),
+    allow_synthetic_weights: bool = typer.Option(False, help=ALLOW_SYNTHETIC_HELP),
 ) -> None:
     """Shift each clip's audio by its offset (positive offset → delay the audio) so it is in sync.
 
@@ -482,6 +541,7 @@ def fix(
         fail(f"{out_dir}: inside the scores folder {source}; write elsewhere")
     try:
         scores = filtering.load_scores(source)
+        refuse_synthetic_scores(scores, source, allow_synthetic_weights)
         kept = filtering.load_scores(only_kept) if only_kept else None
         reference, how = filtering.resolve_reference(scores, relative_to.value, reference_offset)
     except (ValueError, OSError) as error:
@@ -587,14 +647,28 @@ def synth(
     console.print(f"wrote {len(manifest)} clips and {out_dir / synthesis.MANIFEST_NAME}")
 
 
+TRAIN_INPUT_HELP = (
+    "Training clips, all in sync: folders of videos, a folder written by `fix` (exactly the "
+    "clips its log lists), or a scores / kept table (.parquet) from `score` / `filter` (its "
+    "root + path columns, rows with status ok)."
+)
+
+
 @app.command()
 def train(
-    videos: list[Path] = typer.Argument(..., help="Folders of in-sync training videos."),
+    videos: list[Path] = typer.Argument(..., help=TRAIN_INPUT_HELP),
     out_dir: Path = typer.Option(
         Path("runs/train"), "-o", "--out-dir", help="Checkpoints go here."
     ),
     cache: Path | None = typer.Option(None, help="Crop + mel cache (default OUT_DIR/cache)."),
-    config: str = typer.Option("small", help="Model size: tiny, small or paper."),
+    config: str | None = typer.Option(
+        None, help="Model size: tiny, small (default) or paper; with --init, the init's."
+    ),
+    init: Path | None = typer.Option(
+        None,
+        help="Start from these IC-SyncNet weights (fine-tune / warm start), e.g. the bundled "
+        "weights/icsyncnet-small.safetensors; their config is used.",
+    ),
     epochs: int = typer.Option(600, min=0, help="Epochs with DropBlock (paper: 600)."),
     tune_epochs: int = typer.Option(50, min=0, help="Drop-and-tune epochs, BN only (paper: 50)."),
     steps_per_epoch: int = typer.Option(0, min=0, help="0 = one pass over the training windows."),
@@ -616,17 +690,21 @@ def train(
     device: Device = typer.Option(Device.auto),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(True, help="Continue from OUT_DIR/last.safetensors if present."),
+    allow_synthetic_weights: bool = typer.Option(False, help=ALLOW_SYNTHETIC_HELP),
 ) -> None:
     """Train IC-SyncNet with the BBCE loss and drop-and-tune (SPEC §4).
 
     Multi-GPU / multi-node: `torchrun --nproc-per-node 8 -m synccurate train …` (the
     batch is split over the processes; rank 0 builds the cache while the others wait).
+    The weights record what they were trained on (`trained_on` in their JSON: synthetic
+    when every clip is a `synth` clip, else real).
     """
+    from synccurate import cliplist
     from synccurate import model as model_lib
     from synccurate import score as scoring
     from synccurate import train as training
 
-    if config not in model_lib.CONFIGS:
+    if config is not None and config not in model_lib.CONFIGS:
         fail(f"--config {config}: choose one of {', '.join(model_lib.CONFIGS)}")
     cache = cache or out_dir / "cache"
     settings = training.TrainSettings(
@@ -644,38 +722,86 @@ def train(
         val_fraction=val_fraction,
         seed=seed,
     )
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if init is not None:
+            _, model_config = training.init_config(init, config)
+        else:
+            model_config = model_lib.CONFIGS[config or "small"]
+        listed = cliplist.resolve(videos)
+        for path, table in listed.tables:
+            refuse_synthetic_scores(table, path, allow_synthetic_weights)
+        _warn_offsets(listed)
+        if rank0:
             added = training.build_cache(
-                videos,
+                listed.refs,
                 cache,
-                model_lib.CONFIGS[config],
+                model_config,
                 detector=face_detector.value,
                 workers=workers,
                 log=console.print,
             )
-            console.print(f"cache {cache}: {added} clips added")
+            console.print(
+                f"{len(listed.clips)} clips listed; cache {cache}: {added} clips added",
+                highlight=False,
+            )
         if epochs + tune_epochs == 0:
             return
         final = training.train(
             cache,
             out_dir,
-            config,
+            model_config if init is None else config,
             settings,
             device=scoring.resolve_device(device.value),
             resume=resume,
             log=console.print,
+            init=init,
+            clips=listed.refs,
         )
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, model_lib.WeightsError) as error:
         fail(str(error))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank0:
         console.print(f"trained weights: {final} (use with --weights, or copy into weights/)")
+
+
+def _warn_offsets(listed) -> None:
+    """Clips a table says are out of sync teach a wrong pairing: say how many (fix them first)."""
+    off = [c for c in listed.clips if c.offset is not None and abs(c.offset) > 1]
+    if off:
+        warn(
+            f"WARNING: {len(off)} of {len(listed.clips)} listed clips have |offset| > 1 in their "
+            f"table (e.g. {off[0].ref.path}: {off[0].offset:+d}); training takes every clip as in "
+            "sync: run `synccurate fix` on them and train on its output folder"
+        )
+
+
+EVAL_SHIFTS_HELP = (
+    "Evaluate every clip with its audio windows shifted by each of these frame counts "
+    "(comma-separated; + = audio advanced, so the truth becomes truth + shift). Exact: done on "
+    "the audio window index, nothing is re-encoded. Default: -8,-3,0,4,9 for clips and "
+    "tables, 0 with --manifest. Shift 0 alone is the paper's protocol."
+)
+
+
+def _parse_shifts(text: str) -> tuple[int, ...]:
+    try:
+        shifts = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        fail(f"--shifts {text}: expected whole frame counts separated by commas, e.g. -8,-3,0,4,9")
+    if not shifts or max(abs(s) for s in shifts) > 30:
+        fail(f"--shifts {text}: give one or more shifts within ±30 frames")
+    return shifts
 
 
 @app.command("eval")
 def eval_(
-    paths: list[Path] = typer.Argument(None, help="Folders of in-sync test clips."),
+    paths: list[Path] = typer.Argument(
+        None,
+        help="Test clips: folders of in-sync clips (or a folder written by `fix`), or "
+        "scores / kept tables (.parquet) whose offset_frames are taken as the truth.",
+    ),
     manifest: Path | None = typer.Option(None, help="A manifest.parquet with true_offset_frames."),
+    shifts: str | None = typer.Option(None, help=EVAL_SHIFTS_HELP),
     model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write results JSON here."),
@@ -684,15 +810,23 @@ def eval_(
     batch_size: int | None = typer.Option(None, min=1, help="Default: the model's own."),
     workers: int = typer.Option(0, min=0),
 ) -> None:
-    """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8)."""
+    """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8),
+    per clip length and per shift of the audio."""
     from synccurate import evaluate
     from synccurate import score as scoring
 
     if not paths and manifest is None:
-        fail("give test clip folders or --manifest")
+        fail("give test clips (folders or tables) or --manifest")
+    if shifts is None:
+        chosen = (0,) if manifest is not None else evaluate.REAL_CLIP_SHIFTS
+    else:
+        chosen = _parse_shifts(shifts)
     net = load_model_or_fail(model, weights)
     try:
         refs, offsets = evaluate.load_truth(paths or [], manifest)
+        warned = synthetic_weights_warning(net, refs)
+        if warned:
+            warn(warned)
         results = evaluate.evaluate(
             net,
             refs,
@@ -701,19 +835,47 @@ def eval_(
             detector=face_detector.value,
             batch_size=batch_size or net.batch_size,
             workers=workers,
+            shifts=chosen,
         )
     except (FileNotFoundError, ValueError, KeyError) as error:
         fail(str(error))
-    table = Table(title=f"accuracy of {results['model']} on {results['n_clips']} clips")
-    table.add_column("clip length (frames)")
-    table.add_column("accuracy", justify="right")
+    by_shift = results["accuracy_by_shift"] if len(chosen) > 1 else {}
+    table = Table(
+        title=f"accuracy of {results['model']} on {results['n_clips']} clips (±1 frame)",
+        caption="per audio shift in frames (+ = audio advanced): the columns +N"
+        if by_shift
+        else None,
+    )
+    table.add_column("clip length (frames)" if not by_shift else "length")
+    table.add_column("all shifts" if by_shift else "accuracy", justify="right")
     table.add_column("sub-clips", justify="right")
+    for shift in by_shift:
+        table.add_column(f"{int(shift):+d}", justify="right")
+
+    def shown(accuracy):
+        return "n/a" if accuracy is None else f"{accuracy:.1%}"
+
     for length, accuracy in results["accuracy"].items():
-        shown = "n/a" if accuracy is None else f"{accuracy:.1%}"
-        table.add_row(length, shown, str(results["n_subclips"][length]))
+        cells = [shown(by_shift[shift][length]) for shift in by_shift]
+        table.add_row(length, shown(accuracy), str(results["n_subclips"][length]), *cells)
     console.print(table)
     for error in results["failed_clips"]:
         console.print(f"[yellow]skipped[/yellow] {error}", highlight=False)
+    if results["skipped_shifts"]:
+        console.print(
+            f"[yellow]{len(results['skipped_shifts'])} clip × shift pairs skipped[/yellow]: the "
+            f"shifted truth lies beyond ±{results['max_offset']} "
+            f"(e.g. {results['skipped_shifts'][0]})",
+            highlight=False,
+        )
+    if results["synthetic_weights_on_real"]:
+        from synccurate import provenance
+
+        warn(
+            provenance.warning_line(
+                results["model"], results["non_synth_clips"], results["n_clips"], "clips evaluated"
+            )
+        )
     if output:
         evaluate.write_json_atomic(results, output)
 
@@ -730,6 +892,7 @@ def plot(
     max_offset: int = typer.Option(15, min=1, max=60),
 ) -> None:
     """Draw each clip's sync map (similarity over time × offset, offset profile, p_t timeline)."""
+    from synccurate import provenance
     from synccurate import score as scoring
     from synccurate.plot import plot_sync_map
 
@@ -739,7 +902,11 @@ def plot(
     except ValueError as error:
         fail(str(error))
     refs = scoring.discover(clips)
+    warned = synthetic_weights_warning(net, refs)
+    if warned:
+        warn(warned)
     net.to(torch_device)
+    trained_on = provenance.of_model(net)["data"]
     for clip in scoring.prepare_clips(
         refs, net.recipe, face_detector.value, detect_every=detect_every
     ):
@@ -752,8 +919,15 @@ def plot(
         (S,) = scoring.similarity_matrices(net, [view], net.batch_size, torch_device, max_offset)
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
-        plot_sync_map(S.cpu().numpy(), metrics, f"{clip.ref.path} ({net.model_id})", target)
-        console.print(f"{target}: offset {metrics['offset_frames']:+d}", highlight=False)
+        title = f"{clip.ref.path} ({net.model_id})"
+        meaningless = provenance.mismatch(trained_on, clip.synthetic)
+        if meaningless:
+            title += " — SYNTHETIC-ONLY WEIGHTS ON A REAL CLIP: MEANINGLESS"
+        plot_sync_map(S.cpu().numpy(), metrics, title, target)
+        note = " (synthetic-only weights: meaningless)" if meaningless else ""
+        console.print(f"{target}: offset {metrics['offset_frames']:+d}{note}", highlight=False)
+    if warned:
+        warn(warned)
 
 
 weights_app = typer.Typer(help="Convert and inspect model weights files.", no_args_is_help=True)

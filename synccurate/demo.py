@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synccurate import synth
+from synccurate import media, synth
 
 # (file name, true offset in frames, off-screen fraction); SPEC §6 sign: + = audio leads
 EXAMPLE_CLIPS = (
@@ -28,7 +28,7 @@ def make_example_clips(folder: Path) -> pd.DataFrame:
     truth = []
     for index, (name, offset, offscreen) in enumerate(EXAMPLE_CLIPS):
         target = clips / name
-        if not target.exists():
+        if not target.exists() or media.is_synth_file(target) is not True:  # untagged: older
             synth.synth_clip(
                 target,
                 seconds=EXAMPLE_SECONDS,

@@ -32,6 +32,12 @@ from synccurate.tables import default_file_mode
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".ts")
 FFMPEG_GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
 RGB_CHANNELS = 3
+# `synccurate synth` writes this container comment into every clip it makes, so a synthetic
+# clip can be told from real footage later (weights trained on synthetic clips only are
+# meaningful on synthetic clips only). `fix` copies global metadata, so a fixed synth clip
+# keeps it; a re-encode that drops metadata makes the clip count as real.
+SYNTH_TAG_KEY = "comment"
+SYNTH_TAG = "synccurate-synth"
 
 
 class MediaError(Exception):
@@ -111,6 +117,29 @@ class MediaInfo:
     audio_bit_rate: int | None = None
     rotation: int = 0  # degrees of the display matrix; ffmpeg applies it when decoding
     sample_aspect_ratio: float = 1.0  # pixel width / pixel height of the stored frames
+    comment: str | None = None  # the container's comment tag (SYNTH_TAG on `synth` clips)
+
+    @property
+    def is_synth(self) -> bool:
+        """True for a clip written by `synccurate synth` (its container comment says so)."""
+        return self.comment == SYNTH_TAG
+
+
+def _comment(container) -> str | None:
+    """The container's comment tag; Matroska spells the key COMMENT."""
+    tags = {str(k).lower(): v for k, v in dict(container.metadata or {}).items()}
+    value = tags.get(SYNTH_TAG_KEY)
+    return None if value is None else str(value).strip()
+
+
+def is_synth_file(path: str | Path) -> bool | None:
+    """Whether a file carries the `synth` tag, from its header alone (no frame is decoded);
+    None when it cannot be opened. Cheap enough to check many clips before a run."""
+    try:
+        with av.open(str(path)) as container:
+            return _comment(container) == SYNTH_TAG
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def _seconds(value: int | None, time_base) -> float | None:
@@ -182,6 +211,7 @@ def probe(path: str | Path) -> MediaInfo:
                 audio_bit_rate=(audio.codec_context.bit_rate or None) if audio else None,
                 rotation=rotation,
                 sample_aspect_ratio=float(sar) if sar else 1.0,
+                comment=_comment(container),
             )
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
         reason = getattr(error, "strerror", None) or str(error)
@@ -323,6 +353,7 @@ def write_clip(
     video_codec: str = "libx264",
     audio_codec: str = "aac",
     crf: int | None = 18,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB frames (one [n, H, W, 3] array, or an iterable of frames / chunks) and mono audio.
 
@@ -332,6 +363,7 @@ def write_clip(
     encoder's priming delay in an edit list, which decode_audio honours (the
     round trip is pinned by a test; mkv and mov round-trip too, while AVI cannot
     signal an encoder delay, so e.g. AVI + mp3 comes back ~70 ms late).
+    `metadata` adds container tags (e.g. {SYNTH_TAG_KEY: SYNTH_TAG}, as `synth` does).
     """
     path = Path(path)
     chunks = iter([frames] if isinstance(frames, np.ndarray) else frames)
@@ -364,6 +396,10 @@ def write_clip(
                 inputs.append(ffmpeg.input(audio_file.name, format="f32le", ar=sample_rate, ac=1))
                 options["acodec"] = audio_codec
             args = ffmpeg.get_args(ffmpeg.output(*inputs, temp_name, **options).overwrite_output())
+            at = args.index(temp_name)  # output options go before the output's name
+            for key, value in (metadata or {}).items():
+                args[at:at] = ["-metadata", f"{key}={value}"]
+                at += 2
             process = subprocess.Popen(_ffmpeg_command(args), stdin=subprocess.PIPE, stderr=stderr)
             try:
                 for chunk in chain([first], chunks):
@@ -395,11 +431,13 @@ __all__ = [
     "decode_audio",
     "ffmpeg_binary",
     "frame_size",
+    "is_synth_file",
     "iter_video_frames",
     "n_video_frames",
     "probe",
     "run_ffmpeg",
     "write_clip",
+    "SYNTH_TAG",
     "SAMPLE_RATE",
     "VIDEO_FPS",
 ]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from synccurate import audio, faces, media
+from synccurate import audio, faces, media, provenance
 from synccurate.models.base import InputRecipe, SyncModel
 from synccurate.store import COLUMNS, rows_to_frame  # noqa: F401  (COLUMNS: re-exported)
 from synccurate.sync import MAX_OFFSET
@@ -135,6 +135,7 @@ class PreparedClip:
     timings: dict[str, float] = field(default_factory=dict)
     # Every face track (main face first); crops / has_face above are the main face's.
     tracks: list[faces.MouthTrack] = field(default_factory=list)
+    synthetic: bool | None = None  # a `synccurate synth` clip (its tag); None = not probed
 
     @property
     def n_frames(self) -> int:
@@ -166,6 +167,7 @@ def prepare_clip(
             raise media.MediaError("decode_error", f"{ref.file}: {reason}")
         info = media.probe(ref.file)
         clip.duration_s, clip.source_fps = info.duration_s, info.source_fps
+        clip.synthetic = info.is_synth
         if not info.has_video:
             raise media.MediaError("no_video", f"{ref.file}: no video stream")
         if not info.has_audio:
@@ -341,7 +343,12 @@ def _speaker(clip: PreparedClip, found: list[tuple[int, dict]]) -> dict:
 # --- writer ---------------------------------------------------------------------
 
 
-def _row(clip: PreparedClip, model_id: str, metrics: dict | None = None) -> dict:
+def _row(
+    clip: PreparedClip,
+    model_id: str,
+    metrics: dict | None = None,
+    trained_on: str = provenance.UNKNOWN,
+) -> dict:
     row = {
         "root": clip.ref.root,
         "path": clip.ref.path,
@@ -351,6 +358,8 @@ def _row(clip: PreparedClip, model_id: str, metrics: dict | None = None) -> dict
         "n_frames": clip.n_frames if clip.crops is not None else None,
         "source_fps": clip.source_fps,
         "model": model_id,
+        "weights_trained_on": trained_on,
+        "synthetic_weights_on_real": provenance.mismatch(trained_on, clip.synthetic),
         "face_detector": clip.detector or None,
         "face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,
         "silence_ratio": float(clip.silence.mean()) if clip.silence is not None else None,
@@ -369,6 +378,7 @@ class RunStats:
     video_seconds: float = 0.0
     statuses: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)  # audio / faces (worker time) / model
+    synthetic_on_real: int = 0  # clips scored with synthetic-only weights that are not synth
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -378,6 +388,7 @@ class RunStats:
     def count(self, clip: PreparedClip, row: dict) -> None:
         self.clips += 1
         self.statuses[row["status"]] += 1
+        self.synthetic_on_real += bool(row["synthetic_weights_on_real"])
         self.video_seconds += clip.n_frames / audio.VIDEO_FPS
         for name, seconds in clip.timings.items():
             self.seconds[name] += seconds
@@ -422,8 +433,10 @@ def score_clips(
     model.to(device)
     pending: list[PreparedClip] = []
 
+    trained_on = provenance.of_model(model)["data"]
+
     def finish(clip: PreparedClip, metrics=None) -> None:
-        row = _row(clip, model.model_id, metrics)
+        row = _row(clip, model.model_id, metrics, trained_on)
         writer.add(row)
         stats.count(clip, row)
         if on_clip:

@@ -89,6 +89,8 @@ COLUMNS = {
     "vote_share": "float64",
     "offset_method": "string",
     "model": "string",
+    "weights_trained_on": "string",  # synthetic / real / unknown (provenance)
+    "synthetic_weights_on_real": "boolean",  # synthetic-only weights on a non-synth clip
     "face_detector": "string",
     "p_t": "object",
     "onscreen": "object",

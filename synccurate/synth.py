@@ -576,7 +576,9 @@ def synth_clip(
     """Write one synthetic clip (.mp4) and return its ground-truth record.
 
     The record has the scalar and per-frame list fields of `synth_arrays`' truth
-    (without the drawing internals) plus ``path`` (as given).
+    (without the drawing internals) plus ``path`` (as given). The file carries the container
+    comment ``synccurate-synth`` (`media.SYNTH_TAG`): scoring tells synthetic clips from real
+    footage by it.
     """
     frames, audio, truth = synth_arrays(
         seconds=seconds,
@@ -590,7 +592,7 @@ def synth_clip(
         partial_shift_fraction=partial_shift_fraction,
     )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    media.write_clip(path, frames, audio)
+    media.write_clip(path, frames, audio, metadata={media.SYNTH_TAG_KEY: media.SYNTH_TAG})
     return {"path": str(path), **_record(truth)}
 
 

@@ -21,12 +21,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from synccurate import audio
+from synccurate import audio, provenance
 from synccurate.evaluate import accuracy_at
 from synccurate.model import (
     CONFIGS,
     ICSyncNet,
     ModelConfig,
+    find_weights,
     load_checkpoint,
     save_checkpoint,
     stack_windows,
@@ -61,6 +62,7 @@ def _write_shard(cache: Path, number: int, clips: list) -> None:
                 "n_frames": c.n_frames,
                 "mel": mel,
                 "n_mel": c.features.shape[1],
+                "synthetic": c.synthetic,  # a `synccurate synth` clip (None: unknown)
             }
         )
         frame, mel = frame + c.n_frames, mel + c.features.shape[1]
@@ -78,7 +80,7 @@ def _cached_refs(cache: Path) -> set[tuple[str, str]]:
 
 
 def build_cache(
-    paths: list[Path],
+    paths: list[Path] | list[ClipRef],
     cache: Path,
     config: ModelConfig,
     *,
@@ -86,9 +88,15 @@ def build_cache(
     workers: int = 0,
     log=print,
 ) -> int:
-    """Decode and crop every clip once into shards; rerunning adds only the missing clips."""
+    """Decode and crop every clip once into shards; rerunning adds only the missing clips.
+
+    `paths`: folders / files (searched like `score` does) or the clips themselves (ClipRef).
+    """
     cache.mkdir(parents=True, exist_ok=True)
-    refs = discover(paths)
+    refs = [p for p in paths if isinstance(p, ClipRef)]
+    others = [p for p in paths if not isinstance(p, ClipRef)]
+    if others:
+        refs += discover(others)
     done = _cached_refs(cache)
     todo = [r for r in refs if (r.root, r.path) not in done]
     recipe = MouthRecipe(crop_hw=(config.crop_height, config.crop_width))
@@ -116,19 +124,30 @@ class CachedClip:
     crops: np.ndarray  # uint8 [n, H, W, 3] (memory-mapped)
     mel: np.ndarray  # float16 [80, M]
     path: str  # relative to the folder it was found under
+    root: str = ""  # that folder
+    synthetic: bool | None = None  # a `synccurate synth` clip; None: cached before the tag
 
 
-def load_cache(cache: Path) -> list[CachedClip]:
+def load_cache(cache: Path, only: set[tuple[str, str]] | None = None) -> list[CachedClip]:
+    """The cached clips; with `only` ((root, path) pairs) exactly those of them, in cache order.
+
+    A cache may hold more clips than one run wants (it is shared and only ever grows), so a
+    run on a clip list (a kept table, a fix folder) passes the list here.
+    """
     clips = []
     for shard in sorted(cache.glob("shard_*")):
         crops = np.load(shard / "crops.npy", mmap_mode="r")
         mel = np.load(shard / "mel.npy", mmap_mode="r")
         for e in json.loads((shard / "index.json").read_text()):
+            if only is not None and (e["root"], e["path"]) not in only:
+                continue
             clips.append(
                 CachedClip(
                     crops[e["frame"] : e["frame"] + e["n_frames"]],
                     mel[:, e["mel"] : e["mel"] + e["n_mel"]],
                     e["path"],
+                    e["root"],
+                    e.get("synthetic"),
                 )
             )
     return clips
@@ -297,6 +316,33 @@ def clip_similarities(model: ICSyncNet, clips: list[CachedClip], device, batch_s
 # --- the training loop ----------------------------------------------------------
 
 
+def init_config(init: Path, config: ModelConfig | str | None = None) -> tuple[dict, ModelConfig]:
+    """What --init weights are, checked before any work: (notes for the new sidecar — file,
+    model_id, config name, trained_on — and their ModelConfig). A `config` naming another
+    size than theirs is refused (ValueError)."""
+    path = find_weights(init)
+    sidecar_path = path.with_suffix(".json")
+    if not sidecar_path.is_file():
+        raise ValueError(f"{path}: missing its sidecar {sidecar_path.name}")
+    sidecar = json.loads(sidecar_path.read_text())
+    if sidecar.get("kind", "icsyncnet") != "icsyncnet" or "config" not in sidecar:
+        raise ValueError(f"--init {init}: not IC-SyncNet weights (train only trains IC-SyncNet)")
+    found = ModelConfig.from_dict(sidecar["config"])
+    wanted = config.name if isinstance(config, ModelConfig) else config
+    if wanted is not None and wanted != found.name:
+        raise ValueError(
+            f"--init {init} holds the {found.name} config, not --config {wanted}: the config "
+            "comes from the init weights (leave --config out)"
+        )
+    notes = {
+        "path": path.name,
+        "model_id": f"{path.stem}@{sidecar.get('sha256', '')[:8]}",
+        "config": found.name,
+        "trained_on": provenance.normalise(sidecar.get("trained_on")),
+    }
+    return notes, found
+
+
 @dataclass
 class TrainSettings:
     epochs: int = 600  # paper: 600 epochs with DropBlock …
@@ -356,29 +402,55 @@ def train(
     device: torch.device,
     resume: bool = True,
     log=print,
+    init: Path | None = None,
+    clips: list[ClipRef] | None = None,
 ) -> Path:
-    """Train (or resume) and return the final checkpoint path in out_dir."""
+    """Train (or resume) and return the final checkpoint path in out_dir.
+
+    init: start from these IC-SyncNet weights (fine-tune / warm start): the model, its config
+    and every tensor (BatchNorm statistics and log τ included) are the checkpoint's; a
+    `config` naming another size is refused (None = take the checkpoint's). A resumable run
+    in out_dir wins over init (it started from init already).
+    clips: train on exactly these cached clips (default: every clip in the cache).
+    """
     rank, world, local_rank = _distributed()
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     torch.manual_seed(settings.seed + rank)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = load_cache(cache)
-    train_clips, val_clips = split_clips(clips, settings.val_fraction)
+    only = None if clips is None else {(c.root, c.path) for c in clips}
+    cached = load_cache(cache, only)
+    if only is not None and len(cached) < len(only):
+        log(f"{len(only) - len(cached)} listed clips are not in the cache (failed to decode?)")
+    train_clips, val_clips = split_clips(cached, settings.val_fraction)
     if not train_clips:
         raise ValueError(f"{cache}: no cached training clips (run with the video folders first)")
     last = out_dir / "last.safetensors"
     state_file = out_dir / "train_state.pt"
     start_epoch = 0
+    init_info = None
+    if init is not None:
+        init_info, _ = init_config(init, config)
     if resume and last.exists() and state_file.exists():
-        model, _ = load_checkpoint(last, device)
+        model, sidecar = load_checkpoint(last, device)
+        init_info = sidecar.get("init", init_info)
         state = torch.load(state_file, weights_only=True)
         start_epoch = state["epoch"]
         log(f"resuming from {last} after epoch {start_epoch}")
+    elif init is not None:
+        model, sidecar = load_checkpoint(find_weights(init), device)
+        log(f"starting from {init} ({sidecar['model_id']}, config {model.config.name})")
+        state = None
     else:
+        config = config or "small"
         model = ICSyncNet(CONFIGS[config] if isinstance(config, str) else config).to(device)
         state = None
+    trained_on = provenance.training_record(
+        [c.synthetic for c in train_clips], init_info, len(val_clips)
+    )
+    notes = {"trained_on": trained_on, **({"init": init_info} if init_info else {})}
+    log(f"training on {len(train_clips)} clips ({len(val_clips)} held out): {trained_on['data']}")
     crop_hw = (model.config.crop_height, model.config.crop_width)
     if tuple(train_clips[0].crops.shape[1:3]) != crop_hw:
         raise ValueError(
@@ -456,7 +528,7 @@ def train(
                 + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())
                 + f", tau {model.tau:.4f}"
             )
-            save_checkpoint(model, last, {"epoch": epoch + 1, "tuning": tuning, **summary})
+            save_checkpoint(model, last, {"epoch": epoch + 1, "tuning": tuning, **summary, **notes})
             tmp = state_file.with_suffix(".tmp")
             torch.save(
                 {"epoch": epoch + 1, "tuning": tuning, "optimizer": optimizer.state_dict()}, tmp
@@ -475,6 +547,7 @@ def train(
                 "settings": asdict(settings),
                 "trained_clips": len(train_clips),
                 "held_out_clips": len(val_clips),
+                **notes,
             },
         )
     if dist.is_initialized():

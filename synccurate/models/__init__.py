@@ -45,7 +45,7 @@ def load_model(kind: str | None = None, weights: str | Path | None = None) -> Sy
 
         found, network, info = load_network(weights)
         wrapper = {"syncnet-v2": SyncNetV2Model, "wav2lip-expert": Wav2LipExpertModel}[found]
-        model = wrapper(network, info["model_id"])
+        model = wrapper(network, info["model_id"], info["trained_on"])
     if kind is not None and model.kind != kind:
         raise WeightsError(f"{weights}: holds {model.kind} weights, not --model {kind}")
     return model

@@ -83,6 +83,9 @@ class SyncModel(Protocol):
     #: (SyncNet v2) give lse_d / lse_c instead (docs/models.md says why).
     score_kind: str
     batch_size: int  # default windows per model batch
+    #: what the weights saw in training: {"data": "synthetic" | "real" | "unknown",
+    #: "description": …} (synccurate.provenance); read with provenance.of_model
+    trained_on: dict
 
     def to(self, device: torch.device) -> SyncModel: ...
 

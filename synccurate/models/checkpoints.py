@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from synccurate import provenance
 from synccurate.model import WeightsError, _sha256, count_parameters
 from synccurate.models import syncnet_v2, wav2lip
 from synccurate.tables import default_file_mode
@@ -119,6 +120,13 @@ def _build(kind: str, state: dict, path: Path) -> nn.Module:
         raise WeightsError(f"{path}: does not fit the {kind} network: {first_line}") from None
 
 
+def _trained_on(kind: str, sidecar: dict) -> dict:
+    """The sidecar's `trained_on` when it has one, else what is known of the kind's release."""
+    if "trained_on" in sidecar:
+        return provenance.normalise(sidecar["trained_on"])
+    return dict(provenance.KNOWN_TRAINING[kind])
+
+
 def load_network(path: str | Path) -> tuple[str, nn.Module, dict]:
     """(kind, network in eval mode, info) from an original pickle or its imported safetensors.
 
@@ -137,6 +145,7 @@ def load_network(path: str | Path) -> tuple[str, nn.Module, dict]:
         "parameters": count_parameters(net),
         "preprocessing": dict(NETWORKS[kind][1]),
         "path": str(path),
+        "trained_on": _trained_on(kind, sidecar),
     }
     return kind, net, info
 
@@ -167,6 +176,7 @@ def import_checkpoint(src: str | Path, out_dir: str | Path) -> Path:
             "source": src.name,
             "parameters": count_parameters(net),
             "preprocessing": NETWORKS[kind][1],
+            "trained_on": provenance.KNOWN_TRAINING[kind],
         }
         sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
         for written in (weights_tmp, sidecar_tmp):

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from synccurate import audio, faces
+from synccurate import audio, faces, provenance
 from synccurate.model import ICSyncNet, load_checkpoint, stack_windows
 from synccurate.models.base import InputRecipe
 from synccurate.sync import clip_metrics, similarity_matrix
@@ -54,6 +54,8 @@ class ICSyncNetModel:
         self.network = network
         self.model_id = model_id
         self.sidecar = sidecar or {}
+        #: what the weights saw in training ({"data": synthetic | real | unknown, …})
+        self.trained_on = provenance.normalise(self.sidecar.get("trained_on"))
         config = network.config
         self.recipe = MouthRecipe(crop_hw=(config.crop_height, config.crop_width))
 

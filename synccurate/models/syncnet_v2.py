@@ -17,7 +17,7 @@ import scipy.signal
 import torch
 from torch import nn
 
-from synccurate import faces
+from synccurate import faces, provenance
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models.base import InputRecipe
 from synccurate.sync import vote_offset
@@ -293,9 +293,11 @@ class SyncNetV2Model:
     score_kind = "distance"
     batch_size = 16  # windows per model batch by default (memory-bound on CPU)
 
-    def __init__(self, network: SyncNetV2Net, model_id: str):
+    def __init__(self, network: SyncNetV2Net, model_id: str, trained_on: dict | None = None):
         self.network = network
         self.model_id = model_id
+        #: what the weights saw in training (provenance.KNOWN_TRAINING for a public file)
+        self.trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
         self.recipe = FaceCropRecipe()
 
     def to(self, device: torch.device) -> SyncNetV2Model:

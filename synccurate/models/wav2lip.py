@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synccurate import audio
+from synccurate import audio, provenance
 from synccurate.audio import MEL_SILENCE, N_MELS, VIDEO_FPS, WINDOW_FRAMES, WINDOW_MELS, mel_index
 from synccurate.models.base import InputRecipe
 from synccurate.sync import clip_metrics, similarity_matrix
@@ -192,9 +192,11 @@ class Wav2LipExpertModel:
     score_kind = "probability"
     batch_size = 64  # windows per model batch by default (memory-bound on CPU)
 
-    def __init__(self, network: Wav2LipExpertNet, model_id: str):
+    def __init__(self, network: Wav2LipExpertNet, model_id: str, trained_on: dict | None = None):
         self.network = network
         self.model_id = model_id
+        #: what the weights saw in training (provenance.KNOWN_TRAINING for a public file)
+        self.trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
         self.recipe = FaceBoxRecipe()
 
     def to(self, device: torch.device) -> Wav2LipExpertModel:
