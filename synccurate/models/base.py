@@ -107,3 +107,32 @@ class SyncModel(Protocol):
         offset_method: "mean" (SPEC §6 profile argmax) or "vote" (sync.vote_offset).
         """
         ...
+
+
+class NetworkModel:
+    """The plumbing every network half shares: its torch module, its id, device moves, and
+    S as the cosine of unit embeddings (a distance model overrides `similarity`)."""
+
+    kind: ClassVar[str] = ""
+    score_kind: ClassVar[str] = "probability"
+    batch_size: ClassVar[int] = 64  # windows per model batch by default (memory-bound on CPU)
+
+    def __init__(
+        self, network: torch.nn.Module, model_id: str, recipe: InputRecipe, trained_on: dict
+    ):
+        self.network = network
+        self.model_id = model_id
+        self.recipe = recipe
+        #: what the weights saw in training ({"data": synthetic | real | unknown, …})
+        self.trained_on = trained_on
+
+    def to(self, device: torch.device) -> NetworkModel:
+        self.network.to(device).eval()
+        return self
+
+    def similarity(
+        self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
+    ) -> torch.Tensor:
+        from synccurate.sync import similarity_matrix
+
+        return similarity_matrix(visual, audio, max_offset)

@@ -11,8 +11,8 @@ import torch
 
 from synccurate import audio, faces, provenance
 from synccurate.model import ICSyncNet, load_checkpoint, stack_windows
-from synccurate.models.base import InputRecipe
-from synccurate.sync import clip_metrics, similarity_matrix
+from synccurate.models.base import InputRecipe, NetworkModel
+from synccurate.sync import clip_metrics
 
 
 @dataclass(frozen=True)
@@ -43,41 +43,29 @@ class MouthRecipe(InputRecipe):
         return torch.from_numpy(audio.audio_windows(features, first, count))
 
 
-class ICSyncNetModel:
+class ICSyncNetModel(NetworkModel):
     """A loaded IC-SyncNet checkpoint; S = cosine, P(sync) = sigmoid(S / τ)."""
 
     kind = "icsyncnet"
-    score_kind = "probability"
-    batch_size = 256  # windows per model batch by default (memory-bound on CPU)
+    batch_size = 256
 
     def __init__(self, network: ICSyncNet, model_id: str, sidecar: dict | None = None):
-        self.network = network
-        self.model_id = model_id
-        self.sidecar = sidecar or {}
-        #: what the weights saw in training ({"data": synthetic | real | unknown, …})
-        self.trained_on = provenance.normalise(self.sidecar.get("trained_on"))
         config = network.config
-        self.recipe = MouthRecipe(crop_hw=(config.crop_height, config.crop_width))
+        self.sidecar = sidecar or {}
+        recipe = MouthRecipe(crop_hw=(config.crop_height, config.crop_width))
+        trained_on = provenance.normalise(self.sidecar.get("trained_on"))
+        super().__init__(network, model_id, recipe, trained_on)
 
     @classmethod
     def load(cls, path: str | Path) -> ICSyncNetModel:
         network, sidecar = load_checkpoint(path)
         return cls(network, sidecar["model_id"], sidecar)
 
-    def to(self, device: torch.device) -> ICSyncNetModel:
-        self.network.to(device).eval()
-        return self
-
     def embed_visual(self, windows: torch.Tensor) -> torch.Tensor:
         return self.network.embed_visual(windows)
 
     def embed_audio(self, windows: torch.Tensor) -> torch.Tensor:
         return self.network.embed_audio(windows)
-
-    def similarity(
-        self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
-    ) -> torch.Tensor:
-        return similarity_matrix(visual, audio, max_offset)
 
     def metrics(self, similarity: torch.Tensor, valid: np.ndarray, offset_method="mean") -> dict:
         found = clip_metrics(similarity, self.network.tau, valid=valid, offset_method=offset_method)

@@ -19,7 +19,7 @@ from torch import nn
 
 from synccurate import faces, provenance
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
-from synccurate.models.base import InputRecipe
+from synccurate.models.base import InputRecipe, NetworkModel
 from synccurate.sync import vote_offset
 
 FACE_SIZE = 224  # pixels; the first Linear only fits a 224² crop
@@ -281,7 +281,7 @@ class FaceCropRecipe(InputRecipe):
         return torch.from_numpy(audio_windows(features, first, count))
 
 
-class SyncNetV2Model:
+class SyncNetV2Model(NetworkModel):
     """SyncNet v2 as a distance model: S = −distance, so "higher = in sync" holds for all kinds.
 
     No probability: v2 was trained with a contrastive distance loss, not as P(sync), so
@@ -291,18 +291,11 @@ class SyncNetV2Model:
 
     kind = "syncnet-v2"
     score_kind = "distance"
-    batch_size = 16  # windows per model batch by default (memory-bound on CPU)
+    batch_size = 16  # its 224² 3-D convolutions hold ~25 MB of activations per window
 
     def __init__(self, network: SyncNetV2Net, model_id: str, trained_on: dict | None = None):
-        self.network = network
-        self.model_id = model_id
-        #: what the weights saw in training (provenance.KNOWN_TRAINING for a public file)
-        self.trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
-        self.recipe = FaceCropRecipe()
-
-    def to(self, device: torch.device) -> SyncNetV2Model:
-        self.network.to(device).eval()
-        return self
+        trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
+        super().__init__(network, model_id, FaceCropRecipe(), trained_on)
 
     def embed_visual(self, windows: torch.Tensor) -> torch.Tensor:
         return self.network.forward_lip(windows)

@@ -18,8 +18,8 @@ from torch import nn
 
 from synccurate import audio, provenance
 from synccurate.audio import MEL_SILENCE, N_MELS, VIDEO_FPS, WINDOW_FRAMES, WINDOW_MELS, mel_index
-from synccurate.models.base import InputRecipe
-from synccurate.sync import clip_metrics, similarity_matrix
+from synccurate.models.base import InputRecipe, NetworkModel
+from synccurate.sync import clip_metrics
 
 FACE_SIZE = 96  # pixels; every frame is resized to 96² before the lower half is kept
 MOUTH_ROWS = FACE_SIZE // 2  # 48: only rows 48…95 (the lower half of the face) are seen
@@ -185,34 +185,20 @@ def _cosine_is_probability(similarity: np.ndarray) -> np.ndarray:
     return np.clip(similarity, 0.0, 1.0)
 
 
-class Wav2LipExpertModel:
+class Wav2LipExpertModel(NetworkModel):
     """Wav2Lip's expert: S = cosine, P(sync) = the cosine (its training target)."""
 
     kind = "wav2lip-expert"
-    score_kind = "probability"
-    batch_size = 64  # windows per model batch by default (memory-bound on CPU)
 
     def __init__(self, network: Wav2LipExpertNet, model_id: str, trained_on: dict | None = None):
-        self.network = network
-        self.model_id = model_id
-        #: what the weights saw in training (provenance.KNOWN_TRAINING for a public file)
-        self.trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
-        self.recipe = FaceBoxRecipe()
-
-    def to(self, device: torch.device) -> Wav2LipExpertModel:
-        self.network.to(device).eval()
-        return self
+        trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
+        super().__init__(network, model_id, FaceBoxRecipe(), trained_on)
 
     def embed_visual(self, windows: torch.Tensor) -> torch.Tensor:
         return self.network.embed_face(windows)
 
     def embed_audio(self, windows: torch.Tensor) -> torch.Tensor:
         return self.network.embed_audio(windows)
-
-    def similarity(
-        self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
-    ) -> torch.Tensor:
-        return similarity_matrix(visual, audio, max_offset)
 
     def metrics(self, similarity: torch.Tensor, valid: np.ndarray, offset_method="mean") -> dict:
         from synccurate.models.icsyncnet import metrics_columns
