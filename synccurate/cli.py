@@ -196,8 +196,8 @@ def score(
         None,
         min=1,
         help="Windows per model batch, shared across clips. Default: the model's own "
-        "(256 IC-SyncNet, 64 Wav2Lip expert, 16 SyncNet v2: its 224² 3-D convolutions "
-        "hold ~25 MB of activations per window).",
+        "(256 IC-SyncNet, 64 Wav2Lip expert, 4 SyncNet v2), on CPU lowered until a batch's "
+        "activations fit in 1 GiB (the paper IC-SyncNet: 64).",
     ),
     workers: int = typer.Option(
         min(4, os.cpu_count() or 1),
@@ -302,7 +302,7 @@ def score(
             device=torch_device,
             detector_name=face_detector.value,
             detect_every=detect_every,
-            batch_size=batch_size or net.batch_size,
+            batch_size=batch_size,
             max_offset=max_offset,
             on_clip=advance,
             offset_method=offset_method.value,
@@ -807,7 +807,9 @@ def eval_(
     output: Path | None = typer.Option(None, "-o", "--output", help="Write results JSON here."),
     face_detector: Detector = typer.Option(Detector.none),
     device: Device = typer.Option(Device.auto),
-    batch_size: int | None = typer.Option(None, min=1, help="Default: the model's own."),
+    batch_size: int | None = typer.Option(
+        None, min=1, help="Default: the model's own, bounded on CPU as for score."
+    ),
     workers: int = typer.Option(0, min=0),
 ) -> None:
     """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8),
@@ -833,7 +835,7 @@ def eval_(
             offsets,
             device=scoring.resolve_device(device.value),
             detector=face_detector.value,
-            batch_size=batch_size or net.batch_size,
+            batch_size=batch_size,
             workers=workers,
             shifts=chosen,
         )
@@ -914,9 +916,10 @@ def plot(
             console.print(f"[yellow]{clip.status}[/yellow] {clip.error}", highlight=False)
             continue
         # The same numbers as `score` writes: the speaker's face, the face mask applied.
-        (metrics,) = scoring.score_faces(net, [clip], net.batch_size, torch_device, max_offset)
+        batch = scoring.default_batch_size(net, torch_device)
+        (metrics,) = scoring.score_faces(net, [clip], batch, torch_device, max_offset)
         view = dict(clip.face_views())[metrics["face_track"]]
-        (S,) = scoring.similarity_matrices(net, [view], net.batch_size, torch_device, max_offset)
+        (S,) = scoring.similarity_matrices(net, [view], batch, torch_device, max_offset)
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
         title = f"{clip.ref.path} ({net.model_id})"

@@ -22,7 +22,7 @@ import torch
 from synccurate import provenance
 from synccurate.audio import WINDOW_FRAMES
 from synccurate.models.base import SyncModel
-from synccurate.score import discover, prepare_clips, similarity_matrices
+from synccurate.score import default_batch_size, discover, prepare_clips, similarity_matrices
 from synccurate.sync import MAX_OFFSET
 
 CLIP_LENGTHS = (5, 7, 9, 11, 13, 15)  # frames per sub-clip
@@ -96,7 +96,7 @@ def evaluate(
     (clip, shift) pair whose shifted truth lies outside ±max_offset is skipped and counted.
     `accuracy` pools all shifts; `accuracy_by_shift` has one table per shift.
     """
-    batch_size = batch_size or model.batch_size
+    batch_size = batch_size or default_batch_size(model, device)
     shifts = tuple(dict.fromkeys(int(s) for s in shifts)) or (0,)
     margin = max(abs(s) for s in shifts)
     truth = {ref: offset for ref, offset in zip(refs, true_offsets, strict=True)}

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from synccurate import audio, media, synth
+from synccurate import score as scoring
 from synccurate.cli import app
 from synccurate.faces import make_detector
 from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
@@ -329,3 +330,34 @@ def test_one_face_clip_rows_say_one_face(tmp_path):
     (row,) = score_faces(model, [clip], 256, torch.device("cpu"))
     assert row["n_faces"] == 1 and row["face_track"] == 0 and row["face_tracks"] is None
     assert row["offset_frames"] == -2
+
+
+class _OneConvModel:
+    """A stand-in model whose visual encoder is one 3x3 convolution over 8x16 windows."""
+
+    batch_size = 256
+
+    def __init__(self):
+        self.recipe = MouthRecipe(crop_hw=(8, 16))
+        self.network = torch.nn.Sequential(torch.nn.Conv2d(15, 4, 3, padding=1))
+
+    def embed_visual(self, windows):
+        return self.network(windows.float())
+
+
+def test_activation_bytes_are_the_busiest_layers_input_plus_output():
+    model = _OneConvModel()
+    window_in, window_out = 15 * 8 * 16 * 4, 4 * 8 * 16 * 4  # float32 bytes
+    assert scoring.activation_bytes_per_window(model) == window_in + window_out
+    assert not model.network[0]._forward_hooks  # the measuring hooks are removed
+
+
+def test_default_batch_is_bounded_by_memory_on_cpu_only(monkeypatch):
+    model = _OneConvModel()
+    per_window = scoring.activation_bytes_per_window(model)
+    assert scoring.default_batch_size(model, torch.device("cpu")) == 256  # fits: unchanged
+    monkeypatch.setattr(scoring, "CPU_BATCH_BYTES", 10 * per_window + 1)
+    assert scoring.default_batch_size(model, torch.device("cpu")) == 10
+    assert scoring.default_batch_size(model, torch.device("cuda")) == 256
+    monkeypatch.setattr(scoring, "CPU_BATCH_BYTES", 1)
+    assert scoring.default_batch_size(model, torch.device("cpu")) == 1

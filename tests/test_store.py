@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -449,3 +450,22 @@ def test_filter_and_compact_commands_read_a_folder(tmp_path):
     result = runner.invoke(app, ["compact", str(folder)])
     assert result.exit_code == 0 and "(5 rows)" in result.output
     assert len(readers.list_parts(folder)) == 1
+
+
+@pytest.mark.parametrize("name", ["p_t", "onscreen", "fconf"])
+def test_list_columns_are_built_as_arrow_would_from_lists_or_arrays(name):
+    """The fast list-column builder gives pa.array's result for lists, tuples, arrays,
+    null rows and NaN values (null, as from_pandas makes them), in any mix."""
+    rng = np.random.default_rng(3)
+    kind = store.ARROW_TYPES[name]
+    draw = (lambda n: rng.random(n) > 0.5) if name == "onscreen" else (lambda n: rng.random(n))
+    values = [draw(5).tolist(), None, draw(3), tuple(draw(2).tolist()), [], None, draw(4)]
+    if name != "onscreen":
+        values[0][1] = float("nan")
+        values[2][0] = np.nan
+    expected = pa.array(
+        [None if v is None else list(v) for v in values], type=kind, from_pandas=True
+    )
+    built = store._column(name, values)
+    assert built.type == kind
+    assert built.equals(expected), (built, expected)

@@ -1,0 +1,95 @@
+"""Peak memory and speed of `score` on CPU by model batch size (prints figures).
+
+    python benchmarks/batch_memory.py [--config paper] [--clips 8] [--batches 256 64 16]
+
+A folder of short synthetic clips is scored with a random IC-SyncNet of the given config
+(timing and memory do not depend on the weight values), once per --batch-size and once
+with the default, which on CPU is bounded by `score.CPU_BATCH_BYTES` of activations.
+Each run is one `synccurate score` process timed by /usr/bin/time -v (peak RSS of the
+largest process); `--workers 0` keeps decoding in that process, so it is all counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from synccurate import score
+from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.models.icsyncnet import ICSyncNetModel
+
+
+def run_score(clips: Path, weights: Path, out: Path, batch: int | None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one score run."""
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "synccurate",
+        "score",
+        str(clips),
+        "-o",
+        str(out),
+        "--weights",
+        str(weights),
+        "--face-detector",
+        "none",
+        "--workers",
+        "0",
+        "--no-progress",
+        *(["--batch-size", str(batch)] if batch else []),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"score failed: {done.stderr.strip()[-500:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
+    rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
+    return hours * 3600 + minutes * 60 + seconds, rss_kb / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="paper")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--batches", type=int, nargs="*", default=[256, 64, 16])
+    args = parser.parse_args()
+
+    network = ICSyncNet(CONFIGS[args.config]).eval()
+    model = ICSyncNetModel(network, args.config)
+    per_window = score.activation_bytes_per_window(model)
+    default = score.default_batch_size(model, torch.device("cpu"))
+    print(
+        f"config {args.config}: {per_window / 2**20:.1f} MB of activations per window "
+        f"(busiest layer); default CPU batch {default} "
+        f"(budget {score.CPU_BATCH_BYTES / 2**30:.0f} GiB)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        weights = save_checkpoint(network, folder / "weights" / f"{args.config}.safetensors")
+        size = max(96, CONFIGS[args.config].crop_width)
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "synccurate", "synth", str(folder / "clips")),
+                *("--n", str(args.clips), "--seconds", str(args.seconds), "--size", str(size)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        print(f"{args.clips} clips of {args.seconds:g} s, {size}² px, --workers 0, CPU")
+        for batch in [*args.batches, None]:
+            wall, rss = run_score(folder / "clips", weights, folder / f"out-{batch}", batch)
+            label = f"{batch}" if batch else f"default ({default})"
+            print(f"  --batch-size {label:>13}: wall {wall:6.1f} s, peak RSS {rss:6.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
