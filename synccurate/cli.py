@@ -196,8 +196,8 @@ def score(
         None,
         min=1,
         help="Windows per model batch, shared across clips. Default: the model's own "
-        "(256 IC-SyncNet, 64 Wav2Lip expert, 16 SyncNet v2: its 224² 3-D convolutions "
-        "hold ~25 MB of activations per window).",
+        "(256 IC-SyncNet, 64 Wav2Lip expert, 4 SyncNet v2: its 224² windows hold ~10 MB "
+        "of activations each, and larger batches are no faster on CPU).",
     ),
     workers: int = typer.Option(
         min(4, os.cpu_count() or 1),

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-import cv2
 import numpy as np
 import torch
 
@@ -41,6 +40,8 @@ class InputRecipe:
 
     def whole_frame(self, frame: np.ndarray) -> np.ndarray:
         """The crop when the whole frame is the face (`--face-detector none`)."""
+        import cv2  # lazily: crops are cut in the worker processes, the model process needs no cv2
+
         return cv2.resize(frame, (self.crop_hw[1], self.crop_hw[0]), interpolation=cv2.INTER_LINEAR)
 
     def smooth_track(self, boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
