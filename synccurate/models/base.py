@@ -87,6 +87,8 @@ class SyncModel(Protocol):
     #: what the weights saw in training: {"data": "synthetic" | "real" | "unknown",
     #: "description": …} (synccurate.provenance); read with provenance.of_model
     trained_on: dict
+    # Optional: `audio_batch_size`, a larger batch for audio windows when they are much
+    # smaller than the visual ones (score.similarity_matrices uses the larger of the two).
 
     def to(self, device: torch.device) -> SyncModel: ...
 
