@@ -1,20 +1,29 @@
-"""synccurate vs upstream syncnet_python, side by side: wall time, peak memory, numbers.
+"""synccurate vs upstream syncnet_python, side by side: wall time, CPU time, peak memory, numbers.
 
 Upstream is run as people run it, one `run.sh` call per clip (../shared/anchors); synccurate
 scores the same clips in one `score` call. Both are timed by /usr/bin/time -v, whose peak
-RSS is the largest single process of the tree. With the SyncNet v2 model both load the same
-weights file, so offsets and confidences must agree too.
+RSS is the largest single process of the tree and whose CPU time (user + sys) counts the
+waited-for children too (ffmpeg, worker processes). With the SyncNet v2 model both load the
+same weights file, so offsets and confidences must agree too.
+
+On a shared machine wall time follows the load: each run prints the load average, and
+`--repeat` alternates the two sides so that they see the same conditions. CPU time is the
+steadier figure; `--threads 1` (OMP_NUM_THREADS for both sides) removes the CPU that idle
+OpenMP threads burn spinning when cores are contended.
 
     python benchmarks/anchor_compare.py                       # SyncNet v2, the 224² clips
+    python benchmarks/anchor_compare.py --repeat 3            # three alternating rounds
     python benchmarks/anchor_compare.py --model icsyncnet     # the bundled model
-    python benchmarks/anchor_compare.py --copies 34           # ~100 clips (copies)
+    python benchmarks/anchor_compare.py --copies 4            # 12 clips (copies)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,31 +38,54 @@ V2_WEIGHTS = SHARED / "fixtures" / "syncnet_v2" / "syncnet_v2_random.model"
 FACE_CLIPS = sorted((SHARED / "fixtures" / "real").glob("vox_*.mp4"))  # the 224² face crops
 
 
-def _time_v(stderr: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) from /usr/bin/time -v output."""
+def _load() -> str:
+    return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
+
+
+def _time_v(stderr: str) -> dict:
+    """wall_s, cpu_s (user + sys) and peak_rss_mb from /usr/bin/time -v output."""
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", stderr)
     hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
     rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
-    return hours * 3600 + minutes * 60 + seconds, rss_kb / 1024
+    user = float(re.search(r"User time \(seconds\): ([\d.]+)", stderr).group(1))
+    system = float(re.search(r"System time \(seconds\): ([\d.]+)", stderr).group(1))
+    return {
+        "wall_s": hours * 3600 + minutes * 60 + seconds,
+        "cpu_s": user + system,
+        "peak_rss_mb": rss_kb / 1024,
+    }
 
 
-def run_anchor(clip: Path) -> dict:
-    out = subprocess.run(["bash", str(RUN_SH), str(clip)], capture_output=True, text=True)
-    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-    found = dict(re.findall(r"(\w+)=(\S+)", last))
+def run_anchor(clip: Path, env: dict) -> dict:
+    load = _load()
+    out = subprocess.run(["bash", str(RUN_SH), str(clip)], capture_output=True, text=True, env=env)
+    found: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        if line.startswith(("anchor ", "anchor_detail ")):
+            found.update(re.findall(r"(\w+)=([^\s\"]+)", line))
     if "wall_s" not in found:
         raise RuntimeError(f"{clip}: run.sh failed: {out.stderr.strip()[-300:]}")
-    return {k: float(v) for k, v in found.items()}
+    return {
+        "wall_s": float(found["wall_s"]),
+        "cpu_s": float(found["user_s"]) + float(found["sys_s"]),
+        "peak_rss_mb": float(found["peak_rss_mb"]),
+        "offset": float(found["offset"]),
+        "conf": float(found["conf"]),
+        "load": load,
+    }
 
 
-def run_synccurate(folder: Path, out: Path, model: str, workers: int) -> tuple[float, float]:
+def run_synccurate(folder: Path, out: Path, args, env: dict) -> dict:
     weights = (
-        ["--model", "syncnet-v2", "--weights", str(V2_WEIGHTS)] if model != "icsyncnet" else []
+        ["--model", "syncnet-v2", "--weights", str(V2_WEIGHTS)] if args.model != "icsyncnet" else []
     )
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     command = [
         "/usr/bin/time",
         "-v",
-        str(Path(sys.executable).with_name("synccurate")),
+        sys.executable,
+        "-m",
+        "synccurate",
         "score",
         str(folder),
         "-o",
@@ -61,30 +93,42 @@ def run_synccurate(folder: Path, out: Path, model: str, workers: int) -> tuple[f
         "--face-detector",
         "none",
         "--workers",
-        str(workers),
+        str(args.workers),
         "--no-progress",
         *weights,
+        *batch,
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
+    load = _load()
+    out.unlink(missing_ok=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"synccurate score failed: {done.stderr.strip()[-500:]}")
-    return _time_v(done.stderr)
+    return _time_v(done.stderr) | {"load": load}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["syncnet-v2", "icsyncnet"], default="syncnet-v2")
     parser.add_argument("--copies", type=int, default=1, help="copies of each 224² clip")
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the model's")
+    parser.add_argument("--repeat", type=int, default=1, help="alternating rounds of both sides")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS for both sides (default: unset)"
+    )
     parser.add_argument(
         "--anchor-sample",
         type=int,
         default=3,
-        help="upstream runs to time (its cost per clip is then scaled to all clips)",
+        help="upstream runs per round (its cost per clip is then scaled to all clips)",
     )
     args = parser.parse_args()
     if not FACE_CLIPS or not RUN_SH.is_file():
         sys.exit(f"needs {RUN_SH} and the 224² clips in {SHARED / 'fixtures' / 'real'}")
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    ours_runs, anchor_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "clips"
         folder.mkdir()
@@ -92,20 +136,46 @@ def main() -> None:
             for clip in FACE_CLIPS:
                 shutil.copy(clip, folder / f"{clip.stem}_{copy:03d}{clip.suffix}")
         clips = sorted(folder.iterdir())
-        ours_wall, ours_rss = run_synccurate(folder, Path(tmp) / "scores", args.model, args.workers)
+        sample = clips[: args.anchor_sample]
+        for round_ in range(args.repeat):
+            ours = run_synccurate(folder, Path(tmp) / "scores", args, env)
+            ours_runs.append(ours)
+            print(
+                f"round {round_ + 1}: synccurate {len(clips)} clips: wall {ours['wall_s']:.1f} s, "
+                f"CPU {ours['cpu_s']:.1f} s, peak RSS {ours['peak_rss_mb']:.0f} MB "
+                f"(load {ours['load']})",
+                flush=True,
+            )
+            anchors = {clip.name: run_anchor(clip, env) for clip in sample}
+            anchor_runs.append(anchors)
+            for name, a in anchors.items():
+                print(
+                    f"round {round_ + 1}: upstream {name}: wall {a['wall_s']:.1f} s, "
+                    f"CPU {a['cpu_s']:.1f} s, peak RSS {a['peak_rss_mb']:.0f} MB "
+                    f"(load {a['load']})",
+                    flush=True,
+                )
         table = pd.read_parquet(Path(tmp) / "scores").set_index("path")
-        anchors = {clip.name: run_anchor(clip) for clip in clips[: args.anchor_sample]}
-    per_clip = sum(a["wall_s"] for a in anchors.values()) / len(anchors)
-    anchor_wall = per_clip * len(clips)
-    anchor_rss = max(a["peak_rss_mb"] for a in anchors.values())
-    print(f"{len(clips)} clips, model {args.model}, synccurate --workers {args.workers}")
-    print(f"  upstream run.sh per clip: {per_clip:.1f} s (mean of {len(anchors)} runs)")
-    speedup, memory = anchor_wall / ours_wall, ours_rss / anchor_rss
-    print(f"  wall: upstream {anchor_wall:.1f} s, synccurate {ours_wall:.1f} s: {speedup:.1f}x")
-    print(f"  peak RSS: upstream {anchor_rss:.0f} MB, synccurate {ours_rss:.0f} MB: {memory:.2f}")
+    n = len(clips)
+    threads = args.threads or "default"
+    print(
+        f"\n{n} clips, model {args.model}, synccurate --workers {args.workers} "
+        f"--batch-size {args.batch_size or 'default'}, threads {threads}, {args.repeat} round(s)"
+    )
+    print("  per clip (median over rounds; upstream: mean of its runs in a round):")
+    for label, key in (("wall", "wall_s"), ("CPU", "cpu_s")):
+        ours = statistics.median(r[key] for r in ours_runs) / n
+        up = statistics.median(statistics.mean(a[key] for a in r.values()) for r in anchor_runs)
+        print(f"    {label:5s} upstream {up:6.2f} s, synccurate {ours:6.2f} s: {up / ours:.2f}x")
+    anchor_rss = max(a["peak_rss_mb"] for r in anchor_runs for a in r.values())
+    ours_rss = max(r["peak_rss_mb"] for r in ours_runs)
+    print(
+        f"  peak RSS: upstream {anchor_rss:.0f} MB, synccurate {ours_rss:.0f} MB: "
+        f"{ours_rss / anchor_rss:.2f} of upstream"
+    )
     if args.model == "syncnet-v2":
         print("  numbers (same weights): clip, upstream offset / conf, synccurate offset / lse_c")
-        for name, anchor in anchors.items():
+        for name, anchor in anchor_runs[-1].items():
             row = table.loc[name]
             print(
                 f"    {name}: {anchor['offset']:+.0f} / {anchor['conf']:.4f}   "

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import librosa
 import numpy as np
-import scipy.signal
+
+# librosa and scipy (≈70 MB) are imported where the spectrogram is computed, in the worker
+# processes: the model process reads only this module's constants and window arithmetic.
 
 SAMPLE_RATE = 16_000  # Hz, mono
 VIDEO_FPS = 25  # frames per second after resampling
@@ -39,6 +40,8 @@ SILENCE_DBFS = -40.0  # a video frame whose audio RMS is below this is "silent"
 
 @lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
+    import librosa
+
     return librosa.filters.mel(
         sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=F_MIN, fmax=F_MAX
     ).astype(np.float32)
@@ -50,6 +53,9 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     Mel frame m is centred on sample m * HOP_LENGTH (librosa's centred STFT), so
     mel frame index = seconds * MEL_FPS, which is what `mel_index` relies on.
     """
+    import librosa
+    import scipy.signal
+
     samples = np.asarray(samples, dtype=np.float32)
     emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], samples).astype(np.float32)
     spectrum = np.abs(

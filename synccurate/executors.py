@@ -10,7 +10,9 @@ many clips a run has. The model step and the writer stay in the driver process.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -20,9 +22,10 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Protocol
 
-from synccurate import faces
-
+# synccurate.faces (cv2, scipy) is imported where a detector is made: in the workers, or
+# here only when clips are prepared in this process.
 if TYPE_CHECKING:
+    from synccurate import faces
     from synccurate.models.base import InputRecipe
     from synccurate.score import ClipRef, PreparedClip
 
@@ -78,15 +81,40 @@ def _init_worker(detector_name: str, parent: int) -> None:
     import cv2
     import torch
 
+    from synccurate import faces
+
     torch.set_num_threads(1)  # each worker one core: the pool, not threads, gives parallelism
     cv2.setNumThreads(1)
     _worker_detector = faces.make_detector(detector_name, device="cpu")
 
 
-def _prepare_in_worker(ref, recipe, every):
+def _prepare_in_worker(ref, recipe, every, spool: str):
+    """prepare_clip in a worker; a clip with crops comes back as a file in `spool`.
+
+    Through the result pipe a clip's crops (37 MB for 10 s of 224² frames) would be held
+    twice in the driver while unpickled, and once more for each finished clip waiting its
+    turn; from a file they are read once, when the driver takes the clip.
+    """
     from synccurate.score import prepare_clip
 
-    return prepare_clip(ref, recipe, _worker_detector, every)
+    clip = prepare_clip(ref, recipe, _worker_detector, every)
+    if clip.crops is None:
+        return clip
+    handle, path = tempfile.mkstemp(suffix=".pickle", dir=spool)
+    with os.fdopen(handle, "wb") as file:
+        pickle.dump(clip, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _unspool(result) -> PreparedClip:
+    """The clip a worker returned, read back from its spool file (which is then deleted)."""
+    if not isinstance(result, str):
+        return result
+    try:
+        with open(result, "rb") as file:
+            return pickle.load(file)  # written by our own worker, in our private folder
+    finally:
+        os.unlink(result)
 
 
 class LocalExecutor:
@@ -104,6 +132,7 @@ class LocalExecutor:
         return self._in_pool(refs, recipe, detector_name, detect_every)
 
     def _in_process(self, refs, recipe, detector_name, every) -> Iterator[PreparedClip]:
+        from synccurate import faces
         from synccurate.score import prepare_clip
 
         detector = faces.make_detector(detector_name, device=self.device)
@@ -119,10 +148,11 @@ class LocalExecutor:
         pool again while alone is the culprit and becomes a status row; then the rest go on.
         """
         queue, suspects = deque(refs), deque()
-        while queue or suspects:
-            yield from self._until_broken(queue, suspects, recipe, detector_name, every)
+        with tempfile.TemporaryDirectory(prefix="synccurate-clips-") as spool:
+            while queue or suspects:
+                yield from self._until_broken(queue, suspects, recipe, detector_name, every, spool)
 
-    def _until_broken(self, queue, suspects, recipe, detector_name, every):
+    def _until_broken(self, queue, suspects, recipe, detector_name, every, spool):
         """Runs clips from `suspects` (alone) then `queue` in one pool, until it breaks."""
         context = get_context("spawn")  # fork deadlocks under torch's threads
         with ProcessPoolExecutor(
@@ -137,10 +167,10 @@ class LocalExecutor:
             while True:
                 if suspects and not running:
                     alone = suspects.popleft()
-                    running[pool.submit(_prepare_in_worker, alone, recipe, every)] = alone
+                    running[pool.submit(_prepare_in_worker, alone, recipe, every, spool)] = alone
                 while queue and not suspects and len(running) < 2 * self.workers:
                     ref = queue.popleft()
-                    running[pool.submit(_prepare_in_worker, ref, recipe, every)] = ref
+                    running[pool.submit(_prepare_in_worker, ref, recipe, every, spool)] = ref
                 if not running:
                     return
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -151,7 +181,7 @@ class LocalExecutor:
                     ref = running.pop(future)
                     error = future.exception()
                     if error is None:
-                        yield future.result()
+                        yield _unspool(future.result())
                     elif isinstance(error, BrokenProcessPool) and ref != alone:
                         suspects.append(ref)
                         broken = True

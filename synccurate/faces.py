@@ -33,14 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import cv2
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, median_filter
 
 from synccurate.audio import VIDEO_FPS
-from synccurate.media import MediaError, MediaInfo, frame_size, iter_video_frames
 
+# cv2, scipy and synccurate.media (PyAV) are imported inside the functions that detect,
+# smooth, decode and crop, which run in the worker processes: a recipe module that imports
+# this one for its constants keeps them out of the process that holds the model.
 if TYPE_CHECKING:
+    import cv2
+
+    from synccurate.media import MediaInfo
     from synccurate.models.base import InputRecipe
 
 Box = tuple[float, float, float, float, float]  # x1, y1, x2, y2, score (in the frame's pixels)
@@ -114,6 +117,8 @@ class OpenCVDetector:
     name = "opencv"
 
     def __init__(self) -> None:
+        import cv2
+
         def cascade(file: str) -> cv2.CascadeClassifier:
             classifier = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / file))
             if classifier.empty():
@@ -130,6 +135,8 @@ class OpenCVDetector:
         return [self._detect_one(frame) for frame in frames]
 
     def _detect_one(self, frame: np.ndarray) -> list[Box]:
+        import cv2
+
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         longest = max(gray.shape)
         for side in sorted({min(OPENCV_COARSE_SIDE, longest), longest}):
@@ -140,6 +147,8 @@ class OpenCVDetector:
 
     def _detect_at(self, gray: np.ndarray, side: int) -> list[Box]:
         """Faces in `gray` searched on an equalised, padded copy whose longest side is `side`."""
+        import cv2
+
         scale = min(1.0, side / max(gray.shape))
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -249,6 +258,8 @@ class CenterFaceDetector:
         return [(x1 - pad, y1 - pad, x2 - pad, y2 - pad, score) for x1, y1, x2, y2, score in faces]
 
     def _detect_at(self, square: np.ndarray, side: int) -> list[Box]:
+        import cv2
+
         scale = side / len(square)
         if side != len(square):
             square = cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA)
@@ -515,6 +526,8 @@ def _area(box: np.ndarray) -> float:
 
 def _smooth(boxes: np.ndarray) -> np.ndarray:
     """Median then Gaussian over time of centre and size, within one run of frames."""
+    from scipy.ndimage import gaussian_filter1d, median_filter
+
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     size = boxes[:, 2:] - boxes[:, :2]
     params = np.concatenate([centre, size], axis=1)
@@ -605,6 +618,8 @@ def crop_mouth(
     frame: np.ndarray, box: np.ndarray, crop_hw: tuple[int, int], margin: float = MOUTH_MARGIN
 ) -> np.ndarray:
     """The mouth region of `frame` resized to crop_hw; parts outside the frame are black."""
+    import cv2
+
     region = cut_region(frame, *mouth_box(box, margin))
     return cv2.resize(region, (crop_hw[1], crop_hw[0]), interpolation=cv2.INTER_AREA)
 
@@ -643,6 +658,8 @@ def lower_half_filter(width: int, height: int) -> str:
 
 def _whole_frame_crops(info: MediaInfo, recipe: InputRecipe, chunk_frames: int) -> MouthTrack:
     """Pre-cropped faces: ffmpeg cuts the region when the recipe has a filter, else numpy."""
+    from synccurate.media import frame_size, iter_video_frames
+
     height, width = frame_size(info)
     video_filter = getattr(recipe, "whole_frame_filter", None)
     if video_filter is not None:
@@ -674,6 +691,8 @@ def _detect_all(
 
     Frames are decoded with their longest side at most `detect_size` px.
     """
+    from synccurate.media import frame_size, iter_video_frames
+
     height, width = frame_size(info)
     scale = min(1.0, detect_size / max(height, width))
     detect_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -704,6 +723,8 @@ def _cut_crops(
     info: MediaInfo, tracks: Sequence[FaceTrack], recipe: InputRecipe, chunk_frames: int
 ) -> list[np.ndarray]:
     """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face)."""
+    from synccurate.media import frame_size, iter_video_frames
+
     height, width = frame_size(info)
     n = len(tracks[0].has_face) if tracks else 0
     crops = [np.zeros((n, *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
@@ -724,6 +745,8 @@ def _cut_crops(
 
 
 def _check_args(info: MediaInfo, detect_every: int, caller: str) -> None:
+    from synccurate.media import MediaError
+
     if detect_every < 1:
         raise ValueError(f"{caller}: detect_every must be >= 1, got {detect_every}")
     if not info.has_video:

@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from synccurate import audio, faces, media, provenance
+# faces and media (cv2, PyAV, scipy) are imported inside the functions that decode and crop,
+# which run in the worker processes: the process that holds the model never loads them.
+from synccurate import audio, provenance
 from synccurate.models.base import InputRecipe, SyncModel
 from synccurate.store import COLUMNS, rows_to_frame  # noqa: F401  (COLUMNS: re-exported)
 from synccurate.sync import MAX_OFFSET
 
 if TYPE_CHECKING:
+    from synccurate import faces
     from synccurate.executors import Executor
 
 MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
@@ -73,6 +76,8 @@ def discover(paths: Iterable[str | Path]) -> list[ClipRef]:
 
 def _video_files(folder: Path) -> list[str]:
     """Paths relative to `folder` of its video files, sorted like Path objects."""
+    from synccurate.media import VIDEO_EXTENSIONS
+
     found: list[str] = []
 
     def unlisted(error: OSError) -> None:
@@ -83,7 +88,7 @@ def _video_files(folder: Path) -> list[str]:
 
     for directory, _, names in os.walk(folder, onerror=unlisted):
         for name in names:  # also symlinks whose target is missing
-            if Path(name).suffix.lower() in media.VIDEO_EXTENSIONS:
+            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
                 found.append((Path(directory) / name).relative_to(folder).as_posix())
     return sorted(found, key=lambda relative: relative.split("/"))
 
@@ -160,6 +165,8 @@ def prepare_clip(
     ref: ClipRef, recipe: InputRecipe, detector: faces.FaceDetector, detect_every: int = 1
 ) -> PreparedClip:
     """Decode audio and the model's crops of one clip; never raises for a bad clip."""
+    from synccurate import faces, media
+
     clip = PreparedClip(ref, detector=getattr(detector, "name", ""))
     try:
         start = time.perf_counter()
@@ -250,7 +257,8 @@ def embed_batched(
     """Embed every window of several clips exactly once, in batches that span clips."""
     outputs: list[list[torch.Tensor]] = [[] for _ in lengths]
     for batch in _chunks(lengths, batch_size):
-        windows = torch.cat([make_windows(item, start, stop) for item, start, stop in batch])
+        parts = [make_windows(item, start, stop) for item, start, stop in batch]
+        windows = parts[0] if len(parts) == 1 else torch.cat(parts)  # no copy for one clip
         embedded = encode(windows.to(device, non_blocking=True)).float()
         offset = 0
         for item, start, stop in batch:
@@ -289,8 +297,11 @@ def similarity_matrices(
     with torch.inference_mode():
         with autocast:
             v = embed_batched(model.embed_visual, visual, T, batch_size, device)
+            # Audio windows may be far smaller than visual ones (SyncNet v2: 1 KB against
+            # 3 MB); a model can ask for larger audio batches, which use threads better.
+            audio_batch = max(batch_size, getattr(model, "audio_batch_size", 0))
             a = embed_batched(
-                model.embed_audio, audio_, [t + 2 * max_offset for t in T], batch_size, device
+                model.embed_audio, audio_, [t + 2 * max_offset for t in T], audio_batch, device
             )
         return [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
 
@@ -498,6 +509,7 @@ def score_clips(
             finish(clip)
             continue
         pending.append(clip)
+        del clip  # a scored clip's crops are freed before the next clip is awaited
         if sum(c.n_windows for c in pending) >= batch_size:
             run_model()
     if pending:

@@ -334,3 +334,58 @@ def test_import_round_trip_and_tamper(tmp_path, monkeypatch, request, which):
     imported.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="sha256"):
         checkpoints.load_network(imported)
+
+
+def _random_batchnorm_statistics(net: torch.nn.Module, seed: int) -> None:
+    """Running statistics far from (0, 1) and a large ε, so that folding them is visible."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) * 2 - 1)
+            module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.25)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.eps = 0.05
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_v2_fast_network_computes_the_public_network():
+    """FastSyncNetV2 (2-D, BatchNorm folded, channels_last) is SyncNetV2Net up to round-off.
+
+    Random weights, statistics and frames; the windows in lip_windows' own layout, as a
+    contiguous copy, and as two clips' windows concatenated (embed_batched's batches).
+    """
+    torch.manual_seed(11)
+    net = syncnet_v2.SyncNetV2Net(embed_dim=256).eval()
+    _random_batchnorm_statistics(net, seed=12)
+    fast = syncnet_v2.FastSyncNetV2(net)
+    rng = np.random.default_rng(13)
+    frames = rng.integers(0, 256, (10, 224, 224, 3), dtype=np.uint8)
+    lips = torch.from_numpy(syncnet_v2.lip_windows(frames, 0, 6))
+    expected = net.forward_lip(lips)
+    assert expected.abs().max() > 0 and expected.std() > 1e-3 * expected.abs().max()
+    for windows in (lips, lips.contiguous(), torch.cat([lips[:2], lips[2:]])):
+        assert _relative_error(fast.forward_lip(windows), expected) <= 1e-5
+    mfcc = torch.from_numpy(rng.normal(scale=10, size=(5, 1, 13, 20)).astype(np.float32))
+    assert _relative_error(fast.forward_aud(mfcc), net.forward_aud(mfcc)) <= 1e-5
+    with pytest.raises(ValueError, match="224"):
+        fast.forward_lip(torch.zeros(1, 3, 5, 112, 112))
+
+
+def test_v2_model_embeds_with_the_fast_copy(v2_net):
+    model = syncnet_v2.SyncNetV2Model(v2_net, "syncnet-v2@test")
+    assert isinstance(model.network, syncnet_v2.FastSyncNetV2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 30])
+@pytest.mark.parametrize("kernel", [9, 13])
+def test_medfilt_equals_scipy(n, kernel):
+    import scipy.signal
+
+    values = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    expected = scipy.signal.medfilt(values, kernel) if n else values
+    np.testing.assert_array_equal(syncnet_v2.medfilt(values, kernel), expected)

@@ -14,6 +14,7 @@ The bundled small model finds the exact offset of every 2 s synthetic clip used 
 
 from __future__ import annotations
 
+import tempfile
 from fractions import Fraction
 
 import av
@@ -187,13 +188,20 @@ def test_clips_at_other_frame_rates_score_their_known_offset(other_rates, name):
 # --- the worker path -----------------------------------------------------------------------------
 
 
-def test_workers_give_exactly_the_rows_of_the_in_process_path(other_rates, tmp_path):
+def test_workers_give_exactly_the_rows_of_the_in_process_path(
+    other_rates, tmp_path, monkeypatch
+):
     """The clips above through a worker process (the CLI's default path): none dropped or
     altered. One worker keeps two clips in flight and takes the next as one finishes, so
-    four clips and a broken file go through every part of the refill loop."""
+    four clips and a broken file go through every part of the refill loop. The worker hands
+    clips back through files in a temporary folder: none may be left behind."""
     folder, table = other_rates
     inline = table.drop(columns=["root", "scored_at", "run_id"]).sort_index()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     pooled = score_table(folder, tmp_path / "pooled.parquet", workers=1)
+    assert not list(temporary.iterdir())
     pooled = pooled.drop(columns=["root", "scored_at", "run_id"]).sort_index()
     assert list(pooled.index) == sorted(["broken.mp4", *RATES])
     assert list(inline.index) == list(pooled.index)

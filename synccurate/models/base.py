@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-import cv2
 import numpy as np
 import torch
 
@@ -41,6 +40,8 @@ class InputRecipe:
 
     def whole_frame(self, frame: np.ndarray) -> np.ndarray:
         """The crop when the whole frame is the face (`--face-detector none`)."""
+        import cv2  # lazily: crops are cut in the worker processes, the model process needs no cv2
+
         return cv2.resize(frame, (self.crop_hw[1], self.crop_hw[0]), interpolation=cv2.INTER_LINEAR)
 
     def smooth_track(self, boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
@@ -86,6 +87,8 @@ class SyncModel(Protocol):
     #: what the weights saw in training: {"data": "synthetic" | "real" | "unknown",
     #: "description": …} (synccurate.provenance); read with provenance.of_model
     trained_on: dict
+    # Optional: `audio_batch_size`, a larger batch for audio windows when they are much
+    # smaller than the visual ones (score.similarity_matrices uses the larger of the two).
 
     def to(self, device: torch.device) -> SyncModel: ...
 

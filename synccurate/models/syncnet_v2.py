@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import cv2
 import numpy as np
-import python_speech_features
-import scipy.signal
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
+# cv2 and python_speech_features are imported inside the functions of the recipe, which run
+# in the worker processes, so the process that holds the model does not load them.
 from synccurate import faces, provenance
 from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models.base import InputRecipe, NetworkModel
@@ -104,9 +104,13 @@ class SyncNetV2Net(nn.Module):
         Files without the 14 `num_batches_tracked` counters (88 keys instead of 102) are
         accepted, as upstream's loader does; the counters play no part in eval mode.
         """
-        net = cls(embed_dim=state["netfcaud.3.weight"].shape[0])
-        counters = {k: v for k, v in net.state_dict().items() if k.endswith("num_batches_tracked")}
-        net.load_state_dict({**counters, **state})
+        with torch.device("meta"):  # no random init: the file's tensors become the weights
+            net = cls(embed_dim=state["netfcaud.3.weight"].shape[0])
+        counters = {
+            k: torch.tensor(0) for k in net.state_dict() if k.endswith("num_batches_tracked")
+        }
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        net.load_state_dict({**counters, **weights}, assign=True)
         return net.eval()
 
     def forward_aud(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +128,108 @@ class SyncNetV2Net(nn.Module):
         return self.netcnnlip(x).flatten(1)
 
 
+class FastSyncNetV2(nn.Module):
+    """SyncNetV2Net for inference only: the same function, faster on CPU.
+
+    Per window on one CPU thread: lip CNN 35 ms instead of 42 (60 in upstream's contiguous
+    layout), audio CNN 5 ms instead of 6.5.
+
+    - The lip CNN mixes time only in its first layer, whose kernel spans all 5 frames, so it
+      is exactly a 2-D CNN over the 15 stacked (time, colour) channels.
+    - Each eval-mode BatchNorm is folded into the convolution before it.
+    - Activations are channels_last, the layout oneDNN's convolutions run fastest in; the
+      windows `lip_windows` builds already are, so they are not copied.
+
+    Outputs equal SyncNetV2Net's up to float round-off (≈1e-6 relative). The two heads are
+    the network's own modules. SyncNetV2Net stays the public layout that checkpoints load
+    into and the parity tests check.
+    """
+
+    def __init__(self, net: SyncNetV2Net):
+        super().__init__()
+        self.cnnaud = _inference_cnn(net.netcnnaud)
+        self.cnnlip = _inference_cnn(net.netcnnlip)
+        self.netfcaud, self.netfclip = net.netfcaud, net.netfclip
+
+    def forward_aud(self, x: torch.Tensor) -> torch.Tensor:
+        _check_shape(x, (1, N_MFCC, MFCC_WINDOW), "audio")
+        return self.netfcaud(
+            self.cnnaud(x.contiguous(memory_format=torch.channels_last)).flatten(1)
+        )
+
+    def forward_lip(self, x: torch.Tensor) -> torch.Tensor:
+        _check_shape(x, (3, WINDOW_FRAMES, FACE_SIZE, FACE_SIZE), "lip")
+        stacked = x.permute(0, 3, 4, 2, 1).contiguous()  # [n, H, W, t, c]: as lip_windows makes it
+        stacked = stacked.view(len(x), FACE_SIZE, FACE_SIZE, -1).permute(0, 3, 1, 2)  # 3·t + c
+        return self.netfclip(self.cnnlip(stacked).flatten(1))
+
+
+def _inference_cnn(layers: nn.Sequential) -> nn.Sequential:
+    """A Conv → BatchNorm → ReLU (→ MaxPool) stack as 2-D layers with the BatchNorms folded in.
+
+    3-D layers must see inputs whose time axis their kernel covers whole (no time padding):
+    their outputs then have one time step, and the next layer's kernel is 1 in time.
+    """
+    out: list[nn.Module] = []
+    modules = list(layers)
+    for i, layer in enumerate(modules):
+        if isinstance(layer, nn.Conv2d | nn.Conv3d):
+            out.append(_fold_batchnorm(layer, modules[i + 1]))
+        elif isinstance(layer, nn.MaxPool3d):
+            if _in_time(layer.kernel_size) != 1 or _in_time(layer.padding) != 0:
+                raise ValueError(f"{layer}: pools over time")
+            out.append(
+                nn.MaxPool2d(
+                    _in_space(layer.kernel_size), _in_space(layer.stride), _in_space(layer.padding)
+                )
+            )
+        elif isinstance(layer, nn.ReLU):
+            out.append(nn.ReLU(inplace=True))
+        elif isinstance(layer, nn.MaxPool2d):
+            out.append(layer)
+        elif not isinstance(layer, nn.BatchNorm2d | nn.BatchNorm3d):  # folded above
+            raise TypeError(f"no inference form for {layer}")
+    return nn.Sequential(*out).to(memory_format=torch.channels_last).eval()
+
+
+def _in_time(size) -> int:
+    return size[0] if isinstance(size, tuple) else size
+
+
+def _in_space(size):
+    return size[1:] if isinstance(size, tuple) else size
+
+
+@torch.no_grad()
+def _fold_batchnorm(conv: nn.Conv2d | nn.Conv3d, norm: nn.Module) -> nn.Conv2d:
+    """conv then eval-mode norm as one Conv2d: weight·s, (bias − mean)·s + β, s = γ / √(var + ε).
+
+    A Conv3d weight [o, c, t, kh, kw] becomes [o, t·c, kh, kw]: input channel 3·t + c for
+    the lip CNN's 5 frames of 3 colours.
+    """
+    if not isinstance(norm, nn.BatchNorm2d | nn.BatchNorm3d):
+        raise TypeError(f"{conv} is followed by {norm}, not a BatchNorm")
+    weight = conv.weight
+    if weight.ndim == 5:
+        if conv.padding[0] != 0:
+            raise ValueError(f"{conv}: pads in time")
+        weight = weight.transpose(1, 2).flatten(1, 2)
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    with torch.device("meta"):
+        folded = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            weight.shape[2:],
+            _in_space(conv.stride),
+            _in_space(conv.padding),
+        )
+    folded.weight = nn.Parameter(weight * scale[:, None, None, None], requires_grad=False)
+    folded.bias = nn.Parameter(
+        (conv.bias - norm.running_mean) * scale + norm.bias, requires_grad=False
+    )
+    return folded
+
+
 def _check_shape(x: torch.Tensor, per_item: tuple[int, ...], what: str) -> None:
     """Upstream fails deep inside a Linear on a wrong size; say what was expected instead."""
     if x.ndim != len(per_item) + 1 or tuple(x.shape[1:]) != per_item:
@@ -139,6 +245,8 @@ def mfcc(samples_int16_scale: np.ndarray) -> np.ndarray:
     epsilon, so [-1, 1] floats shift c0 by 2·ln(32768) ≈ 20.8 and change the features the
     network was trained on.
     """
+    import python_speech_features
+
     return python_speech_features.mfcc(np.asarray(samples_int16_scale), SAMPLE_RATE).T
 
 
@@ -168,14 +276,20 @@ def lip_windows(frames_bgr_uint8: np.ndarray, start: int, stop: int) -> np.ndarr
     """Lip windows [stop−start, 3, 5, 224, 224] float32, raw 0–255 BGR, from [F, 224, 224, 3].
 
     Window i stacks frames i … i+4 along time (Conv3d input), unscaled as upstream feeds them.
+    In memory the windows are [n, 224, 224, 5, 3]: time and colour innermost, which is the
+    channels_last layout of the 15 stacked channels `FastSyncNetV2` reads, without a copy.
     """
     frames = np.asarray(frames_bgr_uint8)
     if frames.ndim != 4 or frames.shape[1:] != (FACE_SIZE, FACE_SIZE, 3):
         raise ValueError(f"expected frames [F, {FACE_SIZE}, {FACE_SIZE}, 3], got {frames.shape}")
     if not 0 <= start <= stop or stop + WINDOW_FRAMES - 1 > len(frames):
         raise ValueError(f"windows {start}…{stop - 1} need frames beyond the {len(frames)} given")
-    index = np.arange(start, stop)[:, None] + np.arange(WINDOW_FRAMES)  # [n, 5] frame numbers
-    return frames[index].transpose(0, 4, 1, 2, 3).astype(np.float32)  # [n, 3, 5, H, W]
+    if start == stop:
+        return np.zeros((0, 3, WINDOW_FRAMES, FACE_SIZE, FACE_SIZE), dtype=np.float32)
+    used = frames[start : stop + WINDOW_FRAMES - 1]
+    stacked = sliding_window_view(used, WINDOW_FRAMES, axis=0)  # view [n, H, W, 3, 5]
+    windows = np.ascontiguousarray(stacked.swapaxes(3, 4), dtype=np.float32)  # [n, H, W, 5, 3]
+    return windows.transpose(0, 4, 3, 1, 2)  # [n, 3, 5, H, W]
 
 
 def distance_matrix(V: torch.Tensor, A: torch.Tensor, max_offset: int = MAX_OFFSET) -> torch.Tensor:
@@ -199,8 +313,9 @@ def v2_summary(dists: torch.Tensor | np.ndarray, valid: np.ndarray | None = None
 
     mdist[k] is the mean over windows; the first minimum wins ties; conf = median − min over
     the 2K+1 offsets; fconf is the frame-wise confidence at the best offset, median-filtered
-    over 9 windows with zero padding (scipy.signal.medfilt). `valid` (default: all) keeps
-    windows without a face out of the means; fdist and fconf still cover every window.
+    over 9 windows with zero padding (upstream's scipy.signal.medfilt, here `medfilt`).
+    `valid` (default: all) keeps windows without a face out of the means; fdist and fconf
+    still cover every window.
     """
     dists = torch.as_tensor(dists).detach().cpu()  # torch's float32 mean, as upstream's
     max_offset = (dists.shape[1] - 1) // 2
@@ -215,8 +330,19 @@ def v2_summary(dists: torch.Tensor | np.ndarray, valid: np.ndarray | None = None
         "conf": float(median - mdist[best]),
         "mdist": mdist,
         "fdist": fdist,
-        "fconf": scipy.signal.medfilt(median - fdist, kernel_size=FCONF_KERNEL),
+        "fconf": medfilt(median - fdist, FCONF_KERNEL),
     }
+
+
+def medfilt(values: np.ndarray, kernel: int) -> np.ndarray:
+    """scipy.signal.medfilt of a 1-D array (odd kernel, zeros past both ends), in numpy.
+
+    The same numbers without scipy.signal, whose import alone costs the model process ~65 MB.
+    """
+    if len(values) == 0:
+        return np.array(values, copy=True)
+    padded = np.pad(np.asarray(values), kernel // 2)
+    return np.median(sliding_window_view(padded, kernel), axis=1)
 
 
 # --- the two halves of the model interface (models.base) ----------------------------
@@ -229,6 +355,8 @@ def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     [x − 1.4·bs, x + 1.4·bs) around the box centre (x, y), floored as upstream's int() of
     positive padded coordinates, then resized bilinearly.
     """
+    import cv2
+
     half = max(box[2] - box[0], box[3] - box[1]) / 2
     x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     x0, x1 = int(np.floor(x - half * (1 + CROP_SCALE))), int(np.floor(x + half * (1 + CROP_SCALE)))
@@ -245,7 +373,7 @@ def median_track(boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
         run = boxes[start:stop]
         half = np.maximum(run[:, 2] - run[:, 0], run[:, 3] - run[:, 1]) / 2
         x, y = (run[:, 0] + run[:, 2]) / 2, (run[:, 1] + run[:, 3]) / 2
-        x, y, half = (scipy.signal.medfilt(v, TRACK_MEDIAN) for v in (x, y, half))
+        x, y, half = (medfilt(v, TRACK_MEDIAN) for v in (x, y, half))
         out[start:stop] = np.stack([x - half, y - half, x + half, y + half], axis=1)
     return out
 
@@ -291,11 +419,19 @@ class SyncNetV2Model(NetworkModel):
 
     kind = "syncnet-v2"
     score_kind = "distance"
-    batch_size = 16  # its 224² 3-D convolutions hold ~25 MB of activations per window
+    # Windows per model batch by default. On one CPU thread 4 is as fast per window as 8 and
+    # faster than 16 or 32 (lip CNN: 34, 34, 36, 38 ms); `score` peaks ~130 MB lower than at 16.
+    batch_size = 4
+    # MFCC windows are 1 KB: at 4 per batch two threads run the audio CNN at 3.7 ms per
+    # window, at 64 at 2.5 ms.
+    audio_batch_size = 64
 
     def __init__(self, network: SyncNetV2Net, model_id: str, trained_on: dict | None = None):
         trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
-        super().__init__(network, model_id, FaceCropRecipe(), trained_on)
+        # The fast inference copy replaces the network (a stand-in network is used as is), so
+        # the 3-D weights are not held twice once the caller lets go of them.
+        fast = FastSyncNetV2(network) if isinstance(network, SyncNetV2Net) else network
+        super().__init__(fast, model_id, FaceCropRecipe(), trained_on)
 
     def embed_visual(self, windows: torch.Tensor) -> torch.Tensor:
         return self.network.forward_lip(windows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -165,6 +164,8 @@ class FaceBoxRecipe(InputRecipe):
     crop_hw: tuple[int, int] = (FACE_SIZE, FACE_SIZE)
 
     def crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        import cv2  # lazily, as in models.base: cropping runs in the worker processes
+
         height, width = frame.shape[:2]
         x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
         x1, y1 = min(width, max(x0 + 1, int(box[2]))), min(height, max(y0 + 1, int(box[3])))
