@@ -1,11 +1,11 @@
 """Scores store at a million clips: writer speed, resume cost, writer memory (prints figures).
 
-    python benchmarks/writer_scale.py [--rows 1000000] [--folder DIR] [--arrays]
+    python benchmarks/writer_scale.py [--rows 1000000] [--folder DIR] [--lists]
 
 Rows go through the real `store.PartsWriter` without decoding any video. They look like
 the driver's rows: every scalar column filled, `p_t` and `onscreen` with ~250 entries
-(a 10 s clip), `profile` with 31; as Python lists (what `score._row` makes today) or,
-with --arrays, as NumPy arrays.
+(a 10 s clip), `profile` with 31; as NumPy arrays (what the models' metrics
+give the driver) or, with --lists, as Python lists (what any other caller may pass).
 
 (a) writer throughput over --rows rows: rows/s of CPU and of wall time spent inside
     add()/close(), and that time as a share of a run scoring 20 clips/s
@@ -143,7 +143,7 @@ def run_child(
     command = [sys.executable, __file__, "--child", mode, "--folder", str(folder)]
     command += ["--rows", str(n), "--part-rows", str(part_rows)]
     output = subprocess.run(
-        command + (["--arrays"] if arrays else []),
+        command + ([] if arrays else ["--lists"]),
         check=True,
         capture_output=True,
         text=True,
@@ -174,19 +174,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--folder", type=Path, help="Where to write (default: a temp folder).")
-    parser.add_argument("--arrays", action="store_true", help="List columns as NumPy arrays.")
+    parser.add_argument("--lists", action="store_true", help="List columns as Python lists.")
     parser.add_argument("--part-rows", type=int, default=store.ROWS_PER_PART)
     parser.add_argument("--child", choices=["resume", "write", "compact"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, str(args.folder), args.rows, args.arrays, args.part_rows)
+        child(args.child, str(args.folder), args.rows, not args.lists, args.part_rows)
         return
     base = args.folder or Path(tempfile.mkdtemp(prefix="writer_scale_"))
-    kind = "NumPy arrays" if args.arrays else "Python lists"
+    kind = "Python lists" if args.lists else "NumPy arrays"
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     try:
         folder = base / "scores.parquet"
-        a = run_child("write", folder, args.rows, args.arrays)
+        a = run_child("write", folder, args.rows, not args.lists)
         per_row_cpu = a["cpu"] / a["rows"]
         print(
             f"(a) {a['rows']:,} rows ({kind}) → {a['parts']} parts, "
@@ -198,7 +198,7 @@ def main() -> None:
         )
         resume(folder, "(b) fast-run layout")
         slow = base / "slow.parquet"
-        run_child("write", slow, args.rows, args.arrays, part_rows=SLOW_RUN_PART_ROWS)
+        run_child("write", slow, args.rows, not args.lists, part_rows=SLOW_RUN_PART_ROWS)
         resume(slow, f"(b) 20 clips/s layout, {SLOW_RUN_PART_ROWS:,}-row parts")
         c = run_child("compact", slow)
         cpu, wall = c["compact"]
@@ -210,7 +210,7 @@ def main() -> None:
             peaks = {}
             for n in (1_000, 10_000, 100_000):
                 target = base / f"mem_{n}"
-                peaks[n] = run_child("write", target, n, args.arrays, pool=pool)["peak_rss_mb"]
+                peaks[n] = run_child("write", target, n, not args.lists, pool=pool)["peak_rss_mb"]
                 shutil.rmtree(target)
             low, high = min(peaks.values()), max(peaks.values())
             shown = ", ".join(f"{n:,} rows {mb:.0f} MB" for n, mb in peaks.items())

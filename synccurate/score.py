@@ -415,8 +415,8 @@ def default_batch_size(model: SyncModel, device: torch.device) -> int:
     windows per batch held 6.5 GB, and gains nothing in speed over smaller batches there.
     On a GPU the model's size stands (its memory is sized with --batch-size).
     """
-    if device.type != "cpu":
-        return model.batch_size
+    if device.type != "cpu" or not isinstance(getattr(model, "network", None), torch.nn.Module):
+        return model.batch_size  # a GPU, or a stand-in model without a network to measure
     return max(1, min(model.batch_size, CPU_BATCH_BYTES // activation_bytes_per_window(model)))
 
 

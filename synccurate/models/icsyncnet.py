@@ -84,7 +84,8 @@ def metrics_columns(metrics) -> dict:
         "vote_offset": metrics.vote_offset,
         "vote_share": metrics.vote_share,
         "offset_method": metrics.offset_method,
-        "p_t": metrics.p_t.round(4).tolist(),
-        "onscreen": metrics.onscreen.tolist(),
-        "profile": metrics.profile.round(4).tolist(),
+        # NumPy arrays, not lists: the writer takes them at ~1 µs a row, lists at ~12.
+        "p_t": metrics.p_t.round(4),
+        "onscreen": np.asarray(metrics.onscreen, dtype=bool),
+        "profile": metrics.profile.round(4),
     }

@@ -465,6 +465,6 @@ class SyncNetV2Model(NetworkModel):
             "vote_offset": voted,
             "vote_share": share,
             "offset_method": offset_method,
-            "profile": (-summary["mdist"][::-1]).round(4).tolist(),
-            "fconf": np.asarray(summary["fconf"]).round(4).tolist(),
+            "profile": (-summary["mdist"][::-1]).round(4),
+            "fconf": np.asarray(summary["fconf"]).round(4),
         }
