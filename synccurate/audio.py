@@ -10,8 +10,9 @@ from functools import lru_cache
 
 import numpy as np
 
-# librosa and scipy (≈70 MB) are imported where the spectrogram is computed, in the worker
-# processes: the model process reads only this module's constants and window arithmetic.
+# The spectrogram is NumPy alone: librosa and scipy.signal cost every process that decodes
+# audio ~2.3 s and ~70 MB to import (numba included), more than the features of a clip.
+# tests/test_audio.py checks the filter bank and the spectrogram against librosa.
 
 SAMPLE_RATE = 16_000  # Hz, mono
 VIDEO_FPS = 25  # frames per second after resampling
@@ -38,30 +39,64 @@ MEL_SILENCE = -MAX_ABS_VALUE  # the value of a silent mel bin after normalisatio
 SILENCE_DBFS = -40.0  # a video frame whose audio RMS is below this is "silent"
 
 
+MEL_BREAK_HZ = 1000.0  # Slaney mel scale: linear below, logarithmic above
+MEL_LINEAR_HZ = 200.0 / 3  # Hz per mel on the linear part
+MEL_LOG_STEP = np.log(6.4) / 27  # natural-log step per mel on the logarithmic part
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, htk=False)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    break_mel = MEL_BREAK_HZ / MEL_LINEAR_HZ
+    logarithmic = break_mel + np.log(np.maximum(hz, MEL_BREAK_HZ) / MEL_BREAK_HZ) / MEL_LOG_STEP
+    return np.where(hz >= MEL_BREAK_HZ, logarithmic, hz / MEL_LINEAR_HZ)
+
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    break_mel = MEL_BREAK_HZ / MEL_LINEAR_HZ
+    logarithmic = MEL_BREAK_HZ * np.exp(MEL_LOG_STEP * (np.maximum(mel, break_mel) - break_mel))
+    return np.where(mel >= break_mel, logarithmic, mel * MEL_LINEAR_HZ)
+
+
 @lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    import librosa
+    """[N_MELS, N_FFT // 2 + 1] triangular filters, area-normalised (Slaney), as float32."""
+    bins_hz = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2))
+    widths = np.diff(edges_hz)
+    distance = edges_hz[:, None] - bins_hz[None, :]  # [N_MELS + 2, bins]
+    rising = -distance[:-2] / widths[:-1, None]
+    falling = distance[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # equal area per filter
+    return weights.astype(np.float32)
 
-    return librosa.filters.mel(
-        sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=F_MIN, fmax=F_MAX
-    ).astype(np.float32)
+
+@lru_cache(maxsize=1)
+def _hann() -> np.ndarray:
+    """The periodic Hann window of N_FFT samples (as STFTs use it)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+
+
+def stft_magnitude(samples: np.ndarray) -> np.ndarray:
+    """|STFT| [N_FFT // 2 + 1, 1 + len // HOP_LENGTH]: centred frames, zero padded."""
+    padded = np.pad(np.asarray(samples, dtype=np.float32), N_FFT // 2)
+    n_frames = 1 + (len(padded) - N_FFT) // HOP_LENGTH
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:n_frames]
+    return np.abs(np.fft.rfft(frames * _hann(), axis=1)).T
 
 
 def log_mel(samples: np.ndarray) -> np.ndarray:
     """Normalised log-mel spectrogram [N_MELS, n_mel_frames] of 16 kHz mono audio.
 
-    Mel frame m is centred on sample m * HOP_LENGTH (librosa's centred STFT), so
+    Mel frame m is centred on sample m * HOP_LENGTH (a centred STFT), so
     mel frame index = seconds * MEL_FPS, which is what `mel_index` relies on.
     """
-    import librosa
-    import scipy.signal
-
     samples = np.asarray(samples, dtype=np.float32)
-    emphasised = scipy.signal.lfilter([1.0, -PREEMPHASIS], [1.0], samples).astype(np.float32)
-    spectrum = np.abs(
-        librosa.stft(emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT)
-    )
-    mel = _mel_basis() @ spectrum
+    emphasised = samples.copy()
+    emphasised[1:] -= np.float32(PREEMPHASIS) * samples[:-1]
+    mel = _mel_basis() @ stft_magnitude(emphasised)
     min_amplitude = 10 ** (MIN_LEVEL_DB / 20)
     db = 20 * np.log10(np.maximum(min_amplitude, mel)) - REF_LEVEL_DB
     normalised = 2 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE

@@ -196,8 +196,8 @@ def score(
         None,
         min=1,
         help="Windows per model batch, shared across clips. Default: the model's own "
-        "(256 IC-SyncNet, 64 Wav2Lip expert, 4 SyncNet v2), on CPU lowered until a batch's "
-        "activations fit in 1 GiB (the paper IC-SyncNet: 64).",
+        "on a GPU (256 IC-SyncNet, 64 Wav2Lip expert, 16 SyncNet v2); on CPU 64, 64 and 4, "
+        "lowered further until a batch's activations fit in 1 GiB.",
     ),
     workers: int = typer.Option(
         min(4, os.cpu_count() or 1),

@@ -409,15 +409,19 @@ CPU_BATCH_BYTES = 1 << 30  # activations a default model batch may hold on CPU: 
 
 
 def default_batch_size(model: SyncModel, device: torch.device) -> int:
-    """The model's own batch size; on CPU no larger than CPU_BATCH_BYTES of activations allow.
+    """The model's own batch size: on CPU its `cpu_batch_size`, no larger than
+    CPU_BATCH_BYTES of activations allow.
 
-    A large model on small crops is memory-bound on CPU: the paper IC-SyncNet at its 256
-    windows per batch held 6.5 GB, and gains nothing in speed over smaller batches there.
-    On a GPU the model's size stands (its memory is sized with --batch-size).
+    On CPU, batches past a few dozen windows are no faster and only hold memory: the paper
+    IC-SyncNet at 256 windows a batch peaked at 6.9 GB and was slower than at 64. On a GPU
+    the model's `batch_size` stands (its memory is sized with --batch-size).
     """
-    if device.type != "cpu" or not isinstance(getattr(model, "network", None), torch.nn.Module):
-        return model.batch_size  # a GPU, or a stand-in model without a network to measure
-    return max(1, min(model.batch_size, CPU_BATCH_BYTES // activation_bytes_per_window(model)))
+    if device.type != "cpu":
+        return model.batch_size
+    own = getattr(model, "cpu_batch_size", model.batch_size)
+    if not isinstance(getattr(model, "network", None), torch.nn.Module):
+        return own  # a stand-in model: no network to measure
+    return max(1, min(own, CPU_BATCH_BYTES // activation_bytes_per_window(model)))
 
 
 def activation_bytes_per_window(model: SyncModel) -> int:

@@ -84,3 +84,26 @@ def test_frame_silence():
     samples[3 * 640 : 5 * 640] = 0.3 * np.sin(np.arange(2 * 640) / 5)
     silent = audio.frame_silence(samples, 12)  # two frames past the audio's end
     assert silent.tolist() == [True] * 3 + [False] * 2 + [True] * 7
+
+
+def test_mel_filter_bank_and_spectrogram_equal_librosa():
+    """The NumPy filter bank and STFT are librosa's (Slaney mel, centred zero-padded STFT)."""
+    import librosa
+    import scipy.signal
+
+    bank = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55.0, fmax=7600.0)
+    np.testing.assert_allclose(audio._mel_basis(), bank, rtol=1e-5, atol=1e-9)
+    hz = np.array([0.0, 440.0, 999.0, 1000.0, 1001.0, 4000.0, 7600.0])
+    np.testing.assert_allclose(audio.hz_to_mel(hz), librosa.hz_to_mel(hz), rtol=1e-12)
+    np.testing.assert_allclose(audio.mel_to_hz(audio.hz_to_mel(hz)), hz, rtol=1e-12, atol=1e-9)
+
+    x = np.random.default_rng(5).normal(0, 0.1, 16000 + 123).astype(np.float32)
+    ours = audio.stft_magnitude(x)
+    theirs = np.abs(librosa.stft(x, n_fft=800, hop_length=200, win_length=800))
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    emphasised = scipy.signal.lfilter([1.0, -0.97], [1.0], x).astype(np.float32)
+    expected = np.abs(librosa.stft(emphasised, n_fft=800, hop_length=200, win_length=800))
+    min_db = 20 * np.log10(np.maximum(1e-5, bank @ expected)) - 20
+    expected_mel = np.clip(8 * (min_db + 100) / 100 - 4, -4, 4)
+    np.testing.assert_allclose(audio.log_mel(x), expected_mel, atol=1e-4)

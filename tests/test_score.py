@@ -335,7 +335,8 @@ def test_one_face_clip_rows_say_one_face(tmp_path):
 class _OneConvModel:
     """A stand-in model whose visual encoder is one 3x3 convolution over 8x16 windows."""
 
-    batch_size = 256
+    batch_size = 256  # on a GPU
+    cpu_batch_size = 128
 
     def __init__(self):
         self.recipe = MouthRecipe(crop_hw=(8, 16))
@@ -355,7 +356,7 @@ def test_activation_bytes_are_the_busiest_layers_input_plus_output():
 def test_default_batch_is_bounded_by_memory_on_cpu_only(monkeypatch):
     model = _OneConvModel()
     per_window = scoring.activation_bytes_per_window(model)
-    assert scoring.default_batch_size(model, torch.device("cpu")) == 256  # fits: unchanged
+    assert scoring.default_batch_size(model, torch.device("cpu")) == 128  # fits: its CPU size
     monkeypatch.setattr(scoring, "CPU_BATCH_BYTES", 10 * per_window + 1)
     assert scoring.default_batch_size(model, torch.device("cpu")) == 10
     assert scoring.default_batch_size(model, torch.device("cuda")) == 256

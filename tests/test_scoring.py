@@ -188,9 +188,7 @@ def test_clips_at_other_frame_rates_score_their_known_offset(other_rates, name):
 # --- the worker path -----------------------------------------------------------------------------
 
 
-def test_workers_give_exactly_the_rows_of_the_in_process_path(
-    other_rates, tmp_path, monkeypatch
-):
+def test_workers_give_exactly_the_rows_of_the_in_process_path(other_rates, tmp_path, monkeypatch):
     """The clips above through a worker process (the CLI's default path): none dropped or
     altered. One worker keeps two clips in flight and takes the next as one finishes, so
     four clips and a broken file go through every part of the refill loop. The worker hands

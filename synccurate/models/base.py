@@ -83,7 +83,8 @@ class SyncModel(Protocol):
     #: "probability" models give prob_at_offset / offscreen_ratio; "distance" models
     #: (SyncNet v2) give lse_d / lse_c instead (docs/models.md says why).
     score_kind: str
-    batch_size: int  # default windows per model batch
+    batch_size: int  # default windows per model batch on a GPU
+    cpu_batch_size: int  # … and on CPU, where larger batches only cost memory
     #: what the weights saw in training: {"data": "synthetic" | "real" | "unknown",
     #: "description": …} (synccurate.provenance); read with provenance.of_model
     trained_on: dict
@@ -118,7 +119,8 @@ class NetworkModel:
 
     kind: ClassVar[str] = ""
     score_kind: ClassVar[str] = "probability"
-    batch_size: ClassVar[int] = 64  # windows per model batch by default (memory-bound on CPU)
+    batch_size: ClassVar[int] = 64  # windows per model batch by default on a GPU
+    cpu_batch_size: ClassVar[int] = 64  # … on CPU (memory-bound there)
 
     def __init__(
         self, network: torch.nn.Module, model_id: str, recipe: InputRecipe, trained_on: dict
