@@ -136,7 +136,9 @@ def main() -> None:
             for clip in FACE_CLIPS:
                 shutil.copy(clip, folder / f"{clip.stem}_{copy:03d}{clip.suffix}")
         clips = sorted(folder.iterdir())
-        sample = clips[: args.anchor_sample]
+        # The first copy of each clip first: upstream times different clips, not one clip thrice.
+        sample = sorted(clips, key=lambda c: (c.stem.rsplit("_", 1)[1], c.name))
+        sample = sample[: args.anchor_sample]
         for round_ in range(args.repeat):
             ours = run_synccurate(folder, Path(tmp) / "scores", args, env)
             ours_runs.append(ours)
