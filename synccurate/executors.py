@@ -156,7 +156,8 @@ class LocalExecutor:
         """Runs clips from `suspects` (alone) then `queue` in one pool, until it breaks."""
         context = get_context("spawn")  # fork deadlocks under torch's threads
         with ProcessPoolExecutor(
-            self.workers,
+            # never more workers than clips: starting one costs ~2 s (it imports torch)
+            min(self.workers, len(queue) + len(suspects)),
             mp_context=context,
             initializer=_init_worker,
             initargs=(detector_name, os.getpid()),

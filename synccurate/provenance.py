@@ -21,8 +21,12 @@ Synthetic-only weights on any other clip give numbers that mean nothing: `score`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SYNTHETIC = "synthetic"
 REAL = "real"

@@ -28,7 +28,6 @@ import torch
 # which run in the worker processes: the process that holds the model never loads them.
 from synccurate import audio, provenance
 from synccurate.models.base import InputRecipe, SyncModel
-from synccurate.store import COLUMNS, rows_to_frame  # noqa: F401  (COLUMNS: re-exported)
 from synccurate.sync import MAX_OFFSET
 
 if TYPE_CHECKING:

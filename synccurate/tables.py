@@ -7,8 +7,10 @@ import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is loaded by whoever has a table; the model code needs none
+    import pandas as pd
 
 
 def same_file(a: Path, b: Path) -> bool:

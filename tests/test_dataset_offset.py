@@ -21,7 +21,7 @@ from synccurate.filtering import (
     resolve_reference,
 )
 from synccurate.fix import plan_fixes
-from synccurate.score import rows_to_frame
+from synccurate.store import rows_to_frame
 from synccurate.tables import write_table
 
 # (name, status, offset, prob_at_offset, offscreen_ratio, at_search_edge)
