@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from timed import run_timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -40,20 +41,6 @@ FACE_CLIPS = sorted((SHARED / "fixtures" / "real").glob("vox_*.mp4"))  # the 224
 
 def _load() -> str:
     return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
-
-
-def _time_v(stderr: str) -> dict:
-    """wall_s, cpu_s (user + sys) and peak_rss_mb from /usr/bin/time -v output."""
-    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", stderr)
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
-    rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
-    user = float(re.search(r"User time \(seconds\): ([\d.]+)", stderr).group(1))
-    system = float(re.search(r"System time \(seconds\): ([\d.]+)", stderr).group(1))
-    return {
-        "wall_s": hours * 3600 + minutes * 60 + seconds,
-        "cpu_s": user + system,
-        "peak_rss_mb": rss_kb / 1024,
-    }
 
 
 def run_anchor(clip: Path, env: dict) -> dict:
@@ -81,8 +68,6 @@ def run_synccurate(folder: Path, out: Path, args, env: dict) -> dict:
     )
     batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     command = [
-        "/usr/bin/time",
-        "-v",
         sys.executable,
         "-m",
         "synccurate",
@@ -100,10 +85,7 @@ def run_synccurate(folder: Path, out: Path, args, env: dict) -> dict:
     ]
     load = _load()
     out.unlink(missing_ok=True)
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"synccurate score failed: {done.stderr.strip()[-500:]}")
-    return _time_v(done.stderr) | {"load": load}
+    return run_timed(command, env, "synccurate score") | {"load": load}
 
 
 def main() -> None:

@@ -12,47 +12,28 @@ largest process); `--workers 0` keeps decoding in that process, so it is all cou
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from timed import run_timed
 
 from synccurate import score
 from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
 from synccurate.models.icsyncnet import ICSyncNetModel
 
 
-def run_score(clips: Path, weights: Path, out: Path, batch: int | None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one score run."""
+def run_score(clips: Path, weights: Path, out: Path, batch: int | None) -> dict:
+    """wall_s, cpu_s and peak_rss_mb of one score run."""
     command = [
-        "/usr/bin/time",
-        "-v",
-        sys.executable,
-        "-m",
-        "synccurate",
-        "score",
-        str(clips),
-        "-o",
-        str(out),
-        "--weights",
-        str(weights),
-        "--face-detector",
-        "none",
-        "--workers",
-        "0",
+        *(sys.executable, "-m", "synccurate", "score", str(clips), "-o", str(out)),
+        *("--weights", str(weights), "--face-detector", "none", "--workers", "0"),
         "--no-progress",
         *(["--batch-size", str(batch)] if batch else []),
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"score failed: {done.stderr.strip()[-500:]}")
-    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
-    rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
-    return hours * 3600 + minutes * 60 + seconds, rss_kb / 1024
+    return run_timed(command, what="synccurate score")
 
 
 def main() -> None:
@@ -86,9 +67,12 @@ def main() -> None:
         )
         print(f"{args.clips} clips of {args.seconds:g} s, {size}² px, --workers 0, CPU")
         for batch in [*args.batches, None]:
-            wall, rss = run_score(folder / "clips", weights, folder / f"out-{batch}", batch)
+            run = run_score(folder / "clips", weights, folder / f"out-{batch}", batch)
             label = f"{batch}" if batch else f"default ({default})"
-            print(f"  --batch-size {label:>13}: wall {wall:6.1f} s, peak RSS {rss:6.0f} MB")
+            print(
+                f"  --batch-size {label:>13}: wall {run['wall_s']:6.1f} s, "
+                f"peak RSS {run['peak_rss_mb']:6.0f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from synccurate import report, synth
 from synccurate.cli import app
 from synccurate.filtering import FilterRules, apply_filter
-from synccurate.score import rows_to_frame
+from synccurate.store import rows_to_frame
 
 MODEL = "icsyncnet@aaaa1111"
 # name: (offset, prob, offscreen, face, silence, at_edge, kept by the filter defaults)

@@ -106,7 +106,7 @@ class SyncModel(Protocol):
     def metrics(
         self, similarity: torch.Tensor, valid: np.ndarray, offset_method: str = "mean"
     ) -> dict:
-        """The table's metric columns for one clip (names as in score.COLUMNS).
+        """The table's metric columns for one clip (names as in store.COLUMNS).
 
         offset_method: "mean" (SPEC §6 profile argmax) or "vote" (sync.vote_offset).
         """
