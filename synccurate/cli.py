@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
@@ -87,6 +90,21 @@ class Detector(str, Enum):
 def fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line
     raise typer.Exit(2)
+
+
+@contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (Slurm's time limit, `kill`, a container stop) ends the run like Ctrl-C:
+    the writer publishes the rows already scored instead of losing them (exit code 143)."""
+
+    def stop(signum, frame) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def warn(line: str) -> None:
@@ -291,7 +309,7 @@ def score(
         if row["status"] != "ok":
             bar.console.print(f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False)
 
-    with bar, writer:
+    with terminated_as_exit(), bar, writer:
         task = bar.add_task("score", total=todo, rate="")
         stats = scoring.score_clips(
             refs,

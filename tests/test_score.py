@@ -1,6 +1,7 @@
 """The scoring driver end to end: statuses of bad files, resume after SIGKILL, the sign."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -362,3 +363,33 @@ def test_default_batch_is_bounded_by_memory_on_cpu_only(monkeypatch):
     assert scoring.default_batch_size(model, torch.device("cuda")) == 256
     monkeypatch.setattr(scoring, "CPU_BATCH_BYTES", 1)
     assert scoring.default_batch_size(model, torch.device("cpu")) == 1
+
+
+def test_sigterm_publishes_the_rows_already_scored(tiny_weights, tmp_path, monkeypatch):
+    """A SIGTERM (e.g. Slurm's time limit) mid-run keeps every scored row, although the
+    part was not due yet; the rerun scores the rest, each clip once."""
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=6, seconds=2.0, seed=5, workers=2)
+    out = tmp_path / "scores"
+    counted = scoring.RunStats.count
+
+    def count_then_terminate(stats, clip, row):
+        counted(stats, clip, row)
+        if stats.clips == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(scoring.RunStats, "count", count_then_terminate)
+    options = ["--workers", "0", "--batch-size", "8", "--part-seconds", "3600", "--no-progress"]
+    command = ["score", str(folder), "-o", str(out), "--weights", str(tiny_weights), *options]
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler was only for the run
+    first = pd.read_parquet(out)
+    assert 3 <= len(first) < 6 and first["path"].is_unique
+
+    monkeypatch.setattr(scoring.RunStats, "count", counted)
+    assert CliRunner().invoke(app, command).exit_code == 0
+    table = pd.read_parquet(out)
+    assert len(table) == 6 and table["path"].is_unique
+    assert table["run_id"].isin(set(first["run_id"])).sum() == len(first)
