@@ -59,6 +59,8 @@ TESTS = {
     "faces": ["test_faces.py", "test_scoring.py", "test_score.py"],
     "evaluate": ["test_evaluate.py", "test_end_to_end.py"],
     "train": ["test_train.py"],
+    "store": ["test_store.py", "test_score.py"],
+    "v2": ["test_models_parity.py", "test_models_scoring.py"],
 }
 
 
@@ -217,8 +219,10 @@ MUTATIONS = [
       "score", "silence_ratio inverted"),
     m("score-edge-column", "models/icsyncnet.py", '"at_search_edge": metrics.at_search_edge,',
       '"at_search_edge": False,', "score", "at_search_edge column always False"),
-    m("score-onscreen-column", "models/icsyncnet.py", '"onscreen": metrics.onscreen.tolist(),',
-      '"onscreen": (~metrics.onscreen).tolist(),', "score", "onscreen column inverted"),
+    m("score-onscreen-column", "models/icsyncnet.py",
+      '"onscreen": np.asarray(metrics.onscreen, dtype=bool),',
+      '"onscreen": ~np.asarray(metrics.onscreen, dtype=bool),', "score",
+      "onscreen column inverted"),
     m("score-offscreen-column", "models/icsyncnet.py",
       '"offscreen_ratio": metrics.offscreen_ratio,',
       '"offscreen_ratio": 1 - metrics.offscreen_ratio,', "score", "offscreen_ratio inverted"),
@@ -248,6 +252,38 @@ MUTATIONS = [
       "if abs(s) > HARD_SHIFT_MIN and 0 <= t + s < T", "train", "hard negatives from |s| = 3"),
     m("train-hard-max", "train.py", "HARD_SHIFT_MAX = MAX_OFFSET",
       "HARD_SHIFT_MAX = MAX_OFFSET - 3", "train", "hard negatives only up to |s| = 12"),
+    # --- store.py: list columns; score.py: CPU batch bound; cli.py: SIGTERM --------------------
+    m("store-list-offsets", "store.py", "np.cumsum(lengths, out=offsets[1:])",
+      "np.cumsum(lengths[::-1], out=offsets[1:])", "store", "list offsets in the wrong order"),
+    m("store-list-nulls", "store.py", "mask=missing if missing.true_count else None",
+      "mask=None", "store", "a null list becomes an empty one"),
+    m("store-list-nan", "store.py", "pa.array(flat, type=kind.value_type, from_pandas=True)",
+      "pa.array(flat, type=kind.value_type)", "store", "NaN values kept instead of null"),
+    m("score-batch-bound", "score.py",
+      "return max(1, min(own, CPU_BATCH_BYTES // activation_bytes_per_window(model)))",
+      "return own", "score", "CPU batch not bounded by memory"),
+    m("score-batch-inputs", "score.py", "tensors = [*inputs, output]", "tensors = [output]",
+      "score", "a layer's input left out of its working set"),
+    m("cli-sigterm", "cli.py", "    with terminated_as_exit(), bar, writer:",
+      "    with bar, writer:", "score", "SIGTERM kills the run without publishing its rows"),
+    # --- audio.py: NumPy log-mel -------------------------------------------------------------
+    m("audio-mel-area", "audio.py", "weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]",
+      "weights *= (1.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]", "audio",
+      "mel filters not area-normalised"),
+    m("audio-hann", "audio.py", "np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)",
+      "np.cos(2 * np.pi * np.arange(N_FFT) / (N_FFT - 1))", "audio",
+      "symmetric instead of periodic Hann window"),
+    m("audio-preemphasis-lag", "audio.py",
+      "emphasised[1:] -= np.float32(PREEMPHASIS) * samples[:-1]",
+      "emphasised[1:] -= np.float32(PREEMPHASIS) * samples[1:]", "audio",
+      "pre-emphasis subtracts the sample itself"),
+    # --- models/syncnet_v2.py: inference copy and medfilt ------------------------------------
+    m("v2-fold-eps", "models/syncnet_v2.py",
+      "scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)",
+      "scale = norm.weight / torch.sqrt(norm.running_var)", "v2", "BatchNorm folded without eps"),
+    m("v2-medfilt-pad", "models/syncnet_v2.py", "padded = np.pad(np.asarray(values), kernel // 2)",
+      "padded = np.pad(np.asarray(values), kernel // 2, mode='edge')", "v2",
+      "median filter pads with edge values instead of zeros"),
 ]  # fmt: skip
 
 
