@@ -84,7 +84,7 @@ def run_synccurate(folder: Path, out: Path, args, env: dict) -> dict:
         *batch,
     ]
     load = _load()
-    out.unlink(missing_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # each round scores every clip afresh
     return run_timed(command, env, "synccurate score") | {"load": load}
 
 
