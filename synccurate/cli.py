@@ -251,6 +251,8 @@ def score(
         "vote = the per-window vote (ModEFormer). Both are stored (vote_offset).",
     ),
 ) -> None:
+    import pyarrow
+
     from synccurate import executors, provenance, store
     from synccurate import score as scoring
 
@@ -266,6 +268,10 @@ def score(
         if output.resolve() in {ref.file.resolve() for ref in refs}:
             raise ValueError(f"{output}: the output would overwrite an input clip")
         pinned = {"model": net.model_id, "max_offset": max_offset}
+        # The writer's Arrow buffers come and go with every part. With the system allocator
+        # a long run's memory stays flat; pyarrow's default pool (mimalloc) kept growing:
+        # +16 % from 1k to 100k rows against +9 % (benchmarks/writer_scale.py, part c).
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
         writer, done = store.open_output(
             output, pinned, shard=shard, retry_failed=retry_failed, seconds_per_part=part_seconds
         )
