@@ -4,7 +4,7 @@
 
 A folder of short synthetic clips is scored with a random IC-SyncNet of the given config
 (timing and memory do not depend on the weight values), once per --batch-size and once
-with the default, which on CPU is bounded by `score.CPU_BATCH_BYTES` of activations.
+with the default, which on CPU is bounded by `batching.CPU_BATCH_BYTES` of activations.
 Each run is one `synccurate score` process timed by /usr/bin/time -v (peak RSS of the
 largest process); `--workers 0` keeps decoding in that process, so it is all counted.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from timed import run_timed
 
-from synccurate import score
-from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
-from synccurate.models.icsyncnet import ICSyncNetModel
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, ICSyncNetModel, save_checkpoint
+from synccurate.pipeline import batching
+from synccurate.pipeline import driver as score
 
 
 def run_score(clips: Path, weights: Path, out: Path, batch: int | None) -> dict:
@@ -46,12 +46,12 @@ def main() -> None:
 
     network = ICSyncNet(CONFIGS[args.config]).eval()
     model = ICSyncNetModel(network, args.config)
-    per_window = score.activation_bytes_per_window(model)
+    per_window = batching.activation_bytes_per_window(model)
     default = score.default_batch_size(model, torch.device("cpu"))
     print(
         f"config {args.config}: {per_window / 2**20:.1f} MB of activations per window "
         f"(busiest layer); default CPU batch {default} "
-        f"(budget {score.CPU_BATCH_BYTES / 2**30:.0f} GiB)"
+        f"(budget {batching.CPU_BATCH_BYTES / 2**30:.0f} GiB)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

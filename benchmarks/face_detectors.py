@@ -39,7 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synccurate import faces, media
+from synccurate.faces import detectors, extract, tracks
+from synccurate.io import media
 
 ROOT = Path(__file__).resolve().parents[1]
 ANNOTATIONS = ROOT / "tests" / "face_boxes.json"
@@ -51,10 +52,10 @@ MISS_IOU = 0.5
 class TimedDetector:
     """Wraps a backend; records the CPU seconds of each frame it is shown."""
 
-    def __init__(self, detector: faces.FaceDetector):
+    def __init__(self, detector: detectors.FaceDetector):
         self.detector, self.name, self.cpu = detector, detector.name, []
 
-    def detect(self, frames: np.ndarray) -> list[list[faces.Box]]:
+    def detect(self, frames: np.ndarray) -> list[list[detectors.Box]]:
         start = time.process_time()
         found = self.detector.detect(frames)
         self.cpu += [(time.process_time() - start) / len(frames)] * len(frames)
@@ -69,12 +70,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def make(name: str) -> faces.FaceDetector | str:
+def make(name: str) -> detectors.FaceDetector | str:
     """The backend, or why it is skipped."""
-    if name == "face-alignment" and not faces.s3fd_weights_path().is_file():
-        return f"skipped: S3FD weights not cached at {faces.s3fd_weights_path()}"
+    if name == "face-alignment" and not detectors.s3fd_weights_path().is_file():
+        return f"skipped: S3FD weights not cached at {detectors.s3fd_weights_path()}"
     try:
-        detector = faces.make_detector(name)
+        detector = detectors.make_detector(name)
     except (ImportError, ValueError) as error:
         return f"skipped: {type(error).__name__}: {error}"
     if detector.name != name:
@@ -82,12 +83,14 @@ def make(name: str) -> faces.FaceDetector | str:
     return detector
 
 
-def detect_clip(detector: faces.FaceDetector, clip: Path) -> tuple[list, np.ndarray, float, float]:
+def detect_clip(
+    detector: detectors.FaceDetector, clip: Path
+) -> tuple[list, np.ndarray, float, float]:
     """Detections of every frame, their CPU seconds, ffmpeg's CPU seconds, the duration."""
     info = media.probe(clip)
     timed = TimedDetector(detector)
     children = os.times()
-    detections = faces._detect_all(info, timed, 320, 1, 64)
+    detections = extract._detect_all(info, timed, 320, 1, 64)
     after = os.times()
     decode_cpu = (after.children_user - children.children_user) + (
         after.children_system - children.children_system
@@ -99,7 +102,7 @@ def convention(runs: dict, annotations: dict) -> np.ndarray:
     """Median (centre x, centre y offsets in box sides; width, height scales) box -> annotation."""
     fits = []
     for name, (detections, *_) in runs.items():
-        track = faces.track_faces(detections, len(detections))
+        track = tracks.track_faces(detections, len(detections))
         for t, truth in annotations[name].items():
             box, truth = track.boxes[int(t)], np.array(truth, dtype=float)
             if not np.isnan(box).any():
@@ -116,7 +119,7 @@ def jitter(runs: dict) -> float:
         for before, after in zip(detections[:-1], detections[1:], strict=True):
             if before and after:
                 a, b = (
-                    np.array(max(d, key=lambda f: faces._area(np.array(f[:4])))[:4])
+                    np.array(max(d, key=lambda f: tracks._area(np.array(f[:4])))[:4])
                     for d in (before, after)
                 )
                 moves.append(
@@ -139,7 +142,7 @@ def score_every(runs: dict, annotations: dict, every: int, fit: np.ndarray) -> d
         n = len(detections)
         kept = [d if t % every == 0 else None for t, d in enumerate(detections)]
         start = time.process_time()
-        track = faces.track_faces(kept, n)
+        track = tracks.track_faces(kept, n)
         detect_cpu += cpu[::every].sum() + time.process_time() - start
         decode_cpu += decode
         seconds += duration

@@ -43,7 +43,8 @@ STAGES = r"""
 import json, resource, sys, time
 from pathlib import Path
 start = time.perf_counter()
-from synccurate import filtering, report
+from synccurate.curate import filtering
+from synccurate.curate import report
 imported = time.perf_counter()
 scores = report.load(sys.argv[1])
 loaded = time.perf_counter()

@@ -20,11 +20,14 @@ from pathlib import Path
 
 import torch
 
-from synccurate import media, synth
-from synccurate.executors import LocalExecutor
-from synccurate.model import CONFIGS, ICSyncNet, count_parameters, save_checkpoint
-from synccurate.score import discover, score_clips
-from synccurate.store import open_output
+from synccurate.io import media
+from synccurate.io.inputs import discover
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.models.weights import count_parameters
+from synccurate.pipeline.driver import score_clips
+from synccurate.pipeline.executors.local import LocalExecutor
+from synccurate.store.parts import open_output
+from synccurate.training import synth
 
 
 def throughput(folder: Path, weights: Path, workers: int, batch_size: int) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synccurate import store
+from synccurate.store import parts as store
 
 CLIPS_PER_SECOND = 20  # a scoring run this fast is the reference for the writer's share
 POOL = 1024  # distinct list values to draw rows from (fresh Python objects for every row)
@@ -115,7 +115,7 @@ def timed(call) -> tuple[object, float, float]:
 
 def child(mode: str, folder: str, n: int, arrays: bool, part_rows: int) -> None:
     """Runs in a fresh process so that its peak RSS is its own."""
-    from synccurate import readers
+    from synccurate.store import readers
 
     if mode == "resume":
         keys, keys_cpu, keys_wall = timed(lambda: readers.read_keys(folder))

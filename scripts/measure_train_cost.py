@@ -2,7 +2,7 @@
 
 For each config: the FLOPs of one training step (forward + backward, counted by torch's
 FlopCounterMode on a real batch from WindowSampler: visual windows, the shared audio strips,
-hard and easy negatives) and the wall time of steps of `synccurate.train.train` on this
+hard and easy negatives) and the wall time of steps of `synccurate.training.train.train` on this
 machine's CPU (an epoch of N steps, timed from the end of epoch 1 to the end of epoch 2, so
 start-up and the cache are excluded; validation off). Prints one JSON line per config.
 
@@ -23,10 +23,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from synccurate import audio, synth
-from synccurate import train as T
-from synccurate.model import CONFIGS, ICSyncNet, count_parameters
-from synccurate.score import ClipRef, PreparedClip
+from synccurate.io import audio
+from synccurate.io.inputs import ClipRef
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet
+from synccurate.models.weights import count_parameters
+from synccurate.pipeline.prepare import PreparedClip
+from synccurate.training import synth
+from synccurate.training import train as T
 
 PLAN = {  # config: (batch size, steps per timed epoch)
     "tiny": (64, 10),

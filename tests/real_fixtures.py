@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from synccurate import media
+from synccurate.io import media
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
 MISSING = f"real test clips not found at {REAL} (internal test material, never in the repo)"

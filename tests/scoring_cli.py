@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from synccurate import synth
 from synccurate.cli import app
-from synccurate.media import write_clip
+from synccurate.io.media import write_clip
+from synccurate.training import synth
 
 
 def run_score(paths, out: Path, *extra: str, detector: str = "none", workers: int = 0):
@@ -23,7 +23,7 @@ def run_score(paths, out: Path, *extra: str, detector: str = "none", workers: in
 
 def score_table(paths, out: Path, *extra: str, **options) -> pd.DataFrame:
     """Score, insist on success, and return the written table (latest row per clip) by path."""
-    from synccurate.readers import read_scores
+    from synccurate.store.readers import read_scores
 
     result = run_score(paths, out, *extra, **options)
     assert result.exit_code == 0, result.output

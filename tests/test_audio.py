@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synccurate import audio
+from synccurate.io import audio
 
 
 def test_derived_constants():

@@ -5,9 +5,10 @@ from test_filtering import CASES, RULES, make_table
 from test_fix import best_lag, timeline_audio
 from typer.testing import CliRunner
 
-from synccurate import media, synth
 from synccurate.cli import app
-from synccurate.tables import write_table
+from synccurate.io import media
+from synccurate.io.files import write_table
+from synccurate.training import synth
 
 
 def test_filter_command_writes_kept_and_rejected_and_lists_paths(tmp_path):

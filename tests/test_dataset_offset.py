@@ -11,18 +11,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synccurate import synth
 from synccurate.cli import app
-from synccurate.filtering import (
+from synccurate.curate.filtering import (
     FilterRules,
     confident_clips,
     dataset_offset,
     reject_reasons,
     resolve_reference,
 )
-from synccurate.fix import plan_fixes
-from synccurate.store import rows_to_frame
-from synccurate.tables import write_table
+from synccurate.curate.fix import plan_fixes
+from synccurate.io.files import write_table
+from synccurate.store.schema import rows_to_frame
+from synccurate.training import synth
 
 # (name, status, offset, prob_at_offset, offscreen_ratio, at_search_edge)
 ROWS = (

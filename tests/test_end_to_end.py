@@ -5,11 +5,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synccurate import evaluate, synth
 from synccurate.cli import app
-from synccurate.model import find_weights
+from synccurate.io.inputs import discover
 from synccurate.models.icsyncnet import ICSyncNetModel
-from synccurate.score import discover
+from synccurate.models.weights import find_weights
+from synccurate.training import evaluate, synth
 
 SHIFTS = (-10, -4, 0, 3, 8)
 
@@ -102,7 +102,7 @@ def test_plot_writes_a_sync_map_png(shifted_clips, tmp_path):
 def test_demo_scores_the_examples_next_to_their_truth(tmp_path):
     result = CliRunner().invoke(app, ["demo", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    from synccurate.demo import EXAMPLE_CLIPS
+    from synccurate.training.demo import EXAMPLE_CLIPS
 
     table = pd.read_parquet(tmp_path / "scores.parquet").set_index("path")
     assert len(table) == len(EXAMPLE_CLIPS)

@@ -14,13 +14,15 @@ import torch
 from test_score import MOUTH, MouthEnergyModel
 from typer.testing import CliRunner
 
-from synccurate import evaluate, synth
 from synccurate.cli import app
-from synccurate.faces import make_detector
-from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
-from synccurate.score import ClipRef, discover, prepare_clip, similarity_matrices
-from synccurate.sync import clip_metrics
-from synccurate.tables import write_table
+from synccurate.faces.detectors import make_detector
+from synccurate.io.files import write_table
+from synccurate.io.inputs import ClipRef, discover
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.models.sync import clip_metrics
+from synccurate.pipeline.batching import similarity_matrices
+from synccurate.pipeline.prepare import prepare_clip
+from synccurate.training import evaluate, synth
 
 SHIFTS = evaluate.REAL_CLIP_SHIFTS
 CPU = torch.device("cpu")

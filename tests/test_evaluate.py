@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synccurate import synth
 from synccurate.cli import app
-from synccurate.evaluate import accuracy_at
+from synccurate.training import synth
+from synccurate.training.evaluate import accuracy_at
 
 K = 15
 

@@ -3,10 +3,11 @@
 import os
 from dataclasses import dataclass
 
-from synccurate import synth
-from synccurate.executors import LocalExecutor
+from synccurate.io.inputs import discover
 from synccurate.models.icsyncnet import MouthRecipe
-from synccurate.score import discover
+from synccurate.pipeline.executors.local import LocalExecutor
+from synccurate.pipeline.prepare import PrepareStep
+from synccurate.training import synth
 
 CRASH_ABOVE_S = 2.5
 
@@ -27,7 +28,7 @@ def test_a_crashed_worker_breaks_no_other_clip(tmp_path):
         synth.synth_clip(tmp_path / f"good_{seed}.mp4", seconds=2.0, seed=seed)
     refs = discover([tmp_path])
     recipe = CrashingRecipe(crop_hw=(32, 64))
-    clips = list(LocalExecutor(workers=1).prepare(refs, recipe, "none", 4))
+    clips = list(LocalExecutor(workers=1).run(PrepareStep(recipe, "none", 4), refs))
     statuses = {clip.ref.path: clip.status for clip in clips}
     assert len(clips) == 3  # each clip once: the one in flight with the crasher went again
     assert statuses == {"a_crasher.mp4": "error", "good_0.mp4": "ok", "good_1.mp4": "ok"}

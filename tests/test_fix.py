@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 from real_fixtures import REAL
 
-from synccurate.audio import delay_samples
-from synccurate.fix import (
+from synccurate.curate.fix import (
     FixError,
     fix_clip,
     fix_table,
     plan_audio_codec,
     shift_in_samples,
 )
-from synccurate.media import MediaInfo, ffmpeg_binary, probe
+from synccurate.io.audio import delay_samples
+from synccurate.io.media import MediaInfo, ffmpeg_binary, probe
 
 AAC_CLIP = REAL / "vox_00015.mp4"  # aac 16 kHz mono in mp4
 MP2_CLIP = REAL / "grid_bbaf2n.mpg"  # mp2 44.1 kHz stereo in MPEG-PS

@@ -15,9 +15,10 @@ import pytest
 from test_fix import best_lag, timeline_audio, video_hashes
 from typer.testing import CliRunner
 
-from synccurate import media, synth
 from synccurate.cli import app
-from synccurate.tables import write_table
+from synccurate.io import media
+from synccurate.io.files import write_table
+from synccurate.training import synth
 
 RATE = 16_000
 PER_FRAME = 640  # samples per video frame at 16 kHz and 25 fps (SPEC §1)

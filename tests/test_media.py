@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from real_fixtures import real_clips
 
-from synccurate import media
-from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
+from synccurate.io import media
+from synccurate.io.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 
 ONE_MS = SAMPLE_RATE // 1000  # samples
 FLASH_FRAME = 20

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from synccurate import model as M
+from synccurate.models import icsyncnet as M
+from synccurate.models import weights
 
 
 def test_paper_config_is_close_to_40_6_million_parameters():
@@ -98,16 +99,16 @@ def test_missing_sidecar_is_a_clear_error(tmp_path):
 def test_weights_lookup_order(tmp_path, monkeypatch):
     explicit = M.save_checkpoint(M.ICSyncNet(M.CONFIGS["tiny"]), tmp_path / "a" / "explicit")
     from_env = M.save_checkpoint(M.ICSyncNet(M.CONFIGS["tiny"]), tmp_path / "b" / "env")
-    monkeypatch.setenv(M.WEIGHTS_ENV, str(from_env))
-    assert M.find_weights(explicit) == explicit
-    assert M.find_weights(None) == from_env
-    assert M.find_weights(tmp_path / "a") == explicit  # a folder holding one checkpoint
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(from_env))
+    assert weights.find_weights(explicit) == explicit
+    assert weights.find_weights(None) == from_env
+    assert weights.find_weights(tmp_path / "a") == explicit  # a folder holding one checkpoint
     with pytest.raises(M.WeightsError, match="not found"):
-        M.find_weights(tmp_path / "nothing.safetensors")
-    monkeypatch.delenv(M.WEIGHTS_ENV)
-    monkeypatch.setattr(M, "REPO_WEIGHTS_DIR", tmp_path / "empty")
+        weights.find_weights(tmp_path / "nothing.safetensors")
+    monkeypatch.delenv(weights.WEIGHTS_ENV)
+    monkeypatch.setattr(weights, "REPO_WEIGHTS_DIR", tmp_path / "empty")
     with pytest.raises(M.WeightsError, match="synccurate train"):
-        M.find_weights(None)
+        weights.find_weights(None)
 
 
 def test_sidecar_records_config_and_parameters(tmp_path):

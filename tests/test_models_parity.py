@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from synccurate import audio
-from synccurate.model import WeightsError
+from synccurate.io import audio
 from synccurate.models import checkpoints, syncnet_v2, wav2lip
+from synccurate.models.weights import WeightsError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 V2_WEIGHTS = FIXTURES / "syncnet_v2" / "syncnet_v2_random.model"

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from synccurate import faces, synth
 from synccurate.cli import app
-from synccurate.models import WeightsError, load_model
+from synccurate.faces import detectors
+from synccurate.io.inputs import ClipRef
+from synccurate.models import load_model
 from synccurate.models.syncnet_v2 import (
     PAD_VALUE,
     FaceCropRecipe,
@@ -20,7 +21,10 @@ from synccurate.models.syncnet_v2 import (
     median_track,
 )
 from synccurate.models.wav2lip import FaceBoxRecipe
-from synccurate.score import ClipRef, prepare_clip, similarity_matrices
+from synccurate.models.weights import WeightsError
+from synccurate.pipeline.batching import similarity_matrices
+from synccurate.pipeline.prepare import prepare_clip
+from synccurate.training import synth
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 V2_WEIGHTS = SHARED / "syncnet_v2" / "syncnet_v2_random.model"
@@ -75,7 +79,7 @@ def test_v2_end_to_end_matches_upstream_on_a_real_clip(tmp_path):
 def test_wav2lip_windows_cut_from_the_clip_match_upstream(tmp_path):
     golden = np.load(SHARED / "wav2lip" / "golden_vox_00015.npz")
     recipe = FaceBoxRecipe()
-    clip = prepare_clip(ClipRef(str(VOX.parent), VOX.name), recipe, faces.make_detector("none"))
+    clip = prepare_clip(ClipRef(str(VOX.parent), VOX.name), recipe, detectors.make_detector("none"))
     assert clip.status == "ok", clip.error
     crops = torch.from_numpy(clip.crops)
     upstream_mel = recipe.audio_features(golden["wav"])
@@ -139,7 +143,7 @@ def test_v2_path_sign_audio_delayed_is_negative(tmp_path, true_offset):
     synth.synth_clip(tmp_path / "clip.mp4", seconds=4.0, seed=7, offset_frames=true_offset)
     model = SyncNetV2Model(MouthEnergyV2Net(), "stand-in")
     clip = prepare_clip(
-        ClipRef(str(tmp_path), "clip.mp4"), model.recipe, faces.make_detector("none")
+        ClipRef(str(tmp_path), "clip.mp4"), model.recipe, detectors.make_detector("none")
     )
     assert clip.status == "ok", clip.error
     assert clip.n_windows == min(clip.n_frames, clip.n_samples // 640) - 5

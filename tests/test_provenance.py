@@ -13,10 +13,12 @@ import torch
 from real_fixtures import REAL
 from typer.testing import CliRunner
 
-from synccurate import media, provenance, synth
 from synccurate.cli import app
-from synccurate.model import CONFIGS, ICSyncNet, find_weights, save_checkpoint
-from synccurate.models import load_model
+from synccurate.io import media
+from synccurate.models import load_model, provenance
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.models.weights import find_weights
+from synccurate.training import synth
 
 WARNING = "WARNING: icsyncnet-small@"
 
@@ -53,7 +55,7 @@ def test_synth_tags_its_clips_and_probe_reads_the_tag(clips):
 
 
 def test_fix_keeps_the_synth_tag(clips, tmp_path):
-    from synccurate.fix import fix_clip
+    from synccurate.curate.fix import fix_clip
 
     fix_clip(clips / "synthetic.mp4", tmp_path / "fixed.mp4", 3)
     assert media.probe(tmp_path / "fixed.mp4").is_synth
@@ -161,7 +163,7 @@ def test_training_record_says_synthetic_only_when_every_clip_and_the_init_are():
 
 
 def test_train_writes_trained_on_from_the_clips(clips, tmp_path):
-    from synccurate import train as T
+    from synccurate.training import train as T
 
     settings = T.TrainSettings(
         epochs=1, tune_epochs=0, batch_size=4, steps_per_epoch=1, n_hard=2, n_easy=2

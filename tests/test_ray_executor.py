@@ -14,12 +14,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synccurate import synth
 from synccurate.cli import app
-from synccurate.executors import make_executor
-from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
-from synccurate.models.icsyncnet import ICSyncNetModel, MouthRecipe
-from synccurate.score import discover, score_clips
+from synccurate.io.inputs import discover
+from synccurate.models.icsyncnet import (
+    CONFIGS,
+    ICSyncNet,
+    ICSyncNetModel,
+    MouthRecipe,
+    save_checkpoint,
+)
+from synccurate.pipeline.driver import score_clips
+from synccurate.pipeline.executors import make_executor
+from synccurate.training import synth
 
 try:
     import ray
@@ -34,7 +40,7 @@ CRASH_ABOVE_S = 2.5  # the crashing recipe kills its worker on a clip longer tha
 
 def test_without_ray_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
-    monkeypatch.delitem(sys.modules, "synccurate.ray_executor", raising=False)
+    monkeypatch.delitem(sys.modules, "synccurate.pipeline.executors.ray", raising=False)
     with pytest.raises(ImportError) as error:
         make_executor("ray", workers=2)
     assert str(error.value) == ("--executor ray needs the ray extra: pip install 'synccurate[ray]'")

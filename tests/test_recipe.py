@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from test_train_inputs import _Recorder
 from typer.testing import CliRunner
 
-from synccurate import media
 from synccurate.cli import app
-from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.io import media
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, save_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "train-real.md"
 SYNCNET = REAL.parent / "syncnet_v2" / "syncnet_v2_random.model"

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synccurate import report, synth
 from synccurate.cli import app
-from synccurate.filtering import FilterRules, apply_filter
-from synccurate.store import rows_to_frame
+from synccurate.curate import report
+from synccurate.curate.filtering import FilterRules, apply_filter
+from synccurate.store.schema import rows_to_frame
+from synccurate.training import synth
 
 MODEL = "icsyncnet@aaaa1111"
 # name: (offset, prob, offscreen, face, silence, at_edge, kept by the filter defaults)

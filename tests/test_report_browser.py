@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from test_report import make_scores
 
-from synccurate import report
+from synccurate.curate import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = (

@@ -4,7 +4,7 @@ rows, clips are told apart by root and path, and a table of another model is ref
 "Not rescored" is proven from the table itself: rows of the first run are marked (a
 confidence of 999, which no scoring can produce) and must come back marked. The
 `prepared` fixture also lists the clips the scorer decoded; it is the one place that knows
-a scorer internal (`synccurate.score.prepare_clip`).
+a scorer internal (`synccurate.pipeline.driver.prepare_clip`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 from scoring_cli import run_score, score_table
 
-from synccurate import synth
-from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
-from synccurate.readers import list_parts, read_scores
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.store.readers import list_parts, read_scores
+from synccurate.training import synth
 
 MARK = 999.0  # a confidence no scoring produces (it is a difference of cosines, at most 2)
 
@@ -24,16 +24,16 @@ MARK = 999.0  # a confidence no scoring produces (it is a difference of cosines,
 @pytest.fixture
 def prepared(monkeypatch):
     """Relative paths of the clips the scorer decodes, in order (in-process runs only)."""
-    from synccurate import score
+    from synccurate.pipeline import prepare
 
     seen: list[str] = []
-    real = score.prepare_clip
+    real = prepare.prepare_clip
 
     def counting(ref, *args, **kwargs):
         seen.append(ref.path)
         return real(ref, *args, **kwargs)
 
-    monkeypatch.setattr(score, "prepare_clip", counting)
+    monkeypatch.setattr(prepare, "prepare_clip", counting)
     return seen
 
 

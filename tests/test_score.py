@@ -14,14 +14,23 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synccurate import audio, media, synth
-from synccurate import score as scoring
 from synccurate.cli import app
-from synccurate.faces import make_detector
-from synccurate.model import CONFIGS, ICSyncNet, save_checkpoint
-from synccurate.models.icsyncnet import ICSyncNetModel, MouthRecipe
-from synccurate.score import ClipRef, prepare_clip, similarity_matrices
-from synccurate.sync import clip_metrics, similarity_matrix
+from synccurate.faces.detectors import make_detector
+from synccurate.io import audio, media
+from synccurate.io.inputs import ClipRef
+from synccurate.models.icsyncnet import (
+    CONFIGS,
+    ICSyncNet,
+    ICSyncNetModel,
+    MouthRecipe,
+    save_checkpoint,
+)
+from synccurate.models.sync import clip_metrics, similarity_matrix
+from synccurate.pipeline import batching
+from synccurate.pipeline import driver as scoring
+from synccurate.pipeline.batching import similarity_matrices
+from synccurate.pipeline.prepare import prepare_clip
+from synccurate.training import synth
 
 MOUTH = MouthRecipe(crop_hw=(32, 64))
 
@@ -235,7 +244,7 @@ def test_sign_of_the_offset_through_the_real_plumbing(tmp_path, true_offset):
 
 def test_mixed_precision_path_agrees_with_float32(tmp_path):
     """The AMP branch used on CUDA, exercised on CPU with bfloat16."""
-    from synccurate.model import find_weights
+    from synccurate.models.weights import find_weights
 
     synth.synth_clip(tmp_path / "clip.mp4", seconds=3.0, seed=21, offset_frames=4)
     model = ICSyncNetModel.load(find_weights())
@@ -250,7 +259,7 @@ def test_mixed_precision_path_agrees_with_float32(tmp_path):
 
 
 def test_shards_partition_the_clips():
-    from synccurate.score import shard
+    from synccurate.io.inputs import shard
 
     refs = [ClipRef("/data", f"speaker_{i}/clip_{i}.mp4") for i in range(200)]
     parts = [shard(refs, k, 4) for k in range(4)]
@@ -263,10 +272,10 @@ def test_shards_partition_the_clips():
 
 def test_face_in_scattered_frames_only_is_no_face(monkeypatch, tmp_path):
     """Faces in over half the frames but never five in a row: no window to score."""
-    from synccurate import faces
+    from synccurate.faces import extract
 
     synth.synth_clip(tmp_path / "clip.mp4", seconds=2.0, seed=5)
-    real_extract = faces.extract_face_tracks
+    real_extract = extract.extract_face_tracks
 
     def every_other_frame(*args, **kwargs):
         tracks = real_extract(*args, **kwargs)
@@ -274,7 +283,7 @@ def test_face_in_scattered_frames_only_is_no_face(monkeypatch, tmp_path):
         tracks[0].has_face[::4] = True
         return tracks
 
-    monkeypatch.setattr(faces, "extract_face_tracks", every_other_frame)
+    monkeypatch.setattr(extract, "extract_face_tracks", every_other_frame)
     clip = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     assert clip.status == "no_face" and "clip.mp4" in clip.error
 
@@ -296,8 +305,8 @@ class TwoFacesDetector:
 def test_two_faces_the_row_describes_the_one_whose_mouth_follows_the_audio(tmp_path, speaker_side):
     """The speaker's mouth follows the audio (shifted by +3 frames); the other face mouths
     another voice. The row must report the speaker's track, its offset and n_faces = 2."""
-    from synccurate.model import find_weights
-    from synccurate.score import score_faces
+    from synccurate.models.weights import find_weights
+    from synccurate.pipeline.driver import score_faces
 
     speaker, sound, _ = synth.synth_arrays(seconds=4.0, seed=31, offset_frames=3)
     other, _, _ = synth.synth_arrays(seconds=4.0, seed=77)
@@ -322,8 +331,8 @@ def test_two_faces_the_row_describes_the_one_whose_mouth_follows_the_audio(tmp_p
 
 
 def test_one_face_clip_rows_say_one_face(tmp_path):
-    from synccurate.model import find_weights
-    from synccurate.score import score_faces
+    from synccurate.models.weights import find_weights
+    from synccurate.pipeline.driver import score_faces
 
     synth.synth_clip(tmp_path / "one.mp4", seconds=2.0, seed=3, offset_frames=-2)
     model = ICSyncNetModel.load(find_weights())
@@ -350,18 +359,18 @@ class _OneConvModel:
 def test_activation_bytes_are_the_busiest_layers_input_plus_output():
     model = _OneConvModel()
     window_in, window_out = 15 * 8 * 16 * 4, 4 * 8 * 16 * 4  # float32 bytes
-    assert scoring.activation_bytes_per_window(model) == window_in + window_out
+    assert batching.activation_bytes_per_window(model) == window_in + window_out
     assert not model.network[0]._forward_hooks  # the measuring hooks are removed
 
 
 def test_default_batch_is_bounded_by_memory_on_cpu_only(monkeypatch):
     model = _OneConvModel()
-    per_window = scoring.activation_bytes_per_window(model)
+    per_window = batching.activation_bytes_per_window(model)
     assert scoring.default_batch_size(model, torch.device("cpu")) == 128  # fits: its CPU size
-    monkeypatch.setattr(scoring, "CPU_BATCH_BYTES", 10 * per_window + 1)
+    monkeypatch.setattr(batching, "CPU_BATCH_BYTES", 10 * per_window + 1)
     assert scoring.default_batch_size(model, torch.device("cpu")) == 10
     assert scoring.default_batch_size(model, torch.device("cuda")) == 256
-    monkeypatch.setattr(scoring, "CPU_BATCH_BYTES", 1)
+    monkeypatch.setattr(batching, "CPU_BATCH_BYTES", 1)
     assert scoring.default_batch_size(model, torch.device("cpu")) == 1
 
 

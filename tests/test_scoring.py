@@ -24,9 +24,10 @@ import pytest
 from scoring_cli import blank, score_table, synth_with
 from typer.testing import CliRunner
 
-from synccurate import media, synth
-from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
 from synccurate.cli import app
+from synccurate.io import media
+from synccurate.io.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
+from synccurate.training import synth
 
 # --- frames without a face --------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ def test_windows_without_a_face_are_off_screen_and_out_of_the_averages(faces_lea
 
 def test_plot_leaves_face_less_windows_out_as_score_does(faces_folder, faces_leaving, tmp_path):
     """The sync map's metrics are those of the scores table (face mask included)."""
-    from synccurate import plot
+    from synccurate.curate import plot
 
     drawn = {}
 

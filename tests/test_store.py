@@ -17,11 +17,16 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from synccurate import readers, score, store
 from synccurate.cli import app
-from synccurate.manifest import read_manifest, shard_status, write_manifest
-from synccurate.store import PartsWriter, open_output
-from synccurate.tables import write_table
+from synccurate.io import inputs
+from synccurate.io.files import write_table
+from synccurate.pipeline import driver as score
+from synccurate.pipeline import prepare
+from synccurate.store import folder as store_folder
+from synccurate.store import parts as store
+from synccurate.store import readers, schema
+from synccurate.store.manifest import read_manifest, shard_status, write_manifest
+from synccurate.store.parts import PartsWriter, open_output
 
 META = {"model": "tiny@0123abcd", "max_offset": 15}
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +68,7 @@ def test_a_reader_sees_complete_parts_only(tmp_path, monkeypatch):
 
     def publish_after_looking(temp, final):
         assert temp.exists() and temp.stat().st_size > 0  # fully written, not yet published
-        if store.is_part(final):
+        if store_folder.is_part(final):
             seen.append(len(readers.read_keys(folder, latest=False)))
             assert len(pd.read_parquet(folder)) == seen[-1]
             assert ds.dataset(folder).count_rows() == seen[-1]
@@ -143,7 +148,7 @@ def test_rows_go_to_disk_every_rows_per_group_and_new_columns_start_a_part(tmp_p
 
 def test_the_latest_row_of_a_clip_wins_and_legacy_rows_are_oldest(tmp_path):
     legacy = tmp_path / "legacy.parquet"
-    write_table(store.rows_to_frame([make_row("a.mp4", "ok"), make_row("b.mp4", "ok")]), legacy)
+    write_table(schema.rows_to_frame([make_row("a.mp4", "ok"), make_row("b.mp4", "ok")]), legacy)
     writer, done = open_output(legacy, META)  # migrates; its rows have no scored_at
     assert done == {("/clips", "a.mp4"), ("/clips", "b.mp4")}
     writer.add(make_row("a.mp4", "decode_error"))
@@ -188,7 +193,7 @@ def test_read_scores_keeps_dtypes_and_extra_columns(tmp_path):
 
 def test_a_legacy_single_file_is_read_as_before(tmp_path):
     legacy = tmp_path / "scores.parquet"
-    old = store.rows_to_frame([make_row("a.mp4"), make_row("b.mp4", "no_face")])
+    old = schema.rows_to_frame([make_row("a.mp4"), make_row("b.mp4", "no_face")])
     write_table(old.drop(columns=["scored_at", "run_id"]), legacy)
     table = readers.read_scores(legacy)
     assert list(table["path"]) == ["a.mp4", "b.mp4"]
@@ -218,7 +223,7 @@ def test_compact_keeps_the_latest_rows_in_one_part(tmp_path, monkeypatch):
     assert scores_of(folder)["c0.mp4"] == "error" and len(scores_of(folder)) == 5
     monkeypatch.undo()  # a compaction that fails to publish removes nothing
     temps = sorted(folder.glob(".*.tmp"))  # (left by the unlinks that did nothing above)
-    monkeypatch.setattr(store, "publish", lambda temp, final: (_ for _ in ()).throw(OSError(28)))
+    monkeypatch.setattr(readers, "publish", lambda temp, final: (_ for _ in ()).throw(OSError(28)))
     with pytest.raises(OSError):
         readers.compact(folder)
     assert len(readers.list_parts(folder)) == 3 and len(scores_of(folder)) == 5
@@ -245,7 +250,7 @@ def test_another_model_or_max_offset_is_refused_in_one_line(tmp_path):
 
 def test_a_legacy_table_is_migrated_once_and_a_foreign_one_refused(tmp_path):
     legacy = tmp_path / "scores.parquet"
-    frame = store.rows_to_frame([make_row("a.mp4"), make_row("b.mp4", "no_face")])
+    frame = schema.rows_to_frame([make_row("a.mp4"), make_row("b.mp4", "no_face")])
     write_table(frame, legacy)
     with pytest.raises(ValueError, match="holds model=tiny@0123abcd"):
         open_output(legacy, META | {"model": "other@1"})
@@ -268,7 +273,7 @@ def test_a_legacy_table_is_migrated_once_and_a_foreign_one_refused(tmp_path):
 
 def test_a_migration_cut_between_its_two_renames_is_finished(tmp_path, monkeypatch):
     legacy = tmp_path / "scores.parquet"
-    write_table(store.rows_to_frame([make_row("a.mp4")]), legacy)
+    write_table(schema.rows_to_frame([make_row("a.mp4")]), legacy)
     real_rename = os.rename
 
     def crash_on_the_last_rename(source, target):
@@ -294,7 +299,7 @@ def test_two_shards_and_two_runs_into_one_folder_lose_nothing(tmp_path):
     writers = [open_output(folder, META, shard=f"{k}/2")[0] for k in range(2)]
     for writer in writers:
         writer.rows_per_part = 4
-    shards = [score.shard(refs, k, 2) for k in range(2)]
+    shards = [inputs.shard(refs, k, 2) for k in range(2)]
     for pair in zip(*shards, strict=False):  # interleaved, as two jobs would run
         for writer, ref in zip(writers, pair, strict=True):
             writer.add(make_row(ref.path))
@@ -311,7 +316,7 @@ def test_two_shards_and_two_runs_into_one_folder_lose_nothing(tmp_path):
 
 WRITER_SCRIPT = """
 import sys, time
-from synccurate import store  # light: no torch, so the child starts fast
+from synccurate.store import parts as store  # light: no torch, so the child starts fast
 
 META = {META!r}
 def make_row(path):
@@ -377,15 +382,15 @@ def odd_folder(tmp_path):
 
 
 def test_discover_lists_dangling_symlinks_and_unreadable_files(odd_folder, monkeypatch):
-    refs = score.discover([odd_folder])
+    refs = inputs.discover([odd_folder])
     assert [ref.path for ref in refs] == ["gone.mp4", "good.mp4", "sub/locked.mp4"]
-    direct = score.discover([odd_folder / "gone.mp4"])
+    direct = inputs.discover([odd_folder / "gone.mp4"])
     assert direct == [score.ClipRef(str(odd_folder), "gone.mp4")]
-    gone = score.prepare_clip(refs[0], (48, 48), detector=object())
+    gone = prepare.prepare_clip(refs[0], (48, 48), detector=object())
     assert gone.status == "decode_error" and "dangling symlink to" in gone.error
     real_access = os.access  # as root every file is readable: pretend not
     monkeypatch.setattr(os, "access", lambda p, m: "locked" not in str(p) and real_access(p, m))
-    locked = score.prepare_clip(refs[2], (48, 48), detector=object())
+    locked = prepare.prepare_clip(refs[2], (48, 48), detector=object())
     assert locked.status == "decode_error" and locked.error.endswith("permission denied")
 
 
@@ -398,13 +403,13 @@ def test_discover_lists_a_sub_folder_it_cannot_open(odd_folder, monkeypatch):
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refuse_sub)
-    assert [ref.path for ref in score.discover([odd_folder])] == ["gone.mp4", "good.mp4", "sub"]
+    assert [ref.path for ref in inputs.discover([odd_folder])] == ["gone.mp4", "good.mp4", "sub"]
 
 
 def test_manifest_round_trip(odd_folder, tmp_path):
     out = tmp_path / "clips.parquet"
     table = write_manifest([odd_folder], out)
-    assert read_manifest(out) == score.discover([odd_folder])
+    assert read_manifest(out) == inputs.discover([odd_folder])
     sizes = dict(zip(table["path"], table["size"], strict=True))
     assert sizes["good.mp4"] == 1 and pd.isna(sizes["gone.mp4"])
     result = CliRunner().invoke(app, ["manifest", str(odd_folder), "-o", str(out)])
@@ -422,7 +427,7 @@ def test_shard_status_finished_unfinished_missing(tmp_path):
     folder = tmp_path / "scores.parquet"
     for k, share in ((0, 1.0), (1, 0.5), (3, 1.0)):  # shard 2 never ran
         with PartsWriter(folder, metadata=META, shard=f"{k}/4") as writer:
-            part = score.shard(refs, k, 4)
+            part = inputs.shard(refs, k, 4)
             for ref in part[: round(len(part) * share)]:
                 writer.add(make_row(ref.path, "no_face", root=ref.root))
     states = [s.state for s in shard_status(folder, manifest)]
@@ -457,7 +462,7 @@ def test_list_columns_are_built_as_arrow_would_from_lists_or_arrays(name):
     """The fast list-column builder gives pa.array's result for lists, tuples, arrays,
     null rows and NaN values (null, as from_pandas makes them), in any mix."""
     rng = np.random.default_rng(3)
-    kind = store.ARROW_TYPES[name]
+    kind = schema.ARROW_TYPES[name]
     draw = (lambda n: rng.random(n) > 0.5) if name == "onscreen" else (lambda n: rng.random(n))
     values = [draw(5).tolist(), None, draw(3), tuple(draw(2).tolist()), [], None, draw(4)]
     if name != "onscreen":
@@ -466,6 +471,6 @@ def test_list_columns_are_built_as_arrow_would_from_lists_or_arrays(name):
     expected = pa.array(
         [None if v is None else list(v) for v in values], type=kind, from_pandas=True
     )
-    built = store._column(name, values)
+    built = store.column_array(name, values)
     assert built.type == kind
     assert built.equals(expected), (built, expected)

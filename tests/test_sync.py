@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from synccurate.sync import (
+from synccurate.models.sync import (
     clip_metrics,
     n_windows,
     onscreen_labels,

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from synccurate.sync import clip_metrics, onscreen_labels
+from synccurate.models.sync import clip_metrics, onscreen_labels
 
 SIGMA = 2.0  # frames (SPEC §7 step 2, our default)
 RADIUS = 4  # frames: the Gaussian is truncated at ±4

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synccurate import media
-from synccurate.audio import SAMPLES_PER_FRAME, SILENCE_DBFS
-from synccurate.synth import (
+from synccurate.io import media
+from synccurate.io.audio import SAMPLES_PER_FRAME, SILENCE_DBFS
+from synccurate.training.synth import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
     shift_audio,

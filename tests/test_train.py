@@ -11,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from synccurate import audio, synth
-from synccurate import train as T
-from synccurate.score import ClipRef, PreparedClip
+from synccurate.io import audio
+from synccurate.io.inputs import ClipRef
+from synccurate.pipeline.prepare import PreparedClip
+from synccurate.training import synth
+from synccurate.training import train as T
 
 
 def _sigmoid(x):
@@ -125,7 +127,7 @@ def test_hard_negatives_are_the_clips_own_windows_shifted_by_2_to_15_frames(tiny
 
 
 def _window_index(clip, window):
-    from synccurate.model import stack_windows
+    from synccurate.models.icsyncnet import stack_windows
 
     windows = stack_windows(torch.from_numpy(np.array(clip.crops)))
     matches = (windows == window).flatten(1).all(1).nonzero()

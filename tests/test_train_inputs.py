@@ -8,11 +8,12 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from synccurate import cliplist, synth
-from synccurate import train as T
 from synccurate.cli import app
-from synccurate.model import CONFIGS, ICSyncNet, find_weights, save_checkpoint
-from synccurate.tables import write_table
+from synccurate.io.files import write_table
+from synccurate.models.icsyncnet import CONFIGS, ICSyncNet, save_checkpoint
+from synccurate.models.weights import find_weights
+from synccurate.training import cliplist, synth
+from synccurate.training import train as T
 
 
 def _invoke(*args):

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synccurate import synth
-from synccurate.audio import SAMPLES_PER_FRAME
 from synccurate.cli import app
-from synccurate.sync import clip_metrics, vote_offset
+from synccurate.io.audio import SAMPLES_PER_FRAME
+from synccurate.models.sync import clip_metrics, vote_offset
+from synccurate.training import synth
 
 K = 15
 TAU = 0.1

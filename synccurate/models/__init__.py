@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synccurate.model import WeightsError, find_weights
 from synccurate.models.base import InputRecipe, SyncModel
+from synccurate.models.weights import WeightsError, find_weights
 
 MODEL_KINDS = ("icsyncnet", "syncnet-v2", "wav2lip-expert")
 

@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 import torch
 
-from synccurate.audio import SAMPLES_PER_FRAME, WINDOW_FRAMES
+from synccurate.io.audio import SAMPLES_PER_FRAME, WINDOW_FRAMES
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class SyncModel(Protocol):
     batch_size: int  # default windows per model batch on a GPU
     cpu_batch_size: int  # … and on CPU, where larger batches only cost memory
     #: what the weights saw in training: {"data": "synthetic" | "real" | "unknown",
-    #: "description": …} (synccurate.provenance); read with provenance.of_model
+    #: "description": …} (synccurate.models.provenance); read with provenance.of_model
     trained_on: dict
     # Optional: `audio_batch_size`, a larger batch for audio windows when they are much
     # smaller than the visual ones (score.similarity_matrices uses the larger of the two).
@@ -138,6 +138,6 @@ class NetworkModel:
     def similarity(
         self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
     ) -> torch.Tensor:
-        from synccurate.sync import similarity_matrix
+        from synccurate.models.sync import similarity_matrix
 
         return similarity_matrix(visual, audio, max_offset)

@@ -19,10 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synccurate import provenance
-from synccurate.model import WeightsError, _sha256, count_parameters
-from synccurate.models import syncnet_v2, wav2lip
-from synccurate.tables import default_file_mode
+from synccurate.io.files import default_file_mode
+from synccurate.models import provenance, syncnet_v2, wav2lip
+from synccurate.models.weights import WeightsError, count_parameters, sha256
 
 SYNCNET_V2 = "syncnet-v2"
 WAV2LIP_EXPERT = "wav2lip-expert"
@@ -82,7 +81,7 @@ def _read(path: str | Path) -> tuple[str, dict[str, torch.Tensor], str, dict]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    digest = _sha256(path)
+    digest = sha256(path)
     if path.suffix != ".safetensors":
         state = _read_pickle(path)
         return _kind_of(path, state), state, digest, {}
@@ -171,7 +170,7 @@ def import_checkpoint(src: str | Path, out_dir: str | Path) -> Path:
         save_file(tensors, str(weights_tmp), metadata={"format": "pt", "kind": kind})
         sidecar = {
             "kind": kind,
-            "sha256": _sha256(weights_tmp),
+            "sha256": sha256(weights_tmp),
             "source_sha256": digest,
             "source": src.name,
             "parameters": count_parameters(net),

@@ -17,10 +17,11 @@ from torch import nn
 
 # cv2 and python_speech_features are imported inside the functions of the recipe, which run
 # in the worker processes, so the process that holds the model does not load them.
-from synccurate import faces, provenance
-from synccurate.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
+from synccurate.faces import crops as faces
+from synccurate.io.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
+from synccurate.models import provenance
 from synccurate.models.base import InputRecipe, NetworkModel
-from synccurate.sync import vote_offset
+from synccurate.models.sync import vote_offset
 
 FACE_SIZE = 224  # pixels; the first Linear only fits a 224² crop
 N_MFCC = 13  # cepstral coefficients (python_speech_features' default numcep)

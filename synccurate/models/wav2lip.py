@@ -1,7 +1,7 @@
 """Wav2Lip's lip-sync expert (Rudrabha/Wav2Lip `SyncNet_color`): network and input windows.
 
 Layer order and key names follow SYNCNET-FAMILY.md §B so that the public
-`lipsync_expert.pth` loads strictly. The mel is `synccurate.audio.log_mel`, which is
+`lipsync_expert.pth` loads strictly. The mel is `synccurate.io.audio.log_mel`, which is
 upstream's recipe.
 """
 
@@ -15,10 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synccurate import audio, provenance
-from synccurate.audio import MEL_SILENCE, N_MELS, VIDEO_FPS, WINDOW_FRAMES, WINDOW_MELS, mel_index
+from synccurate.io import audio
+from synccurate.io.audio import (
+    MEL_SILENCE,
+    N_MELS,
+    VIDEO_FPS,
+    WINDOW_FRAMES,
+    WINDOW_MELS,
+    mel_index,
+)
+from synccurate.models import provenance
 from synccurate.models.base import InputRecipe, NetworkModel
-from synccurate.sync import clip_metrics
+from synccurate.models.sync import clip_metrics
 
 FACE_SIZE = 96  # pixels; every frame is resized to 96² before the lower half is kept
 MOUTH_ROWS = FACE_SIZE // 2  # 48: only rows 48…95 (the lower half of the face) are seen
@@ -28,7 +36,7 @@ EMBED_DIM = 512
 PREPROCESSING = {
     "video": f"{VIDEO_FPS} fps face crop resized to {FACE_SIZE}x{FACE_SIZE}, lower half, BGR, /255",
     "window_frames": WINDOW_FRAMES,
-    "audio": "log-mel, synccurate.audio.log_mel (Wav2Lip's recipe, [-4, 4])",
+    "audio": "log-mel, synccurate.io.audio.log_mel (Wav2Lip's recipe, [-4, 4])",
     "audio_window": [N_MELS, WINDOW_MELS],
     "similarity": "cosine of unit embeddings (higher = in sync)",
 }

@@ -27,8 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from synccurate.readers import read_scores
-from synccurate.tables import same_file
+from synccurate.io.files import same_file
+from synccurate.store.readers import read_scores
 
 # Defaults (SPEC §9: the paper's recommended values are lost in its text; these are ours).
 DEFAULT_MIN_PROB = 0.5

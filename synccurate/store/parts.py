@@ -14,7 +14,7 @@ every Parquet dataset reader skips) and then published under its final name with
 hard link, which fails instead of replacing. A name holds the shard, the run id and a
 sequence number, so two jobs never publish the same name. Each row is stamped with
 `scored_at` (UTC) and `run_id`; when a clip has several rows, the latest `scored_at`
-wins (`synccurate.readers`). `_synccurate.json` pins the model, the max offset, the
+wins (`synccurate.store.readers`). `_synccurate.json` pins the model, the max offset, the
 shard count and the schema version; a run asking for another model or max offset is
 refused rather than mixed in.
 
@@ -41,267 +41,37 @@ COLUMNS to pin it, so that a part where they are all empty still gets that type)
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
-from collections.abc import Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synccurate.tables import default_file_mode
+from synccurate.store.folder import (
+    METADATA_NAME,
+    new_run_id,
+    now_us,
+    parse_shard,
+    pin_metadata,
+    publish,
+    read_metadata,
+    temp_name,
+)
+from synccurate.store.readers import done_keys
+from synccurate.store.schema import (
+    COLUMNS,
+    COMPRESSION,
+    ROWS_PER_GROUP,
+    arrow_schema,
+    column_array,
+    conform,
+)
 
-SCHEMA_VERSION = 1  # raise when a column changes meaning or type; adding columns is fine
-METADATA_NAME = "_synccurate.json"
-PINNED = ("model", "max_offset")  # a run must ask for what the folder holds
 ROWS_PER_BATCH = 250  # Python rows held before they become Arrow columns (~3 MB)
-ROWS_PER_GROUP = 2_000  # a Parquet row group (~5 MB as Arrow); smaller ones slow reading
 ROWS_PER_PART = 50_000  # a fast run makes 20 parts per million clips
 SECONDS_PER_PART = 60.0  # a crash loses at most this much; 1,200 rows a part at 20 clips/s
-COMPRESSION = "zstd"  # smaller and faster than snappy here; every reader named above has it
-
-COLUMNS = {
-    "root": "string",
-    "path": "string",
-    "status": "string",
-    "error": "string",
-    "duration_s": "float64",
-    "n_frames": "Int64",
-    "source_fps": "float64",
-    "offset_frames": "Int64",
-    "offset_seconds": "float64",
-    "prob_at_offset": "float64",
-    "offscreen_ratio": "float64",
-    "confidence": "float64",
-    "lse_d": "float64",  # distance models (SyncNet v2): LSE-D and LSE-C
-    "lse_c": "float64",
-    "face_ratio": "float64",
-    "silence_ratio": "float64",
-    "at_search_edge": "boolean",
-    "n_faces": "Int64",  # face tracks long enough to score; the speaker's describes the row
-    "face_track": "Int64",
-    "face_tracks": "string",  # JSON: offset and strength of every track, when there are several
-    "vote_offset": "Int64",
-    "vote_share": "float64",
-    "offset_method": "string",
-    "model": "string",
-    "weights_trained_on": "string",  # synthetic / real / unknown (provenance)
-    "synthetic_weights_on_real": "boolean",  # synthetic-only weights on a non-synth clip
-    "face_detector": "string",
-    "p_t": "object",
-    "onscreen": "object",
-    "profile": "object",
-    "fconf": "object",
-    "scored_at": "datetime64[us, UTC]",
-    "run_id": "string",
-}
-KEY_COLUMNS = ("root", "path", "status", "scored_at", "model")
-
-_ARROW_TYPES = {
-    "string": pa.string(),
-    "float64": pa.float64(),
-    "Int64": pa.int64(),
-    "boolean": pa.bool_(),
-    "datetime64[us, UTC]": pa.timestamp("us", tz="UTC"),
-}
-_LIST_TYPES = {
-    "p_t": pa.list_(pa.float64()),
-    "onscreen": pa.list_(pa.bool_()),
-    "profile": pa.list_(pa.float64()),
-    "fconf": pa.list_(pa.float64()),
-}
-ARROW_TYPES = {name: _LIST_TYPES.get(name) or _ARROW_TYPES[kind] for name, kind in COLUMNS.items()}
-
-
-def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame: COLUMNS first with their dtypes, then any extra columns."""
-    extras = list(dict.fromkeys(key for row in rows for key in row if key not in COLUMNS))
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, *extras])
-    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)  # None or NaT alone too
-    return frame.astype({k: v for k, v in COLUMNS.items() if v != "object"})
-
-
-def _pandas_metadata() -> dict[bytes, bytes]:
-    """The schema metadata pandas writes, so `pd.read_parquet` restores COLUMNS' dtypes."""
-    template = rows_to_frame([])
-    return pa.Schema.from_pandas(template, preserve_index=False).metadata
-
-
-_PANDAS_METADATA = _pandas_metadata()
-
-
-def arrow_schema(extra: Iterable[pa.Field] = ()) -> pa.Schema:
-    """COLUMNS as an Arrow schema (with pandas' dtype metadata), then `extra` fields."""
-    fields = [pa.field(name, kind) for name, kind in ARROW_TYPES.items()]
-    return pa.schema([*fields, *extra], metadata=_PANDAS_METADATA)
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with exactly `schema`'s columns: cast, missing ones all null."""
-    columns = [
-        _cast(table.column(field.name), field.type)
-        if field.name in table.column_names
-        else pa.nulls(len(table), field.type)
-        for field in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _cast(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
-    """A column as `kind`; one with no values at all (e.g. NaN where a list column of a
-    newer schema is missing from an older table) becomes nulls of that type."""
-    try:
-        return column.cast(kind)
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        if column.null_count == len(column) or pa.types.is_floating(column.type):
-            values = column.to_pandas()
-            if values.isna().all():
-                return pa.chunked_array([pa.nulls(len(column), kind)])
-        raise
-
-
-def now_us() -> int:
-    """The current UTC time in microseconds since the epoch (the unit of `scored_at`)."""
-    return time.time_ns() // 1000
-
-
-def new_run_id() -> str:
-    """A run id that sorts by start time and is unique across machines: 20260509T013000Z-9f2c1a."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def parse_shard(shard: str | None) -> tuple[int, int] | None:
-    """'K/N' (as given to --shard) as (K, N); None for a run over every clip."""
-    if shard is None:
-        return None
-    index, _, count = str(shard).partition("/")
-    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-        raise ValueError(f"--shard {shard}: expected K/N with 0 <= K < N, e.g. 3/16")
-    return int(index), int(count)
-
-
-# --- publishing files ---------------------------------------------------------------
-
-
-def is_part(path: Path) -> bool:
-    """A published part: *.parquet, not hidden (`.`) and not metadata (`_`) — what readers read."""
-    return path.suffix == ".parquet" and not path.name.startswith((".", "_"))
-
-
-def temp_name(folder: Path, name: str) -> Path:
-    """Where `name` is written before it is published: hidden, and not ending in .parquet."""
-    return folder / f".{name}.{secrets.token_hex(4)}.tmp"
-
-
-def _sync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def publish(temp: Path, final: Path) -> None:
-    """Give the finished file `temp` the name `final`; never replaces an existing file.
-
-    A hard link is atomic and fails when the name is taken (a rename would replace it);
-    file systems without hard links fall back to an existence check and a rename. Raises
-    FileExistsError, leaving `temp` in place, when `final` exists.
-    """
-    _sync(temp)  # the data is on disk before the name is
-    os.chmod(temp, default_file_mode())
-    try:
-        os.link(temp, final)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links here (some network or FAT file systems)
-        if final.exists():
-            raise FileExistsError(f"{final}: already exists") from None
-        os.rename(temp, final)
-        return
-    temp.unlink()
-
-
-# --- the pinned settings ----------------------------------------------------------------
-
-
-def read_metadata(folder: str | Path) -> dict | None:
-    """The folder's `_synccurate.json`, or None when it has none."""
-    try:
-        return json.loads((Path(folder) / METADATA_NAME).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{Path(folder) / METADATA_NAME}: unreadable ({error})") from error
-
-
-def _write_metadata(folder: Path, data: dict, *, replace: bool) -> None:
-    temp = temp_name(folder, METADATA_NAME)
-    try:
-        temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        if replace:
-            _sync(temp)
-            os.replace(temp, folder / METADATA_NAME)
-        else:
-            try:
-                publish(temp, folder / METADATA_NAME)
-            except FileExistsError:
-                pass  # another job created it first; the caller checks it agrees
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _describe(data: dict, keys: Iterable[str]) -> str:
-    return " ".join(f"{key}={data.get(key)}" for key in keys)
-
-
-def pin_metadata(folder: str | Path, asked: dict, shard_count: int | None = None) -> dict:
-    """Create the folder's pinned settings, or check that `asked` agrees with them.
-
-    `asked` must hold "model" and "max_offset"; other keys are recorded, not compared.
-    The shard count is pinned by the first sharded run; runs without --shard always fit.
-    Raises ValueError (one line: folder, what it holds, what was asked) on a mismatch.
-    """
-    folder = Path(folder)
-    missing = [key for key in PINNED if asked.get(key) is None]
-    if missing:
-        raise ValueError(f"scores metadata needs {', '.join(missing)}")
-    wanted = {
-        **asked,
-        "format": "synccurate-scores",
-        "schema_version": SCHEMA_VERSION,
-        "shard_count": shard_count,
-        "columns": {name: str(kind) for name, kind in ARROW_TYPES.items()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    held = read_metadata(folder)
-    if held is None:
-        _write_metadata(folder, wanted, replace=False)
-        held = read_metadata(folder)
-    keys = [key for key in (*PINNED, "schema_version") if held.get(key) != wanted[key]]
-    if keys:
-        raise ValueError(
-            f"{folder}: holds {_describe(held, keys)}, this run asks for {_describe(wanted, keys)};"
-            " write to another output so results are not mixed"
-        )
-    if shard_count is not None and held.get("shard_count") is None:
-        _write_metadata(folder, {**held, "shard_count": shard_count}, replace=True)
-        held = read_metadata(folder)
-    if shard_count is not None and held.get("shard_count") != shard_count:
-        raise ValueError(
-            f"{folder}: holds shard_count={held.get('shard_count')}, this run asks for "
-            f"shard_count={shard_count}; use the same N in --shard K/N for every job"
-        )
-    return held
-
-
-# --- the writer ---------------------------------------------------------------------------
 
 
 class PartsWriter:
@@ -431,7 +201,7 @@ class PartsWriter:
 
     def _table(self, rows: list[dict]) -> pa.Table:
         extras = list(dict.fromkeys(key for row in rows for key in row if key not in COLUMNS))
-        arrays = [_column(name, [row.get(name) for row in rows]) for name in COLUMNS]
+        arrays = [column_array(name, [row.get(name) for row in rows]) for name in COLUMNS]
         extra_fields = []
         for name in extras:
             array = pa.array([row.get(name) for row in rows], from_pandas=True)
@@ -446,48 +216,6 @@ class PartsWriter:
             arrays.append(array)
             extra_fields.append(pa.field(name, array.type))
         return pa.Table.from_arrays(arrays, schema=arrow_schema(extra_fields))
-
-
-def _column(name: str, values: list) -> pa.Array:
-    """One known column as its pinned Arrow type (NaN and pd.NA become null)."""
-    kind = ARROW_TYPES[name]
-    if pa.types.is_list(kind) and all(v is None or isinstance(v, LIST_VALUES) for v in values):
-        return _list_column(values, kind)
-    try:
-        return pa.array(values, type=kind, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. 3.0 for an Int64 column
-        try:
-            return pa.array(pd.Series(values, dtype=object).astype(COLUMNS[name]), type=kind)
-        except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise ValueError(f"column {name}: values are not {COLUMNS[name]} ({error})") from None
-
-
-LIST_VALUES = (list, tuple, np.ndarray)  # what a list cell may hold besides None
-
-
-def _list_column(values: list, kind: pa.ListType) -> pa.Array:
-    """A list column from Python lists or NumPy arrays (None = a null list).
-
-    pa.array converts nested Python lists one float at a time (~40 µs for a row's 250
-    p_t values); flattening through NumPy and setting the offsets is several times
-    faster and gives the same array. NaN values become null, as with from_pandas.
-    """
-    lengths = np.fromiter((0 if v is None else len(v) for v in values), np.int64, len(values))
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    dtype = kind.value_type.to_pandas_dtype()
-    present = [np.asarray(v, dtype=dtype) for v in values if v is not None]
-    flat = np.concatenate(present) if present else np.empty(0, dtype=dtype)
-    missing = pa.array(np.fromiter((v is None for v in values), bool, len(values)))
-    return pa.ListArray.from_arrays(
-        pa.array(offsets),
-        pa.array(flat, type=kind.value_type, from_pandas=True),
-        type=kind,
-        mask=missing if missing.true_count else None,
-    )
-
-
-# --- opening an output -----------------------------------------------------------------
 
 
 LEGACY_NAME = "_legacy.parquet"  # the migrated single-file table, kept inside the folder
@@ -579,7 +307,6 @@ def open_output(
     Done keys: every clip with a row, except, with `retry_failed`, those whose latest row
     is not `ok`.
     """
-    from synccurate import readers
 
     path = Path(path)
     _finish_migration(path)
@@ -594,4 +321,4 @@ def open_output(
                 "choose a new or empty output"
             )
     writer = PartsWriter(path, metadata=metadata, shard=shard, seconds_per_part=seconds_per_part)
-    return writer, readers.done_keys(path, retry_failed=retry_failed)
+    return writer, done_keys(path, retry_failed=retry_failed)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synccurate.score import ClipRef, discover
+from synccurate.io.inputs import ClipRef, discover
 
 FIX_LOG = "fixes.parquet"  # fix.LOG_NAME; fix imports av, which this module need not
 FIX_DONE = ("fixed", "copied", "linked")  # fix.DONE_STATUSES
@@ -65,7 +65,7 @@ def _from_fix_log(log: pd.DataFrame, folder: Path, source: str) -> list[ListedCl
 
 
 def _from_scores(table: pd.DataFrame, source: str) -> list[ListedClip]:
-    from synccurate.filtering import clip_path
+    from synccurate.curate.filtering import clip_path
 
     ok = table[table["status"].astype("string") == "ok"]
     roots = ok["root"] if "root" in ok.columns else [None] * len(ok)
@@ -82,8 +82,8 @@ def _from_scores(table: pd.DataFrame, source: str) -> list[ListedClip]:
 
 def resolve(paths: list[str | Path]) -> ClipList:
     """Every clip the arguments name, in order, each once (the first mention wins)."""
-    from synccurate.filtering import load_scores
-    from synccurate.store import read_metadata
+    from synccurate.curate.filtering import load_scores
+    from synccurate.store.folder import read_metadata
 
     found: list[ListedClip] = []
     tables: list[tuple[Path, pd.DataFrame]] = []

@@ -1,4 +1,4 @@
-"""`--executor ray`: the prepare step (decode + faces) on a Ray cluster.
+"""`--executor ray`: a step (for `score`, decode + faces) on a Ray cluster.
 
 Install the extra (`pip install 'synccurate[ray]'`) on every machine of the cluster, with
 the same synccurate version, and make the clips readable at the same path on every node
@@ -23,8 +23,8 @@ With `--ray-address`, `--workers N` caps the number of actors (0 = one per CPU o
 cluster). A killed driver takes its actors with it; run the same command again to resume.
 
 Design: a pool of Ray Core actors rather than Ray Data (`from_items(...).map_batches`).
-Each actor (1 CPU) loads the face detector once and runs `score.prepare_clip` on the
-clips sent to it, at most 2 in flight per actor, so memory stays flat and results are
+Each actor (1 CPU) sets the step up once (the face detector) and runs it on the clips
+sent to it, at most 2 in flight per actor, so memory stays flat and results are
 yielded as they complete. Actors give us what Ray Data makes hard on a small machine: the
 exact clip a task belongs to, so a clip that crashes its worker process becomes one status
 row (Ray Data retries the failing block or fails the whole dataset, and its streaming
@@ -43,8 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from synccurate import faces
-from synccurate.executors import failed_clip
+from synccurate.pipeline.executors.local import one_thread_each
 
 try:
     import ray
@@ -55,36 +54,29 @@ except ImportError as error:  # the CLI prints this one line
     ) from error
 
 if TYPE_CHECKING:
-    from synccurate.models.base import InputRecipe
-    from synccurate.score import ClipRef, PreparedClip
+    from synccurate.pipeline.executors import Step
 
 IN_FLIGHT_PER_ACTOR = 2
 
 
 @ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)
-class PrepareActor:
-    """One CPU worker: the face detector loaded once, then `prepare_clip` per clip."""
+class StepActor:
+    """One CPU worker: the step set up once (the face detector), then run per item."""
 
-    def __init__(self, detector_name: str, recipe: InputRecipe, detect_every: int):
-        import cv2
-        import torch
-
-        torch.set_num_threads(1)  # one core per actor: the pool gives the parallelism
-        cv2.setNumThreads(1)
-        self.detector = faces.make_detector(detector_name, device="cpu")
-        self.recipe, self.every = recipe, detect_every
+    def __init__(self, step: Step):
+        one_thread_each()  # one core per actor: the pool gives the parallelism
+        step.setup("cpu")
+        self.step = step
 
     def ready(self) -> bool:
         return True
 
-    def prepare(self, ref: ClipRef) -> PreparedClip:
-        from synccurate.score import prepare_clip
-
-        return prepare_clip(ref, self.recipe, self.detector, self.every)
+    def run(self, item):
+        return self.step(item)
 
 
 class RayExecutor:
-    """Prepares clips on a Ray cluster: an existing one (`address`) or a local one."""
+    """Runs a step on a Ray cluster: an existing one (`address`) or a local one."""
 
     name = "ray"
 
@@ -108,32 +100,30 @@ class RayExecutor:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         return min(self.workers, cpus) if self.workers else cpus
 
-    def prepare(
-        self, refs: list[ClipRef], recipe: InputRecipe, detector_name: str, detect_every: int
-    ) -> Iterator[PreparedClip]:
-        if not refs:
+    def run(self, step: Step, items: list) -> Iterator:
+        if not items:
             return iter(())
-        return self._prepare(refs, recipe, detector_name, detect_every)
+        return self._run(step, items)
 
-    def _prepare(self, refs, recipe, detector_name, every) -> Iterator[PreparedClip]:
+    def _run(self, step: Step, items: list) -> Iterator:
         started = self._connect()
-        recipe_ref = ray.put(recipe)
+        step_ref = ray.put(step)
 
         def new_actor():
-            return PrepareActor.remote(detector_name, recipe_ref, every)
+            return StepActor.remote(step_ref)
 
-        actors = [new_actor() for _ in range(min(self._actor_count(), len(refs)))]
+        actors = [new_actor() for _ in range(min(self._actor_count(), len(items)))]
         try:
             # A detector that cannot load fails the run here, not once per clip.
             ray.get(actors[0].ready.remote())
-            yield from self._schedule(actors, deque(refs), new_actor)
+            yield from self._schedule(step, actors, deque(items), new_actor)
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
             if started:
                 ray.shutdown()
 
-    def _schedule(self, actors: list, queue: deque, new_actor) -> Iterator[PreparedClip]:
+    def _schedule(self, step: Step, actors: list, queue: deque, new_actor) -> Iterator:
         """Keeps every actor busy with ≤ 2 clips; yields clips as they finish."""
         in_flight: list[deque] = [deque() for _ in actors]  # (task, clip) in submission order
         owner: dict = {}  # task → actor index
@@ -141,7 +131,7 @@ class RayExecutor:
         def fill(index: int) -> None:
             while queue and len(in_flight[index]) < IN_FLIGHT_PER_ACTOR:
                 ref = queue.popleft()
-                task = actors[index].prepare.remote(ref)
+                task = actors[index].run.remote(ref)
                 in_flight[index].append((task, ref))
                 owner[task] = index
 
@@ -153,16 +143,16 @@ class RayExecutor:
             try:
                 clip = ray.get(task)
             except RayActorError:
-                yield from self._actor_died(index, actors, in_flight, owner, queue, new_actor)
+                yield from self._actor_died(step, index, actors, in_flight, owner, queue, new_actor)
             except Exception as error:  # the task failed, its actor lives on
                 ref = _forget(task, in_flight[index], owner)
-                yield failed_clip(ref, str(error).splitlines()[0] or type(error).__name__)
+                yield step.failed(ref, str(error).splitlines()[0] or type(error).__name__)
             else:
                 _forget(task, in_flight[index], owner)
                 yield _owned(clip)
             fill(index)
 
-    def _actor_died(self, index, actors, in_flight, owner, queue, new_actor):
+    def _actor_died(self, step, index, actors, in_flight, owner, queue, new_actor):
         """The oldest unfinished clip of a dead actor killed it; those behind it go again."""
         culprit = None
         retry = []
@@ -173,11 +163,11 @@ class RayExecutor:
             except RayActorError as error:
                 if culprit is None:
                     culprit = ref
-                    yield failed_clip(ref, _first_line(error))
+                    yield step.failed(ref, _first_line(error))
                 else:
                     retry.append(ref)
             except Exception as error:
-                yield failed_clip(ref, _first_line(error))
+                yield step.failed(ref, _first_line(error))
             else:
                 yield _owned(clip)  # finished before the crash: its result outlives the actor
         queue.extendleft(reversed(retry))
@@ -195,14 +185,13 @@ def _forget(task, flight: deque, owner: dict):
     raise KeyError(task)
 
 
-def _owned(clip: PreparedClip) -> PreparedClip:
+def _owned(result):
     """Arrays of our own: Ray hands back read-only views of its object store (zero-copy),
     which torch must not wrap, and which would pin the object store until the model ran."""
-    for name in ("crops", "has_face", "features", "silence"):
-        array = getattr(clip, name)
+    for name, array in vars(result).items():
         if isinstance(array, np.ndarray) and not array.flags.writeable:
-            setattr(clip, name, array.copy())
-    return clip
+            setattr(result, name, array.copy())
+    return result
 
 
 def _first_line(error: Exception) -> str:

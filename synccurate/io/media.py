@@ -26,10 +26,10 @@ import av
 import ffmpeg
 import numpy as np
 
-from synccurate.audio import SAMPLE_RATE, VIDEO_FPS
-from synccurate.tables import default_file_mode
+from synccurate.io.audio import SAMPLE_RATE, VIDEO_FPS
+from synccurate.io.files import default_file_mode
+from synccurate.io.inputs import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".ts")
 FFMPEG_GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
 RGB_CHANNELS = 3
 # `synccurate synth` writes this container comment into every clip it makes, so a synthetic

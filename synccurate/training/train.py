@@ -21,20 +21,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from synccurate import audio, provenance
-from synccurate.evaluate import accuracy_at
-from synccurate.model import (
+from synccurate.io import audio
+from synccurate.io.inputs import ClipRef, discover
+from synccurate.models import provenance
+from synccurate.models.icsyncnet import (
     CONFIGS,
     ICSyncNet,
     ModelConfig,
-    find_weights,
+    MouthRecipe,
     load_checkpoint,
     save_checkpoint,
     stack_windows,
 )
-from synccurate.models.icsyncnet import MouthRecipe
-from synccurate.score import ClipRef, discover, prepare_clips
-from synccurate.sync import MAX_OFFSET, n_windows
+from synccurate.models.sync import MAX_OFFSET, n_windows
+from synccurate.models.weights import find_weights
+from synccurate.pipeline.prepare import prepare_clips
+from synccurate.training.evaluate import accuracy_at
 
 HARD_SHIFT_MIN = 2  # frames; hard negatives are shifted by 2 ≤ |s| ≤ 15 (our choice, SPEC §4)
 HARD_SHIFT_MAX = MAX_OFFSET
@@ -299,7 +301,8 @@ def easy_negatives(
 def clip_similarities(model: ICSyncNet, clips: list[CachedClip], device, batch_size: int = 512):
     """S matrices of cached clips (each window embedded once), for held-out accuracy."""
     from synccurate.models.icsyncnet import ICSyncNetModel
-    from synccurate.score import PreparedClip, similarity_matrices
+    from synccurate.pipeline.batching import similarity_matrices
+    from synccurate.pipeline.prepare import PreparedClip
 
     prepared = [
         PreparedClip(
@@ -393,6 +396,99 @@ def _wrap(model: ICSyncNet, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(joint, device_ids=ids)
 
 
+def _starting_model(
+    last: Path | None,
+    state_file: Path,
+    init: Path | None,
+    config: ModelConfig | str | None,
+    device: torch.device,
+    log,
+) -> tuple[ICSyncNet, dict | None, dict | None]:
+    """(model, optimizer state to resume or None, what it was initialised from).
+
+    A resumable run (`last` and its state exist) wins over `init`, which it started from.
+    """
+    init_info = init_config(init, config)[0] if init is not None else None
+    if last is not None and last.exists() and state_file.exists():
+        model, sidecar = load_checkpoint(last, device)
+        state = torch.load(state_file, weights_only=True)
+        log(f"resuming from {last} after epoch {state['epoch']}")
+        return model, state, sidecar.get("init", init_info)
+    if init is not None:
+        model, sidecar = load_checkpoint(find_weights(init), device)
+        log(f"starting from {init} ({sidecar['model_id']}, config {model.config.name})")
+        return model, None, init_info
+    config = config or "small"
+    model = ICSyncNet(CONFIGS[config] if isinstance(config, str) else config).to(device)
+    return model, None, init_info
+
+
+def _phase_optimizer(
+    model: ICSyncNet, tuning: bool, settings: TrainSettings, state: dict | None
+) -> torch.optim.Optimizer:
+    """The optimizer of a phase: every weight with DropBlock, or drop-and-tune (SPEC §4):
+    DropBlock off and only the BatchNorm parameters trained."""
+    model.set_drop_rate(0.0 if tuning else model.config.dropblock_rate)
+    for p in model.parameters():
+        p.requires_grad_(not tuning)
+    params = model.bn_only_parameters() if tuning else list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=settings.tune_lr if tuning else settings.lr)
+    if state is not None and state.get("tuning") == tuning:
+        optimizer.load_state_dict(state["optimizer"])
+    return optimizer
+
+
+def _step(
+    model: ICSyncNet,
+    wrapped,
+    batch,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    settings: TrainSettings,
+    device: torch.device,
+) -> tuple[float, float, float]:
+    """One optimizer step on the BBCE loss; (loss, mean positive cos, mean negative cos)."""
+    visual = augment(batch.visual, generator, settings.jitter).to(device)
+    v, a = wrapped(visual, batch.audio.to(device))
+    a_pos, a_hard = a[batch.positive], a[batch.hard]
+    a_easy = easy_negatives(a_pos, settings.n_easy, batch.group, generator)
+    scale = model.log_tau.exp()
+    pos = (v * a_pos).sum(-1)
+    hard_cos = (v[:, None] * a_hard).sum(-1)
+    easy_cos = (v[:, None] * a_easy).sum(-1)
+    loss = bbce_loss(pos / scale, hard_cos / scale, easy_cos / scale, settings.lam)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    negatives = torch.cat([hard_cos, easy_cos], 1).detach().mean()
+    return float(loss.detach()), float(pos.detach().mean()), float(negatives)
+
+
+def _validation(model: ICSyncNet, val_clips: list, device: torch.device) -> dict[str, float]:
+    """Offset accuracy on the held-out clips at 5 and 15 frames (none without any)."""
+    if not val_clips:
+        return {}
+    model.eval()
+    S = clip_similarities(model, val_clips, device)
+    return {
+        f"val_acc{length}": accuracy_at(S, length, [0] * len(S))[0] or 0.0 for length in (5, 15)
+    }
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = lr
+
+
+def _save_state(state_file: Path, epoch: int, tuning: bool, optimizer) -> None:
+    """The optimizer state a resumed run needs, written atomically."""
+    tmp = state_file.with_suffix(".tmp")
+    torch.save({"epoch": epoch, "tuning": tuning, "optimizer": optimizer.state_dict()}, tmp)
+    os.replace(tmp, state_file)
+
+
 def train(
     cache: Path,
     out_dir: Path,
@@ -428,24 +524,10 @@ def train(
         raise ValueError(f"{cache}: no cached training clips (run with the video folders first)")
     last = out_dir / "last.safetensors"
     state_file = out_dir / "train_state.pt"
-    start_epoch = 0
-    init_info = None
-    if init is not None:
-        init_info, _ = init_config(init, config)
-    if resume and last.exists() and state_file.exists():
-        model, sidecar = load_checkpoint(last, device)
-        init_info = sidecar.get("init", init_info)
-        state = torch.load(state_file, weights_only=True)
-        start_epoch = state["epoch"]
-        log(f"resuming from {last} after epoch {start_epoch}")
-    elif init is not None:
-        model, sidecar = load_checkpoint(find_weights(init), device)
-        log(f"starting from {init} ({sidecar['model_id']}, config {model.config.name})")
-        state = None
-    else:
-        config = config or "small"
-        model = ICSyncNet(CONFIGS[config] if isinstance(config, str) else config).to(device)
-        state = None
+    model, state, init_info = _starting_model(
+        last if resume else None, state_file, init, config, device, log
+    )
+    start_epoch = state["epoch"] if state else 0
     trained_on = provenance.training_record(
         [c.synthetic for c in train_clips], init_info, len(val_clips)
     )
@@ -470,15 +552,7 @@ def train(
         tuning = epoch >= settings.epochs
         if phase != tuning:  # (re)build the optimizer when the phase starts
             phase = tuning
-            model.set_drop_rate(0.0 if tuning else model.config.dropblock_rate)
-            for p in model.parameters():
-                p.requires_grad_(not tuning)
-            params = model.bn_only_parameters() if tuning else list(model.parameters())
-            for p in params:
-                p.requires_grad_(True)
-            optimizer = torch.optim.Adam(params, lr=settings.tune_lr if tuning else settings.lr)
-            if state is not None and state.get("tuning") == tuning:
-                optimizer.load_state_dict(state["optimizer"])
+            optimizer = _phase_optimizer(model, tuning, settings, state)
             wrapped = _wrap(model, device)
         model.train()
         meters = {"loss": 0.0, "pos": 0.0, "neg": 0.0}
@@ -491,24 +565,12 @@ def train(
         for step in bar:
             if settings.cosine and not tuning:
                 progress = (epoch * per_epoch + step) / (settings.epochs * per_epoch)
-                for param_group in optimizer.param_groups:
-                    param_group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
+                _set_lr(optimizer, settings.lr * 0.5 * (1 + math.cos(math.pi * progress)))
             batch = sampler.batch(local_batch)
-            visual = augment(batch.visual, generator, settings.jitter).to(device)
-            v, a = wrapped(visual, batch.audio.to(device))
-            a_pos, a_hard = a[batch.positive], a[batch.hard]
-            a_easy = easy_negatives(a_pos, settings.n_easy, batch.group, generator)
-            scale = model.log_tau.exp()
-            pos = (v * a_pos).sum(-1)
-            hard_cos = (v[:, None] * a_hard).sum(-1)
-            easy_cos = (v[:, None] * a_easy).sum(-1)
-            loss = bbce_loss(pos / scale, hard_cos / scale, easy_cos / scale, settings.lam)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            meters["loss"] += float(loss.detach())
-            meters["pos"] += float(pos.detach().mean())
-            meters["neg"] += float(torch.cat([hard_cos, easy_cos], 1).detach().mean())
+            loss, pos, neg = _step(model, wrapped, batch, optimizer, generator, settings, device)
+            meters["loss"] += loss
+            meters["pos"] += pos
+            meters["neg"] += neg
             n = step + 1
             bar.set_postfix(
                 loss=f"{meters['loss'] / n:.3f}",
@@ -518,22 +580,14 @@ def train(
             )
         if rank == 0:
             summary = {k: v / per_epoch for k, v in meters.items()}
-            if val_clips:
-                model.eval()
-                S = clip_similarities(model, val_clips, device)
-                for length in (5, 15):
-                    summary[f"val_acc{length}"] = accuracy_at(S, length, [0] * len(S))[0] or 0.0
+            summary |= _validation(model, val_clips, device)
             log(
                 f"epoch {epoch + 1}/{total_epochs}{' (tune)' if tuning else ''}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())
                 + f", tau {model.tau:.4f}"
             )
             save_checkpoint(model, last, {"epoch": epoch + 1, "tuning": tuning, **summary, **notes})
-            tmp = state_file.with_suffix(".tmp")
-            torch.save(
-                {"epoch": epoch + 1, "tuning": tuning, "optimizer": optimizer.state_dict()}, tmp
-            )
-            os.replace(tmp, state_file)
+            _save_state(state_file, epoch + 1, tuning, optimizer)
         if dist.is_initialized():
             dist.barrier()
     final = out_dir / f"icsyncnet-{model.config.name}.safetensors"

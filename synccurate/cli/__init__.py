@@ -49,7 +49,8 @@ WEIGHTS_HELP = (
 
 def load_model_or_fail(kind: ModelKind | None, weights: Path | None):
     """The chosen model, or one clear error line naming the file and what was expected."""
-    from synccurate.models import WeightsError, load_model
+    from synccurate.models import load_model
+    from synccurate.models.weights import WeightsError
 
     try:
         return load_model(kind.value if kind else None, weights)
@@ -121,7 +122,8 @@ def synthetic_weights_warning(net, refs, sample: int | None = None) -> str | Non
     Reads only the container headers of `refs` (the first `sample` of them): the rows of a
     run record every clip, this is the early word.
     """
-    from synccurate import media, provenance
+    from synccurate.io import media
+    from synccurate.models import provenance
 
     if not provenance.synthetic_only(net) or not refs:
         return None
@@ -141,7 +143,7 @@ ALLOW_SYNTHETIC_HELP = (
 
 def refuse_synthetic_scores(table, name, allow: bool) -> None:
     """filter / fix / train: one line refusing a table of meaningless scores, unless allowed."""
-    from synccurate import provenance
+    from synccurate.models import provenance
 
     refusal = provenance.refusal(table, str(name))
     if refusal and not allow:
@@ -253,8 +255,11 @@ def score(
 ) -> None:
     import pyarrow
 
-    from synccurate import executors, provenance, store
-    from synccurate import score as scoring
+    from synccurate.io import inputs
+    from synccurate.models import provenance
+    from synccurate.pipeline import batching, executors
+    from synccurate.pipeline import driver as scoring
+    from synccurate.store import parts as store
 
     if not paths and manifest_path is None:
         fail("give folders or video files to score, or --manifest")
@@ -263,8 +268,8 @@ def score(
         refs = _clip_list(paths, manifest_path)
         if shard:
             index, count = store.parse_shard(shard)
-            refs = scoring.shard(refs, index, count)
-        torch_device = scoring.resolve_device(device.value)
+            refs = inputs.shard(refs, index, count)
+        torch_device = batching.resolve_device(device.value)
         if output.resolve() in {ref.file.resolve() for ref in refs}:
             raise ValueError(f"{output}: the output would overwrite an input clip")
         pinned = {"model": net.model_id, "max_offset": max_offset}
@@ -341,13 +346,13 @@ def score(
 
 def _clip_list(paths: list[Path] | None, manifest_path: Path | None) -> list:
     """The clips to score: the manifest's, or those found under PATHS (walked here)."""
-    from synccurate import score as scoring
+    from synccurate.io import inputs
 
     if manifest_path is not None:
-        from synccurate.manifest import read_manifest
+        from synccurate.store.manifest import read_manifest
 
         return read_manifest(manifest_path)
-    return scoring.discover(paths)
+    return inputs.discover(paths)
 
 
 def _print_score_summary(stats, output: Path) -> None:
@@ -374,7 +379,7 @@ def compact(
 
     Safe while jobs still write into the folder: parts published meanwhile are left alone.
     """
-    from synccurate import readers
+    from synccurate.store import readers
 
     try:
         parts, rows, target = readers.compact(folder)
@@ -389,7 +394,7 @@ def manifest(
     output: Path = typer.Option(..., "-o", "--output", help="Manifest table to write."),
 ) -> None:
     """Walk PATHS once and write root, path, size, mtime of every clip (for many jobs)."""
-    from synccurate.manifest import write_manifest
+    from synccurate.store.manifest import write_manifest
 
     try:
         table = write_manifest(paths, output)
@@ -412,7 +417,7 @@ def shards(
 
     stdout: the unfinished and missing shard indices, e.g. 3,7 (for sbatch --array=…).
     """
-    from synccurate.manifest import shard_status
+    from synccurate.store.manifest import shard_status
 
     try:
         status = shard_status(folder, manifest_path, count)
@@ -469,8 +474,8 @@ def filter_(
     allow_synthetic_weights: bool = typer.Option(False, help=ALLOW_SYNTHETIC_HELP),
 ) -> None:
     """Keep the clips that are in sync enough; say why each other clip was rejected."""
-    from synccurate import filtering
-    from synccurate.tables import write_table
+    from synccurate.curate import filtering
+    from synccurate.io.files import write_table
 
     try:
         table = filtering.load_scores(scores)
@@ -538,8 +543,8 @@ def fix(
     family, shifted by an exact number of samples; the duration is kept. With a reference
     offset (--relative-to dataset, --reference-offset N) the shift is offset − reference.
     """
-    from synccurate import filtering
-    from synccurate import fix as fixing
+    from synccurate.curate import filtering
+    from synccurate.curate import fix as fixing
 
     if not source.is_dir() and source.suffix.lower() != ".parquet":
         if offset is None or output is None:
@@ -645,7 +650,7 @@ def synth(
     workers: int = typer.Option(min(4, os.cpu_count() or 1), min=1),
 ) -> None:
     """Generate synthetic talking-face clips with exact ground truth (manifest.parquet)."""
-    from synccurate import synth as synthesis
+    from synccurate.training import synth as synthesis
 
     try:
         manifest = synthesis.synth_dataset(
@@ -723,10 +728,10 @@ def train(
     The weights record what they were trained on (`trained_on` in their JSON: synthetic
     when every clip is a `synth` clip, else real).
     """
-    from synccurate import cliplist
-    from synccurate import model as model_lib
-    from synccurate import score as scoring
-    from synccurate import train as training
+    from synccurate.models import icsyncnet as model_lib
+    from synccurate.pipeline import batching
+    from synccurate.training import cliplist
+    from synccurate.training import train as training
 
     if config is not None and config not in model_lib.CONFIGS:
         fail(f"--config {config}: choose one of {', '.join(model_lib.CONFIGS)}")
@@ -776,7 +781,7 @@ def train(
             out_dir,
             model_config if init is None else config,
             settings,
-            device=scoring.resolve_device(device.value),
+            device=batching.resolve_device(device.value),
             resume=resume,
             log=console.print,
             init=init,
@@ -838,8 +843,8 @@ def eval_(
 ) -> None:
     """Offset accuracy for clip lengths 5 … 15 frames (±1 frame tolerance, ±15 search; SPEC §8),
     per clip length and per shift of the audio."""
-    from synccurate import evaluate
-    from synccurate import score as scoring
+    from synccurate.pipeline import batching
+    from synccurate.training import evaluate
 
     if not paths and manifest is None:
         fail("give test clips (folders or tables) or --manifest")
@@ -857,7 +862,7 @@ def eval_(
             net,
             refs,
             offsets,
-            device=scoring.resolve_device(device.value),
+            device=batching.resolve_device(device.value),
             detector=face_detector.value,
             batch_size=batch_size,
             workers=workers,
@@ -895,7 +900,7 @@ def eval_(
             highlight=False,
         )
     if results["synthetic_weights_on_real"]:
-        from synccurate import provenance
+        from synccurate.models import provenance
 
         warn(
             provenance.warning_line(
@@ -918,22 +923,24 @@ def plot(
     max_offset: int = typer.Option(15, min=1, max=60),
 ) -> None:
     """Draw each clip's sync map (similarity over time × offset, offset profile, p_t timeline)."""
-    from synccurate import provenance
-    from synccurate import score as scoring
-    from synccurate.plot import plot_sync_map
+    from synccurate.curate.plot import plot_sync_map
+    from synccurate.io import inputs
+    from synccurate.models import provenance
+    from synccurate.pipeline import batching, prepare
+    from synccurate.pipeline import driver as scoring
 
     net = load_model_or_fail(model, weights)
     try:
-        torch_device = scoring.resolve_device(device.value)
+        torch_device = batching.resolve_device(device.value)
     except ValueError as error:
         fail(str(error))
-    refs = scoring.discover(clips)
+    refs = inputs.discover(clips)
     warned = synthetic_weights_warning(net, refs)
     if warned:
         warn(warned)
     net.to(torch_device)
     trained_on = provenance.of_model(net)["data"]
-    for clip in scoring.prepare_clips(
+    for clip in prepare.prepare_clips(
         refs, net.recipe, face_detector.value, detect_every=detect_every
     ):
         if clip.status != "ok":
@@ -971,8 +978,8 @@ def weights_import(
     """Convert a PyTorch pickle checkpoint to safetensors + a JSON sidecar (kind, checksums,
     preprocessing). The pickle is read with the weights-only unpickler; a file that needs
     code to load is refused and nothing in it runs. Later loads never touch pickle."""
-    from synccurate.models import WeightsError
     from synccurate.models.checkpoints import import_checkpoint
+    from synccurate.models.weights import WeightsError
 
     try:
         path = import_checkpoint(checkpoint, out_dir)
@@ -994,7 +1001,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page about a whole scores table: statuses and errors,
     metric histograms, kept share against the filter thresholds, and the worst clips."""
-    from synccurate import report as reporting
+    from synccurate.curate import report as reporting
 
     try:
         summary = reporting.write_report(scores, output, worst=worst, with_thumbnails=thumbnails)
@@ -1016,7 +1023,7 @@ def demo(
     device: Device = typer.Option(Device.auto),
 ) -> None:
     """Generate example clips with known shifts (and an off-screen speaker), score, compare."""
-    from synccurate import demo as example
+    from synccurate.training import demo as example
 
     truth = example.make_example_clips(folder)
     table_path = folder / "scores.parquet"
@@ -1040,7 +1047,7 @@ def demo(
         progress=True,
         offset_method=OffsetMethod.mean,
     )
-    from synccurate.readers import read_scores
+    from synccurate.store.readers import read_scores
 
     comparison = example.compare(read_scores(table_path), truth)
     table = Table(title="scores vs ground truth (offset: + = audio leads, in frames of 1/25 s)")

@@ -45,10 +45,10 @@ import av
 import numpy as np
 import pandas as pd
 
-from synccurate.audio import VIDEO_FPS, delay_samples
-from synccurate.filtering import clip_path, mirror_paths
-from synccurate.media import MediaError, MediaInfo, ffmpeg_binary, probe
-from synccurate.tables import default_file_mode, write_table
+from synccurate.curate.filtering import clip_path, mirror_paths
+from synccurate.io.audio import VIDEO_FPS, delay_samples
+from synccurate.io.files import default_file_mode, write_table
+from synccurate.io.media import MediaError, MediaInfo, ffmpeg_binary, probe
 
 LOG_NAME = "fixes.parquet"
 MAX_CODEC_DELAY = 8192  # samples; larger measured lags are not believed
@@ -393,16 +393,7 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
     encode_error, refused) on failure.
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FixError("missing_input", f"{src}: no such file")
-    if not dst.suffix:
-        raise FixError("refused", f"{dst}: the output needs an extension (it picks the container)")
-    _refuse_input_overwrite(src, dst)
-    info = probe(src)
-    if not info.has_video:
-        raise FixError("no_video", f"{src}: no video stream")
-    if not info.has_audio or not info.audio_sample_rate or not info.audio_channels:
-        raise FixError("no_audio", f"{src}: no audio stream")
+    info = _check_fixable(src, dst)
     source, rate = decode_timeline(src, info)
     channels = int(info.audio_channels)
     if not len(source):
@@ -414,45 +405,31 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
     # The shifted audio starts with the first video frame: place the raw input there.
     audio_at = _timing(src, info).video_from_file_start_s
     audio_at = audio_at if audio_at > 1e-6 else 0.0
-
+    encode_args = [
+        "-y",
+        "-i",
+        ffmpeg_path_arg(src),
+        *_raw_input(rate, channels, audio_at),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-map_metadata",
+        "0",
+        "-c:v",
+        "copy",
+        "-c:a",
+        plan.encoder,
+        *plan.options,
+        "-ar",
+        str(rate),
+        "-ac",
+        str(channels),
+    ]
     dst.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_beside(dst)
-    compensation = 0
-    check: int | None = None
     try:
-        for attempt in range(MAX_ENCODES):
-            _ffmpeg(
-                [
-                    "-y",
-                    "-i",
-                    ffmpeg_path_arg(src),
-                    *_raw_input(rate, channels, audio_at),
-                    "-map",
-                    "0:v:0",
-                    "-map",
-                    "1:a:0",
-                    "-map_metadata",
-                    "0",
-                    "-c:v",
-                    "copy",
-                    "-c:a",
-                    plan.encoder,
-                    *plan.options,
-                    "-ar",
-                    str(rate),
-                    "-ac",
-                    str(channels),
-                    ffmpeg_path_arg(temp),
-                ],
-                f"encoding {dst.name}",
-                stdin=_compensate(shifted, compensation).astype("<f4").tobytes(),
-            )
-            if not verify:
-                break
-            check = measure_lag(shifted, decode_timeline(temp)[0])
-            if not check or attempt == MAX_ENCODES - 1:
-                break
-            compensation += check  # this container does not signal the codec delay
+        compensation, check = _encode_until_aligned(encode_args, shifted, temp, dst.name, verify)
         _publish(temp, dst)
     finally:
         temp.unlink(missing_ok=True)
@@ -467,6 +444,44 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
         "check_lag_samples": check,
         "status": "fixed",
     }
+
+
+def _check_fixable(src: Path, dst: Path) -> MediaInfo:
+    """The source's streams, or the FixError that says why this clip cannot be fixed."""
+    if not src.is_file():
+        raise FixError("missing_input", f"{src}: no such file")
+    if not dst.suffix:
+        raise FixError("refused", f"{dst}: the output needs an extension (it picks the container)")
+    _refuse_input_overwrite(src, dst)
+    info = probe(src)
+    if not info.has_video:
+        raise FixError("no_video", f"{src}: no video stream")
+    if not info.has_audio or not info.audio_sample_rate or not info.audio_channels:
+        raise FixError("no_audio", f"{src}: no audio stream")
+    return info
+
+
+def _encode_until_aligned(
+    encode_args: list[str], shifted: np.ndarray, temp: Path, name: str, verify: bool
+) -> tuple[int, int | None]:
+    """Encode `shifted` into `temp`; with `verify`, measure the output's lag and encode
+    again with the signal fed that much earlier, for containers that do not signal the
+    codec delay. (compensation samples, residual lag or None)."""
+    compensation = 0
+    check: int | None = None
+    for attempt in range(MAX_ENCODES):
+        _ffmpeg(
+            [*encode_args, ffmpeg_path_arg(temp)],
+            f"encoding {name}",
+            stdin=_compensate(shifted, compensation).astype("<f4").tobytes(),
+        )
+        if not verify:
+            break
+        check = measure_lag(shifted, decode_timeline(temp)[0])
+        if not check or attempt == MAX_ENCODES - 1:
+            break
+        compensation += check  # this container does not signal the codec delay
+    return compensation, check
 
 
 def copy_clip(src: str | Path, dst: str | Path, *, link: bool = False) -> str:

@@ -10,7 +10,7 @@
 - `compact(folder)`: rewrite a folder as one part with duplicates resolved; the new part
   is published before the old ones are removed, so a crash leaves only duplicates.
 
-Parts are found by name (`store.is_part`): files being written (leading `.`) and the
+Parts are found by name (`folder.is_part`): files being written (leading `.`) and the
 metadata (leading `_`) are skipped, as pandas/pyarrow dataset readers skip them too.
 Parts are read one by one in name order, so positions are stable across reads.
 """
@@ -29,8 +29,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synccurate import store
-from synccurate.store import ARROW_TYPES, COLUMNS, KEY_COLUMNS
+from synccurate.store.folder import (
+    METADATA_NAME,
+    is_part,
+    new_run_id,
+    publish,
+    read_metadata,
+    temp_name,
+)
+from synccurate.store.schema import (
+    ARROW_TYPES,
+    COLUMNS,
+    COMPRESSION,
+    KEY_COLUMNS,
+    ROWS_PER_GROUP,
+    arrow_schema,
+    conform,
+    rows_to_frame,
+)
 
 STALE_TEMP_SECONDS = 24 * 3600  # `compact` removes temporary files untouched this long
 READ_THREADS = min(8, os.cpu_count() or 1)
@@ -42,7 +58,7 @@ def list_parts(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(entry for entry in path.iterdir() if store.is_part(entry))
+        return sorted(entry for entry in path.iterdir() if is_part(entry))
     raise FileNotFoundError(f"{path}: no such scores table or folder")
 
 
@@ -65,14 +81,14 @@ def _schema(files: list[Path]) -> pa.Schema:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             raise ValueError(f"column {name} has clashing types across parts ({error})") from None
     fields = [pa.field(name, ARROW_TYPES[name]) for name in COLUMNS if name in present]
-    return pa.schema([*fields, *extras], metadata=store.arrow_schema().metadata)
+    return pa.schema([*fields, *extras], metadata=arrow_schema().metadata)
 
 
 def _read(file: Path, schema: pa.Schema) -> pa.Table:
     """`schema`'s columns of one part (cast; all null where the part lacks one)."""
     handle = pq.ParquetFile(file)
     wanted = [name for name in schema.names if name in handle.schema_arrow.names]
-    return store.conform(handle.read(columns=wanted, use_threads=False), schema)
+    return conform(handle.read(columns=wanted, use_threads=False), schema)
 
 
 def _read_each(files: list[Path], schema: pa.Schema) -> list[pa.Table]:
@@ -157,7 +173,7 @@ def read_scores(path: str | Path, columns: Sequence[str] | None = None) -> pd.Da
     """
     files = list_parts(path)
     if not files:
-        frame = store.rows_to_frame([])
+        frame = rows_to_frame([])
         return frame[list(columns)] if columns is not None else frame
     schema = _schema(files)
     wanted = list(columns) if columns is not None else schema.names
@@ -192,8 +208,8 @@ def compact(folder: str | Path) -> tuple[int, int, Path | None]:
     the largest part. Temporary files of crashed writers (a day old) are removed.
     """
     folder = Path(folder)
-    if store.read_metadata(folder) is None:
-        raise ValueError(f"{folder}: not a scores folder (no {store.METADATA_NAME})")
+    if read_metadata(folder) is None:
+        raise ValueError(f"{folder}: not a scores folder (no {METADATA_NAME})")
     for temp in folder.glob(".part-*.tmp"):
         if time.time() - temp.stat().st_mtime > STALE_TEMP_SECONDS:
             temp.unlink(missing_ok=True)
@@ -207,19 +223,19 @@ def compact(folder: str | Path) -> tuple[int, int, Path | None]:
     if len(files) == 1 and len(winners) == len(keys):
         return 1, len(winners), files[0]  # already one part without duplicates
     starts = np.cumsum([0, *counts])
-    target = folder / f"part-compact-{store.new_run_id()}-00000.parquet"
-    temp = store.temp_name(folder, target.name)
+    target = folder / f"part-compact-{new_run_id()}-00000.parquet"
+    temp = temp_name(folder, target.name)
     try:
-        with pq.ParquetWriter(temp, schema, compression=store.COMPRESSION) as out:
+        with pq.ParquetWriter(temp, schema, compression=COMPRESSION) as out:
             group: list[pa.Table] = []
             for file, start, stop in zip(files, starts[:-1], starts[1:], strict=True):
                 keep = winners[(winners >= start) & (winners < stop)] - start
                 group.append(_read(file, schema).take(keep))
-                if sum(len(t) for t in group) >= store.ROWS_PER_GROUP or file == files[-1]:
+                if sum(len(t) for t in group) >= ROWS_PER_GROUP or file == files[-1]:
                     rows = pa.concat_tables(group)  # small parts become full row groups
                     out.write_table(rows, row_group_size=max(1, len(rows)))
                     group = []
-        store.publish(temp, target)
+        publish(temp, target)
     finally:
         temp.unlink(missing_ok=True)
     for file in files:

@@ -10,7 +10,7 @@ steps are separate functions:
 - summarise: `summarise` turns the table into counts, histograms, threshold curves and
   the worst clips — a JSON-serialisable dict whose size does not grow with the table.
 - figures: hand-made inline SVG (bars, lines, sparklines) and a middle-frame thumbnail
-  per listed clip (decoded with `synccurate.media`, a placeholder when that fails).
+  per listed clip (decoded with `synccurate.io.media`, a placeholder when that fails).
 - render: `render` writes the page; the summary is embedded as
   `<script type="application/json" id="summary">` for machines (and tests).
 
@@ -40,8 +40,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from synccurate import filtering, media
-from synccurate.tables import default_file_mode, same_file
+from synccurate.curate import filtering
+from synccurate.io import media
+from synccurate.io.files import default_file_mode, same_file
 
 SCALAR_COLUMNS = (
     "root",

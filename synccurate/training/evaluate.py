@@ -19,11 +19,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from synccurate import provenance
-from synccurate.audio import WINDOW_FRAMES
+from synccurate.io.audio import WINDOW_FRAMES
+from synccurate.io.inputs import discover
+from synccurate.models import provenance
 from synccurate.models.base import SyncModel
-from synccurate.score import default_batch_size, discover, prepare_clips, similarity_matrices
-from synccurate.sync import MAX_OFFSET
+from synccurate.models.sync import MAX_OFFSET
+from synccurate.pipeline.batching import default_batch_size, similarity_matrices
+from synccurate.pipeline.prepare import prepare_clips
 
 CLIP_LENGTHS = (5, 7, 9, 11, 13, 15)  # frames per sub-clip
 TOLERANCE = 1  # frames: a prediction within ±1 of the truth counts as correct
@@ -68,7 +70,7 @@ def load_truth(paths: list[Path], manifest: Path | None) -> tuple[list, list[int
     """Clips and their true offsets: from a manifest (true_offset_frames), from a scores or
     kept table (offset_frames, taken as the truth), else 0 (in-sync folders, fix folders)."""
     if manifest is None:
-        from synccurate import cliplist
+        from synccurate.training import cliplist
 
         listed = cliplist.resolve(paths).clips
         return [c.ref for c in listed], [c.offset or 0 for c in listed]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from synccurate.audio import VIDEO_FPS, WINDOW_FRAMES
+from synccurate.io.audio import VIDEO_FPS, WINDOW_FRAMES
 
 MAX_OFFSET = 15  # frames searched on each side (K)
 SMOOTH_SIGMA = 2.0  # frames, Gaussian smoothing of S along t (our default)

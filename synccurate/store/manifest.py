@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from synccurate import readers, store
-from synccurate.score import ClipRef, discover, shard_of
-from synccurate.tables import write_table
+from synccurate.io.files import write_table
+from synccurate.io.inputs import ClipRef, discover, shard_of
+from synccurate.store import parts as store
+from synccurate.store import readers
 
 MANIFEST_COLUMNS = {"root": "string", "path": "string", "size": "Int64", "mtime": "float64"}
 

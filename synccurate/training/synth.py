@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import scipy.signal
 
-from synccurate import media
-from synccurate.audio import (
+from synccurate.io import media
+from synccurate.io.audio import (
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
     VIDEO_FPS,
@@ -320,24 +320,41 @@ def _ellipse(img, center, axes, angle, colour, thickness=-1, arc=(0, 360)) -> No
     )
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Face-local coordinates (offsets from the face centre) → canvas, for one frame's pose."""
+
+    cx: float
+    cy: float
+    scale: float
+    angle: float  # degrees of roll
+
+    def at(self, u: float, v: float) -> tuple[float, float]:
+        cos, sin = np.cos(np.radians(self.angle)), np.sin(np.radians(self.angle))
+        return self.cx + self.scale * (cos * u - sin * v), self.cy + self.scale * (
+            sin * u + cos * v
+        )
+
+    def sc(self, a: float, b: float) -> tuple[float, float]:
+        return a * self.scale, b * self.scale
+
+
 def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) -> np.ndarray:
     img = face.background.copy()
     cx0, cy0 = face.center
-    s = pose.scale[t]
-    angle = pose.roll[t]
-    cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-    cx, cy = cx0 + pose.dx[t], cy0 + pose.dy[t]
+    place = _Placement(cx0 + pose.dx[t], cy0 + pose.dy[t], pose.scale[t], pose.roll[t])
+    shade = tuple(int(c * 0.78) for c in face.skin)
+    _draw_head(img, face, place, shade)
+    _draw_eyes(img, face, place, shade, eyes_open=pose.blink[t] > 0.5)
+    _draw_nose(img, face, place, shade)
+    _draw_mouth(img, face, place, opening, shape)
+    return cv2.resize(img, (face.canvas // SUPERSAMPLE,) * 2, interpolation=cv2.INTER_AREA)
+
+
+def _draw_head(img: np.ndarray, face: Face, place: _Placement, shade: tuple) -> None:
+    """Neck, hair, the face oval and the fringe."""
+    at, sc, angle = place.at, place.sc, place.angle
     ax, ay = face.axes
-
-    def at(u: float, v: float) -> tuple[float, float]:  # face-local offsets -> canvas
-        return cx + s * (cos * u - sin * v), cy + s * (sin * u + cos * v)
-
-    def sc(a: float, b: float) -> tuple[float, float]:
-        return a * s, b * s
-
-    skin = face.skin
-    shade = tuple(int(c * 0.78) for c in skin)
-    # neck, hair, face
     neck = np.array([at(-0.55 * ax, 0.5 * ay), at(0.55 * ax, 0.5 * ay)])
     cv2.rectangle(
         img,
@@ -350,14 +367,21 @@ def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) ->
     )
     if face.hair is not None:
         _ellipse(img, at(0, -0.28 * ay), sc(1.08 * ax, 0.82 * ay), angle, face.hair)
-    _ellipse(img, at(0, 0), sc(ax, ay), angle, skin)
+    _ellipse(img, at(0, 0), sc(ax, ay), angle, face.skin)
     if face.hair is not None:  # fringe
         _ellipse(img, at(0, -0.78 * ay), sc(0.9 * ax, 0.3 * ay), angle, face.hair, arc=(180, 360))
-    # eyes and brows
+
+
+def _draw_eyes(
+    img: np.ndarray, face: Face, place: _Placement, shade: tuple, eyes_open: bool
+) -> None:
+    """Both eyes (open, or lids closed in a blink) and their brows."""
+    at, sc, angle = place.at, place.sc, place.angle
+    ax, ay = face.axes
     brow = face.hair if face.hair is not None else shade
     for side in (-1, 1):
         ex, ey = 0.4 * ax * side, -0.18 * ay
-        if pose.blink[t] > 0.5:
+        if eyes_open:
             _ellipse(img, at(ex, ey), sc(0.2 * ax, 0.085 * ay), angle, (245, 245, 240))
             _ellipse(img, at(ex, ey), sc(0.085 * ax, 0.085 * ax), angle, face.iris)
             _ellipse(img, at(ex, ey), sc(0.04 * ax, 0.04 * ax), angle, (15, 15, 15))
@@ -373,11 +397,20 @@ def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) ->
             int(0.035 * ay),
             arc=(200, 340),
         )
-    # nose
+
+
+def _draw_nose(img: np.ndarray, face: Face, place: _Placement, shade: tuple) -> None:
+    at, sc, angle = place.at, place.sc, place.angle
+    ax, ay = face.axes
     _ellipse(img, at(0, 0.16 * ay), sc(0.12 * ax, 0.06 * ay), angle, shade, SUPERSAMPLE, (10, 170))
     for side in (-1, 1):
         _ellipse(img, at(0.06 * ax * side, 0.2 * ay), sc(0.03 * ax, 0.018 * ay), angle, shade)
-    # mouth
+
+
+def _draw_mouth(img: np.ndarray, face: Face, place: _Placement, opening: float, shape: int) -> None:
+    """Lips opened by `opening` (0..1) in the given shape; teeth show for fricatives."""
+    at, sc, angle, s = place.at, place.sc, place.angle, place.scale
+    ay = face.axes[1]
     mx, my = at(0, 0.52 * ay)
     width_factor, open_factor = MOUTH_SHAPES[shape] if shape >= 0 else (1.0, 0.0)
     half_w = face.mouth_width * width_factor
@@ -400,10 +433,71 @@ def _render_frame(face: Face, pose: Pose, t: int, opening: float, shape: int) ->
     else:
         slit = tuple(int(c * 0.7) for c in face.lips)
         _ellipse(img, (mx, my), sc(half_w, 0.0), angle, slit, SUPERSAMPLE)
-    return cv2.resize(img, (face.canvas // SUPERSAMPLE,) * 2, interpolation=cv2.INTER_AREA)
 
 
 # --- the clip ----------------------------------------------------------------------------
+def _stretch(rng: np.random.Generator, fraction: float, n_frames: int) -> tuple[int, int]:
+    """A seeded stretch of `fraction` of the frames: (start, end), half-open."""
+    length = max(1, int(round(fraction * n_frames)))
+    start = int(rng.integers(0, n_frames - length + 1))
+    return start, start + length
+
+
+def _with_offscreen_voice(
+    speech: np.ndarray,
+    labels: np.ndarray,
+    pitch: float,
+    offscreen: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(on-screen speech, its labels, the mix): during `offscreen` frames another voice, of
+    a clearly different pitch, talks while the visible face falls silent."""
+    n_samples = len(speech)
+    low, high = PITCH_RANGE
+    if pitch * OFFSCREEN_VOICE_GAP <= high:
+        other_pitch = rng.uniform(pitch * OFFSCREEN_VOICE_GAP, high)
+    else:
+        other_pitch = rng.uniform(low, pitch / OFFSCREEN_VOICE_GAP)
+    other = Voice(pitch=other_pitch, tract=rng.uniform(0.9, 1.12))
+    # the other voice starts talking as the stretch starts
+    other_speech = np.zeros(n_samples)
+    first = int(np.argmax(offscreen)) * SAMPLES_PER_FRAME
+    other_speech[first:], _ = _speech(n_samples - first, other, rng, False, (0, 40))
+    fade = _soft_mask(np.repeat(offscreen, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
+    speech = speech * (1 - fade)
+    labels = np.where(fade > 0.5, -1, labels).astype(np.int8)
+    return speech, labels, speech + other_speech * fade * rng.uniform(0.7, 1.2)
+
+
+def _mouth(speech: np.ndarray, labels: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(opening 0..1, shape) per frame: the opening follows the on-screen voice's loudness,
+    the shape its sound class (-1 closed, 0..4 vowel a e i o u, 5 fricative)."""
+    rms = _frame_rms(speech, n_frames)
+    voiced = rms[rms > 1e-6]
+    reference = np.percentile(voiced, 90) if voiced.size else 1.0
+    opening = np.convolve(np.clip(rms / reference, 0, 1), [0.2, 0.6, 0.2], "same")
+    opening = np.clip(opening, 0.0, 1.0)
+    energy = np.zeros((n_frames, len(VOWELS) + 2))  # column 0 = silence
+    frame_of_sample = np.arange(len(speech)) // SAMPLES_PER_FRAME
+    np.add.at(energy, (frame_of_sample, labels.astype(np.int64) + 1), speech**2)
+    shape = energy[:, 1:].argmax(1)
+    shape = np.where(energy[:, 1:].sum(1) > 0, shape, -1)
+    closed = opening < 0.04
+    return np.where(closed, 0.0, opening), np.where(closed, -1, shape)
+
+
+def _stuttered(rng: np.random.Generator, n_frames: int, seconds: float) -> np.ndarray:
+    """The source frame each image shows when the video freezes now and then (stutter)."""
+    shown = np.arange(n_frames)
+    for _ in range(max(1, int(round(seconds / STUTTER_EVERY_S)))):
+        hold = int(rng.integers(STUTTER_HOLD[0], STUTTER_HOLD[1] + 1))
+        if n_frames <= hold:
+            break
+        start = int(rng.integers(0, n_frames - hold + 1))
+        shown[start + 1 : start + hold] = shown[start]
+    return shown
+
+
 def synth_arrays(
     *,
     seconds: float,
@@ -455,70 +549,29 @@ def synth_arrays(
 
     offscreen = np.zeros(n_frames, dtype=bool)
     off_start = off_end = 0
+    mix = speech
     if offscreen_fraction > 0:
-        length = max(1, int(round(offscreen_fraction * n_frames)))
-        off_start = int(rng_off.integers(0, n_frames - length + 1))
-        off_end = off_start + length
+        off_start, off_end = _stretch(rng_off, offscreen_fraction, n_frames)
         offscreen[off_start:off_end] = True
-        low, high = PITCH_RANGE
-        if pitch * OFFSCREEN_VOICE_GAP <= high:
-            other_pitch = rng_other.uniform(pitch * OFFSCREEN_VOICE_GAP, high)
-        else:
-            other_pitch = rng_other.uniform(low, pitch / OFFSCREEN_VOICE_GAP)
-        other = Voice(pitch=other_pitch, tract=rng_other.uniform(0.9, 1.12))
-        # the other voice starts talking as the stretch starts
-        other_speech = np.zeros(n_samples)
-        first = off_start * SAMPLES_PER_FRAME
-        other_speech[first:], _ = _speech(n_samples - first, other, rng_other, False, (0, 40))
-        fade = _soft_mask(np.repeat(offscreen, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
-        speech = speech * (1 - fade)
-        labels = np.where(fade > 0.5, -1, labels).astype(np.int8)
-        mix = speech + other_speech * fade * rng_other.uniform(0.7, 1.2)
-    else:
-        mix = speech
+        speech, labels, mix = _with_offscreen_voice(speech, labels, pitch, offscreen, rng_other)
 
-    # mouth: opening from the on-screen voice's loudness per frame, shape from its class
-    rms = _frame_rms(speech, n_frames)
-    voiced = rms[rms > 1e-6]
-    reference = np.percentile(voiced, 90) if voiced.size else 1.0
-    opening = np.convolve(np.clip(rms / reference, 0, 1), [0.2, 0.6, 0.2], "same")
-    opening = np.clip(opening, 0.0, 1.0)
-    energy = np.zeros((n_frames, len(VOWELS) + 2))  # column 0 = silence
-    frame_of_sample = np.arange(n_samples) // SAMPLES_PER_FRAME
-    np.add.at(energy, (frame_of_sample, labels.astype(np.int64) + 1), speech**2)
-    shape = energy[:, 1:].argmax(1)
-    shape = np.where(energy[:, 1:].sum(1) > 0, shape, -1)
-    closed = opening < 0.04
-    shape = np.where(closed, -1, shape)
-    opening = np.where(closed, 0.0, opening)
-
-    # video
+    opening, shape = _mouth(speech, labels, n_frames)
     face = _draw_face(rng_face, size)
     pose = _motion(rng_motion, n_frames, face.canvas)
     images = np.stack(
         [_render_frame(face, pose, t, opening[t], int(shape[t])) for t in range(n_frames)]
     )
-    shown = np.arange(n_frames)
+    shown = _stuttered(rng_stutter, n_frames, seconds) if stutter else np.arange(n_frames)
     stutter_frames = np.zeros(n_frames, dtype=bool)
-    if stutter:
-        holds = max(1, int(round(seconds / STUTTER_EVERY_S)))
-        for _ in range(holds):
-            hold = int(rng_stutter.integers(STUTTER_HOLD[0], STUTTER_HOLD[1] + 1))
-            if n_frames <= hold:
-                break
-            start = int(rng_stutter.integers(0, n_frames - hold + 1))
-            shown[start + 1 : start + hold] = shown[start]
-        stutter_frames[1:] = shown[1:] == shown[:-1]
-        images = images[shown]
+    stutter_frames[1:] = shown[1:] == shown[:-1]
+    images = images[shown] if stutter else images
 
-    # final audio track: level, shift (SPEC §6), room noise
+    # final audio track: level, shift (SPEC §6), a stretch shifted further, room noise
     mix = mix / max(float(np.abs(mix).max()), 1e-9) * rng_level.uniform(*PEAK_RANGE)
     audio = shift_audio(mix, int(offset_frames))
     part_start = part_end = 0
     if partial_shift_fraction > 0 and partial_shift_frames:
-        length = max(1, int(round(partial_shift_fraction * n_frames)))
-        part_start = int(rng_part.integers(0, n_frames - length + 1))
-        part_end = part_start + length
+        part_start, part_end = _stretch(rng_part, partial_shift_fraction, n_frames)
         stretch = np.zeros(n_frames, dtype=bool)
         stretch[part_start:part_end] = True
         fade = _soft_mask(np.repeat(stretch, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
@@ -678,25 +731,33 @@ def synth_dataset(
             "partial_shift_fraction": partial_shift_fraction,
         }
         jobs.append((out_dir, index, options))
-    if workers > 1 and n > 1:
-        # spawn, not fork: forking a process that already runs threads (torch, a test
-        # runner) can deadlock the child; callers' scripts need the usual __main__ guard
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_worker_init
-        ) as pool:
-            records = list(pool.map(_dataset_job, jobs, chunksize=max(1, n // (4 * workers))))
-    else:
-        records = [_dataset_job(job) for job in jobs]
-    manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS)
+    manifest = pd.DataFrame(_run_jobs(jobs, workers), columns=MANIFEST_COLUMNS)
+    _write_manifest(manifest, out_dir / MANIFEST_NAME)
+    return manifest
+
+
+def _run_jobs(jobs: list[tuple[Path, int, dict]], workers: int) -> list[dict]:
+    """Each clip's record, written by `workers` processes (1 = in this process)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_dataset_job(job) for job in jobs]
+    # spawn, not fork: forking a process that already runs threads (torch, a test
+    # runner) can deadlock the child; callers' scripts need the usual __main__ guard
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_init
+    ) as pool:
+        return list(pool.map(_dataset_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def _write_manifest(manifest: pd.DataFrame, path: Path) -> None:
+    """Atomically: a reader sees the old manifest or the whole new one."""
     # a unique temp name (not mkstemp, so the file gets the umask's permissions)
-    tmp = out_dir / f".{MANIFEST_NAME}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         manifest.to_parquet(tmp, index=False)
-        os.replace(tmp, out_dir / MANIFEST_NAME)
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return manifest
 
 
 __all__ = [

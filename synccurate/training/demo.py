@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from synccurate import media, synth
+from synccurate.io import media
+from synccurate.training import synth
 
 # (file name, true offset in frames, off-screen fraction); SPEC §6 sign: + = audio leads
 EXAMPLE_CLIPS = (

@@ -1,0 +1,216 @@
+"""Two passes over a clip: detect faces on small frames, then cut each track's crops.
+
+Both passes stream the video: the first keeps only boxes, the second only the small
+crops, so memory stays bounded for long clips. `extract_mouths` keeps the main face;
+`extract_face_tracks` returns every face long enough to score, cropped in the same pass.
+The crop itself is the model's (its input recipe); this module only decides where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from synccurate.faces.detectors import Box, FaceDetector, WholeFrameDetector
+from synccurate.faces.tracks import MIN_TRACK_FRAMES, FaceTrack, track_all_faces, track_faces
+
+# synccurate.io.media (PyAV) is imported inside the functions that decode, which run in
+# the worker processes.
+if TYPE_CHECKING:
+    from synccurate.io.media import MediaInfo
+
+MAX_FACES = 4  # face tracks extract_face_tracks returns by default
+CROP_OVERSAMPLE = 2.0  # the crop pass decodes at >= 2x the pixels the crop needs
+
+
+class CropRecipe(Protocol):
+    """What this stage needs of a model's input recipe (`models.base.CropRecipe`)."""
+
+    crop_hw: tuple[int, int]  # the crop's height × width (RGB uint8)
+
+    @property
+    def crop_width_per_face(self) -> float:
+        """Crop width / face-box side: how much detail the crop pass must decode."""
+
+    def crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """The model's region of one RGB frame, given the (smoothed) face box."""
+
+    def whole_frame(self, frame: np.ndarray) -> np.ndarray:
+        """The crop when the whole frame is the face (`--face-detector none`)."""
+
+    def smooth_track(self, boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
+        """Extra smoothing of a face track's boxes [n, 4] that the model was trained with."""
+
+
+@dataclass
+class MouthTrack:
+    """Per-frame crops of one face of a clip at 25 fps, cut by a model's input recipe;
+    all-zero crops where has_face is False."""
+
+    crops: np.ndarray  # uint8 [n, H, W, 3], RGB
+    has_face: np.ndarray  # bool [n]
+    boxes: np.ndarray  # float [n, 4] face boxes in frame_size(info) pixels, NaN where no face
+    detector: str
+
+
+def _whole_frame_crops(info: MediaInfo, recipe: CropRecipe, chunk_frames: int) -> MouthTrack:
+    """Pre-cropped faces: ffmpeg cuts the region when the recipe has a filter, else numpy."""
+    from synccurate.io.media import frame_size, iter_video_frames
+
+    height, width = frame_size(info)
+    video_filter = getattr(recipe, "whole_frame_filter", None)
+    if video_filter is not None:
+        chunks = iter_video_frames(
+            info,
+            size=recipe.crop_hw,
+            video_filter=video_filter(width, height),
+            chunk_frames=chunk_frames,
+        )
+    else:
+        chunks = (
+            np.stack([recipe.whole_frame(frame) for frame in chunk])
+            for chunk in iter_video_frames(info, chunk_frames=chunk_frames)
+        )
+    crops = np.concatenate(list(chunks))
+    n = len(crops)
+    boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
+    return MouthTrack(crops, np.ones(n, dtype=bool), boxes, WholeFrameDetector.name)
+
+
+def _detect_all(
+    info: MediaInfo,
+    detector: FaceDetector,
+    detect_size: int,
+    detect_every: int,
+    chunk_frames: int,
+) -> list[list[Box] | None]:
+    """Pass 1: the faces of every `detect_every`-th frame (None for the others), in source px.
+
+    Frames are decoded with their longest side at most `detect_size` px.
+    """
+    from synccurate.io.media import frame_size, iter_video_frames
+
+    height, width = frame_size(info)
+    scale = min(1.0, detect_size / max(height, width))
+    detect_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
+    to_source = np.array([width / detect_hw[1], height / detect_hw[0]] * 2)
+    detections: list[list[Box] | None] = []
+    for chunk in iter_video_frames(info, size=detect_hw, chunk_frames=chunk_frames):
+        picked = [i for i in range(len(chunk)) if (len(detections) + i) % detect_every == 0]
+        found = dict(zip(picked, detector.detect(chunk[picked]), strict=True)) if picked else {}
+        for i in range(len(chunk)):
+            faces = found.get(i)
+            detections.append(
+                None
+                if faces is None
+                else [(*map(float, np.asarray(f[:4]) * to_source), float(f[4])) for f in faces]
+            )
+    return detections
+
+
+def _crop_scale(sides: np.ndarray, recipe: CropRecipe) -> float:
+    """Decode scale for pass 2: >= CROP_OVERSAMPLE x the crop width over 95 % of the faces."""
+    if not len(sides):
+        return 1.0
+    smallest_crop = np.percentile(sides, 5) * recipe.crop_width_per_face  # px across
+    return min(1.0, CROP_OVERSAMPLE * recipe.crop_hw[1] / smallest_crop)
+
+
+def _cut_crops(
+    info: MediaInfo, tracks: Sequence[FaceTrack], recipe: CropRecipe, chunk_frames: int
+) -> list[np.ndarray]:
+    """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face)."""
+    from synccurate.io.media import frame_size, iter_video_frames
+
+    height, width = frame_size(info)
+    n = len(tracks[0].has_face) if tracks else 0
+    crops = [np.zeros((n, *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
+    if not any(track.has_face.any() for track in tracks):
+        return crops
+    faces = np.concatenate([track.boxes[track.has_face] for track in tracks])
+    crop_scale = _crop_scale(np.maximum(*(faces[:, 2:] - faces[:, :2]).T), recipe)
+    crop_frame_hw = (max(1, round(height * crop_scale)), max(1, round(width * crop_scale)))
+    to_crop_frame = np.array([crop_frame_hw[1] / width, crop_frame_hw[0] / height] * 2)
+    t = 0
+    for chunk in iter_video_frames(info, size=crop_frame_hw, chunk_frames=chunk_frames):
+        for frame in chunk:
+            for track, out in zip(tracks, crops, strict=True):
+                if t < n and track.has_face[t]:
+                    out[t] = recipe.crop(frame, track.boxes[t] * to_crop_frame)
+            t += 1
+    return crops
+
+
+def _check_args(info: MediaInfo, detect_every: int, caller: str) -> None:
+    from synccurate.io.media import MediaError
+
+    if detect_every < 1:
+        raise ValueError(f"{caller}: detect_every must be >= 1, got {detect_every}")
+    if not info.has_video:
+        raise MediaError("no_video", f"{info.path}: no video stream")
+
+
+def _smoothed(tracks: list[FaceTrack], recipe: CropRecipe) -> list[FaceTrack]:
+    """Each track's boxes through the recipe's own smoothing (e.g. SyncNet v2's median)."""
+    return [FaceTrack(recipe.smooth_track(t.boxes, t.has_face), t.has_face) for t in tracks]
+
+
+def extract_face_tracks(
+    info: MediaInfo,
+    detector: FaceDetector,
+    recipe: CropRecipe,
+    *,
+    detect_size: int = 320,
+    detect_every: int = 1,
+    chunk_frames: int = 64,
+    max_faces: int | None = MAX_FACES,
+    min_frames: int = MIN_TRACK_FRAMES,
+) -> list[MouthTrack]:
+    """Crops of each face track of the clip long enough to score, main face first, at 25 fps.
+
+    The tracks are those of `track_all_faces` (at least `min_frames` frames; at most
+    `max_faces` of them, None = all); the recipe cuts their crops in one decoding pass.
+    When no track is that long, the main face's track alone (it may be short or empty).
+    With the ``none`` detector there is exactly one track, the whole frame.
+    """
+    _check_args(info, detect_every, "extract_face_tracks")
+    if detector.name == WholeFrameDetector.name:
+        return [_whole_frame_crops(info, recipe, chunk_frames)]
+    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
+    n = len(detections)
+    # No track long enough: the main face however short, so callers still see the frames.
+    tracks = track_all_faces(detections, n, min_frames=min_frames) or [track_faces(detections, n)]
+    tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
+    crops = _cut_crops(info, tracks, recipe, chunk_frames)
+    return [
+        MouthTrack(c, track.has_face, track.boxes, detector.name)
+        for c, track in zip(crops, tracks, strict=True)
+    ]
+
+
+def extract_mouths(
+    info: MediaInfo,
+    detector: FaceDetector,
+    recipe: CropRecipe,
+    *,
+    detect_size: int = 320,
+    detect_every: int = 1,
+    chunk_frames: int = 64,
+) -> MouthTrack:
+    """Per-frame crops [n, H, W, 3] of the clip's main face, at 25 fps, cut by `recipe`.
+
+    Pass 1 decodes frames with their longest side at most `detect_size` px and runs
+    the detector on every `detect_every`-th one (only boxes are kept); pass 2
+    decodes just large enough for the crops and cuts them. Frames without a face get
+    an all-zero crop; deciding that a clip has too few faces is the caller's job.
+    """
+    _check_args(info, detect_every, "extract_mouths")
+    if detector.name == WholeFrameDetector.name:
+        return _whole_frame_crops(info, recipe, chunk_frames)
+    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
+    [track] = _smoothed([track_faces(detections, len(detections))], recipe)
+    [crops] = _cut_crops(info, [track], recipe, chunk_frames)
+    return MouthTrack(crops, track.has_face, track.boxes, detector.name)

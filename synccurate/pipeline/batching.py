@@ -1,0 +1,149 @@
+"""Step 2 of scoring: embed the windows of many clips in shared model batches, then S.
+
+Each visual and audio window passes through its encoder exactly once; batches cross clip
+boundaries so that a GPU stays busy with short clips. The batch size defaults to the
+model's own, bounded on CPU by the memory one batch's activations take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+
+import torch
+
+from synccurate.io import audio
+from synccurate.models.base import SyncModel
+from synccurate.models.sync import MAX_OFFSET
+from synccurate.pipeline.prepare import PreparedClip
+
+CPU_BATCH_BYTES = 1 << 30  # activations a default model batch may hold on CPU: 1 GiB
+
+
+def _chunks(lengths: list[int], batch_size: int) -> Iterator[list[tuple[int, int, int]]]:
+    """Batches of (item, start, stop) spans filling batch_size across items."""
+    batch: list[tuple[int, int, int]] = []
+    room = batch_size
+    for item, length in enumerate(lengths):
+        start = 0
+        while start < length:
+            stop = min(length, start + room)
+            batch.append((item, start, stop))
+            room -= stop - start
+            start = stop
+            if room == 0:
+                yield batch
+                batch, room = [], batch_size
+    if batch:
+        yield batch
+
+
+def embed_batched(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    make_windows: Callable[[int, int, int], torch.Tensor],
+    lengths: list[int],
+    batch_size: int,
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """Embed every window of several clips exactly once, in batches that span clips."""
+    outputs: list[list[torch.Tensor]] = [[] for _ in lengths]
+    for batch in _chunks(lengths, batch_size):
+        parts = [make_windows(item, start, stop) for item, start, stop in batch]
+        windows = parts[0] if len(parts) == 1 else torch.cat(parts)  # no copy for one clip
+        embedded = encode(windows.to(device, non_blocking=True)).float()
+        offset = 0
+        for item, start, stop in batch:
+            outputs[item].append(embedded[offset : offset + stop - start])
+            offset += stop - start
+    return [torch.cat(parts) if parts else torch.empty(0) for parts in outputs]
+
+
+def similarity_matrices(
+    model: SyncModel,
+    clips: list[PreparedClip],
+    batch_size: int,
+    device: torch.device,
+    max_offset: int = MAX_OFFSET,
+    amp: bool | None = None,
+) -> list[torch.Tensor]:
+    """S for each clip; visual and audio windows of all clips share model batches.
+
+    `amp` (default: on for CUDA) runs the encoders in half precision (float16 on CUDA,
+    bfloat16 on CPU, where it only serves to test the same code path).
+    """
+    recipe = model.recipe
+    crops = [torch.from_numpy(c.crops) for c in clips]
+    T = [c.n_windows for c in clips]
+
+    def visual(item: int, start: int, stop: int) -> torch.Tensor:
+        return recipe.visual_windows(crops[item], start, stop)
+
+    def audio_(item: int, start: int, stop: int) -> torch.Tensor:
+        return recipe.audio_windows(clips[item].features, start - max_offset, stop - start)
+
+    if amp is None:
+        amp = device.type == "cuda"
+    half = torch.float16 if device.type == "cuda" else torch.bfloat16
+    autocast = torch.autocast(device.type, dtype=half) if amp else nullcontext()
+    with torch.inference_mode():
+        with autocast:
+            v = embed_batched(model.embed_visual, visual, T, batch_size, device)
+            # Audio windows may be far smaller than visual ones (SyncNet v2: 1 KB against
+            # 3 MB); a model can ask for larger audio batches, which use threads better.
+            audio_batch = max(batch_size, getattr(model, "audio_batch_size", 0))
+            a = embed_batched(
+                model.embed_audio, audio_, [t + 2 * max_offset for t in T], audio_batch, device
+            )
+        return [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
+
+
+def default_batch_size(model: SyncModel, device: torch.device) -> int:
+    """The model's own batch size: on CPU its `cpu_batch_size`, no larger than
+    CPU_BATCH_BYTES of activations allow.
+
+    On CPU, batches past a few dozen windows are no faster and only hold memory: the paper
+    IC-SyncNet at 256 windows a batch peaked at 6.9 GB and was slower than at 64. On a GPU
+    the model's `batch_size` stands (its memory is sized with --batch-size).
+    """
+    if device.type != "cpu":
+        return model.batch_size
+    own = getattr(model, "cpu_batch_size", model.batch_size)
+    if not isinstance(getattr(model, "network", None), torch.nn.Module):
+        return own  # a stand-in model: no network to measure
+    return max(1, min(own, CPU_BATCH_BYTES // activation_bytes_per_window(model)))
+
+
+def activation_bytes_per_window(model: SyncModel) -> int:
+    """Bytes one visual window's activations take in the visual encoder's busiest layer.
+
+    Measured by running one blank window with hooks on every leaf module: the largest
+    input + output of a single layer. It is a floor of the working set (a residual
+    branch keeps one more tensor alive), which CPU_BATCH_BYTES leaves room for.
+    """
+    recipe = model.recipe
+    frames = torch.zeros((audio.WINDOW_FRAMES, *recipe.crop_hw, 3), dtype=torch.uint8)
+    busiest = 0
+
+    def measure(module, inputs, output) -> None:
+        nonlocal busiest
+        tensors = [*inputs, output]
+        size = sum(t.nelement() * t.element_size() for t in tensors if torch.is_tensor(t))
+        busiest = max(busiest, size)
+
+    leaves = [m for m in model.network.modules() if not list(m.children())]
+    hooks = [leaf.register_forward_hook(measure) for leaf in leaves]
+    try:
+        with torch.inference_mode():
+            model.embed_visual(recipe.visual_windows(frames, 0, 1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(1, busiest)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)

@@ -1,0 +1,158 @@
+"""Step 1 of scoring: decode a clip's audio and cut the model's crops of every face.
+
+`PrepareStep` is the value an executor runs in its workers (it holds the model's
+weight-free input recipe, and loads the face detector once per worker); `prepare_clip`
+never raises for a bad clip, it returns a clip with a status instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from synccurate.io import audio
+from synccurate.io.inputs import ClipRef, unreadable
+
+# faces and media (cv2, PyAV, scipy) are imported inside the functions that decode and crop,
+# which run in the worker processes: the process that holds the model never loads them.
+if TYPE_CHECKING:
+    from synccurate.faces.detectors import FaceDetector
+    from synccurate.faces.extract import MouthTrack
+    from synccurate.models.base import InputRecipe
+
+MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
+
+
+@dataclass
+class PreparedClip:
+    ref: ClipRef
+    status: str = "ok"
+    error: str = ""
+    duration_s: float | None = None
+    source_fps: float | None = None
+    crops: np.ndarray | None = None  # uint8 [n, H, W, 3], cut by the model's recipe
+    has_face: np.ndarray | None = None
+    features: np.ndarray | None = None  # audio features of the whole clip (recipe's kind)
+    n_samples: int = 0  # 16 kHz audio samples decoded
+    n_windows: int = 0  # visual windows the model scores (recipe.n_windows)
+    silence: np.ndarray | None = None
+    detector: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    # Every face track (main face first); crops / has_face above are the main face's.
+    tracks: list[MouthTrack] = field(default_factory=list)
+    synthetic: bool | None = None  # a `synccurate synth` clip (its tag); None = not probed
+
+    @property
+    def n_frames(self) -> int:
+        return 0 if self.crops is None else len(self.crops)
+
+    def valid_windows(self) -> np.ndarray:
+        """The scored visual windows whose five frames all show the face."""
+        return face_windows(self.has_face, self.n_windows)
+
+    def face_views(self) -> list[tuple[int, PreparedClip]]:
+        """(track index, the clip as seen through that face) for each face with a window."""
+        if len(self.tracks) <= 1:
+            return [(0, self)]
+        views = [
+            (i, replace(self, crops=track.crops, has_face=track.has_face))
+            for i, track in enumerate(self.tracks)
+        ]
+        return [(i, view) for i, view in views if view.valid_windows().any()]
+
+
+def prepare_clip(
+    ref: ClipRef, recipe: InputRecipe, detector: FaceDetector, detect_every: int = 1
+) -> PreparedClip:
+    """Decode audio and the model's crops of one clip; never raises for a bad clip."""
+    from synccurate.faces import extract
+    from synccurate.io import media
+
+    clip = PreparedClip(ref, detector=getattr(detector, "name", ""))
+    try:
+        start = time.perf_counter()
+        if reason := unreadable(ref.file):
+            raise media.MediaError("decode_error", f"{ref.file}: {reason}")
+        info = media.probe(ref.file)
+        clip.duration_s, clip.source_fps = info.duration_s, info.source_fps
+        clip.synthetic = info.is_synth
+        if not info.has_video:
+            raise media.MediaError("no_video", f"{ref.file}: no video stream")
+        if not info.has_audio:
+            raise media.MediaError("no_audio", f"{ref.file}: no audio stream")
+        samples = media.decode_audio(info)
+        clip.features, clip.n_samples = recipe.audio_features(samples), len(samples)
+        clip.timings["audio"] = time.perf_counter() - start
+        start = time.perf_counter()
+        clip.tracks = extract.extract_face_tracks(info, detector, recipe, detect_every=detect_every)
+        clip.timings["faces"] = time.perf_counter() - start
+        main = clip.tracks[0]
+        clip.crops, clip.has_face, clip.detector = main.crops, main.has_face, main.detector
+        clip.silence = audio.frame_silence(samples, clip.n_frames)
+        clip.n_windows = recipe.n_windows(clip.n_frames, clip.n_samples)
+        if clip.n_windows < 1:
+            raise media.MediaError(
+                "too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps"
+            )
+        if clip.has_face.mean() < MIN_FACE_RATIO or not clip.valid_windows().any():
+            raise media.MediaError(
+                "no_face",
+                f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames "
+                "(or in no run of 5 consecutive frames)",
+            )
+    except media.MediaError as error:
+        clip.status, clip.error = error.status, str(error).splitlines()[0]
+    except Exception as error:  # one bad clip must never stop a batch
+        clip.status, clip.error = "error", f"{ref.file}: {type(error).__name__}: {error}"
+    return clip
+
+
+def face_windows(has_face: np.ndarray, count: int | None = None) -> np.ndarray:
+    """The first `count` visual windows (default: all): True where all five frames have a face."""
+    T = max(0, len(has_face) - audio.WINDOW_FRAMES + 1) if count is None else count
+    return np.all([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)
+
+
+@dataclass
+class PrepareStep:
+    """prepare_clip as a value an executor can ship to its workers and run on each clip."""
+
+    recipe: InputRecipe
+    detector_name: str = "auto"
+    detect_every: int = 1
+    detector: FaceDetector | None = field(default=None, repr=False, compare=False)
+
+    def setup(self, device: str = "cpu") -> None:
+        """Loads the face detector: once per worker, not once per clip."""
+        from synccurate.faces.detectors import make_detector
+
+        self.detector = make_detector(self.detector_name, device=device)
+
+    def __call__(self, ref: ClipRef) -> PreparedClip:
+        return prepare_clip(ref, self.recipe, self.detector, self.detect_every)
+
+    def failed(self, ref: ClipRef, why: str) -> PreparedClip:
+        """The status row of a clip whose worker died (a decoder crash must not end the run)."""
+        return PreparedClip(ref, status="error", error=f"{ref.file}: worker failed: {why}")
+
+    def __getstate__(self) -> dict:
+        return {**vars(self), "detector": None}  # workers load their own detector
+
+
+def prepare_clips(
+    refs: list[ClipRef],
+    recipe: InputRecipe,
+    detector_name: str = "auto",
+    device: str = "cpu",
+    workers: int = 0,
+    detect_every: int = 1,
+) -> Iterator[PreparedClip]:
+    """Prepared clips in completion order, on this machine (0 workers = in this process)."""
+    from synccurate.pipeline.executors.local import LocalExecutor
+
+    step = PrepareStep(recipe, detector_name, detect_every)
+    return LocalExecutor(workers, device).run(step, refs)
