@@ -739,16 +739,20 @@ def _run_plan(
     return _log_frame([row for row in rows if row is not None])
 
 
+MIN_ABS_OFFSET = 1  # clips with |offset| below this are in sync already: copied, not shifted
+JOBS = 1  # clips encoded in parallel
+
+
 def fix_table(
     scores: pd.DataFrame,
     out_dir: str | Path,
     *,
-    min_abs_offset: int = 1,
+    min_abs_offset: int = MIN_ABS_OFFSET,
     reference_offset: int = 0,
     only_kept: pd.DataFrame | None = None,
     link_unshifted: bool = False,
     verify: bool = True,
-    jobs: int = 1,
+    jobs: int = JOBS,
     progress: Callable[[int, int, dict], None] | None = None,
     flush_every_s: float = 5.0,
 ) -> pd.DataFrame:

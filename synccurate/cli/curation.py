@@ -1,0 +1,333 @@
+"""The curation commands: filter, fix, plot, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from synccurate.cli.common import (
+    ALLOW_SYNTHETIC_HELP,
+    DETECT_EVERY,
+    MAX_OFFSET,
+    MODEL_HELP,
+    REFERENCE_HELP,
+    RELATIVE_TO_HELP,
+    WEIGHTS_HELP,
+    Detector,
+    Device,
+    LibraryDefault,
+    ModelKind,
+    RelativeTo,
+    console,
+    fail,
+    load_model_or_fail,
+    warn,
+)
+
+if TYPE_CHECKING:
+    from synccurate.curate.runs import TableFix
+
+
+def filter_(
+    scores: Path = typer.Argument(
+        ..., exists=True, help="Scores folder (or single-file table) from `score`."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Parquet table of the kept clips."),
+    min_prob: float = typer.Option(
+        LibraryDefault("synccurate.curate.filtering:DEFAULT_MIN_PROB"),
+        help="Keep clips with prob_at_offset ≥ this (0.5 = the model's tipping point).",
+    ),
+    max_offscreen: float = typer.Option(
+        LibraryDefault("synccurate.curate.filtering:DEFAULT_MAX_OFFSCREEN"),
+        help="Keep clips with offscreen_ratio ≤ this (above 0.2 someone else talks a lot).",
+    ),
+    max_abs_offset: int | None = typer.Option(None, help="Also drop clips with |offset| > this."),
+    min_lse_c: float = typer.Option(
+        LibraryDefault("synccurate.curate.filtering:DEFAULT_MIN_LSE_C"),
+        help="SyncNet v2 rows (no probability): keep lse_c ≥ this (3 = LatentSync's bar, "
+        "used with --max-abs-offset 6). Ignored for probability models.",
+    ),
+    max_lse_d: float | None = typer.Option(
+        None, help="SyncNet v2 rows: also drop clips with lse_d > this."
+    ),
+    max_silence: float | None = typer.Option(
+        None, help="Also drop clips with silence_ratio > this."
+    ),
+    drop_edge: bool = typer.Option(
+        False,
+        help="Also drop clips whose offset is at the search edge (true offset may be beyond).",
+    ),
+    rejected: Path | None = typer.Option(None, help="Also write the rejected rows, with reasons."),
+    list_: bool = typer.Option(
+        False, "--list", help="Print kept clip paths, one per line, on stdout."
+    ),
+    link_to: Path | None = typer.Option(None, help="Make a folder of symlinks to the kept clips."),
+    relative_to: RelativeTo = typer.Option(
+        RelativeTo.zero, "--offset-relative-to", "--relative-to", help=RELATIVE_TO_HELP
+    ),
+    reference_offset: int | None = typer.Option(None, help=REFERENCE_HELP),
+    allow_synthetic_weights: bool = typer.Option(False, help=ALLOW_SYNTHETIC_HELP),
+) -> None:
+    """Keep the clips that are in sync enough; say why each other clip was rejected."""
+    from synccurate.curate import filtering, runs
+
+    rules = filtering.FilterRules(
+        min_prob=min_prob,
+        max_offscreen=max_offscreen,
+        max_abs_offset=max_abs_offset,
+        max_silence=max_silence,
+        drop_at_search_edge=drop_edge,
+        min_lse_c=min_lse_c,
+        max_lse_d=max_lse_d,
+    )
+    try:
+        result = runs.filter_scores(
+            scores,
+            output,
+            rules,
+            rejected=rejected,
+            relative_to=relative_to.value,
+            reference_offset=reference_offset,
+            allow_synthetic_weights=allow_synthetic_weights,
+            warn=warn,
+        )
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    table, kept, dropped, rules = result.table, result.kept, result.rejected, result.rules
+    reference, how = rules.reference_offset, result.how
+    filtering.render_summary(filtering.summarize(table, kept, dropped, rules), console)
+    console.print(f"in sync = offset {reference:+d} ({how})", highlight=False)
+    if link_to:
+        report = filtering.link_to(kept, link_to, mirror_from=table)
+        console.print(
+            f"links in {link_to}: {report.created} created, {report.existing} already there, "
+            f"{len(report.conflicts)} conflicts",
+            highlight=False,
+        )
+        for conflict in report.conflicts:
+            console.print(f"[yellow]conflict[/yellow] {conflict}", highlight=False)
+    if list_:
+        for path in filtering.kept_paths(kept):
+            typer.echo(path)
+
+
+def fix(
+    source: Path = typer.Argument(
+        ..., exists=True, help="A scores folder or table (.parquet) or one video."
+    ),
+    out_dir: Path | None = typer.Option(None, help="Folder for fixed clips (with a scores table)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Output video (with one video)."
+    ),
+    offset: int | None = typer.Option(None, help="Offset in frames to repair (with one video)."),
+    min_abs_offset: int = typer.Option(
+        LibraryDefault("synccurate.curate.fix:MIN_ABS_OFFSET"),
+        min=0,
+        help="Clips with |offset| below this are copied.",
+    ),
+    only_kept: Path | None = typer.Option(None, help="Fix only the clips in this `filter` output."),
+    link_unshifted: bool = typer.Option(False, help="Link instead of copying unshifted clips."),
+    jobs: int = typer.Option(
+        LibraryDefault("synccurate.curate.fix:JOBS"),
+        min=1,
+        help="Clips encoded in parallel.",
+    ),
+    relative_to: RelativeTo = typer.Option(
+        RelativeTo.zero, "--relative-to", "--offset-relative-to", help=RELATIVE_TO_HELP
+    ),
+    reference_offset: int | None = typer.Option(None, help=REFERENCE_HELP),
+    allow_synthetic_weights: bool = typer.Option(False, help=ALLOW_SYNTHETIC_HELP),
+) -> None:
+    """Shift each clip's audio by its offset (positive offset → delay the audio) so it is in sync.
+
+    The video stream is copied bit for bit; the audio is re-encoded in the source's codec
+    family, shifted by an exact number of samples; the duration is kept. With a reference
+    offset (--relative-to dataset, --reference-offset N) the shift is offset − reference.
+    """
+    from synccurate.curate import runs
+
+    if not source.is_dir() and source.suffix.lower() != ".parquet":
+        _fix_one_video(source, output, offset, relative_to, reference_offset)
+        return
+    if out_dir is None:
+        fail("fixing a scores table needs --out-dir DIR")
+    try:
+        table_fix = runs.open_fix(
+            source,
+            out_dir,
+            only_kept=only_kept,
+            relative_to=relative_to.value,
+            reference_offset=reference_offset,
+            allow_synthetic_weights=allow_synthetic_weights,
+            warn=warn,
+        )
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    _fix_with_progress(
+        table_fix,
+        only_kept,
+        min_abs_offset=min_abs_offset,
+        link_unshifted=link_unshifted,
+        jobs=jobs,
+    )
+
+
+def _fix_one_video(
+    source: Path,
+    output: Path | None,
+    offset: int | None,
+    relative_to: RelativeTo,
+    reference_offset: int | None,
+) -> None:
+    """One video: its audio shifted by the offset given, less the reference (`fix.fix_clip`)."""
+    from synccurate.curate import fix as fixing
+
+    if offset is None or output is None:
+        fail("fixing one video needs --offset N and -o OUT")
+    if relative_to != RelativeTo.zero:
+        fail("--relative-to dataset needs a scores table; give --reference-offset N")
+    if output.exists():
+        fail(f"{output}: already exists; choose another output")
+    try:
+        result = fixing.fix_clip(source, output, offset - (reference_offset or 0))
+    except (fixing.MediaError, ValueError, OSError) as error:
+        fail(str(error))
+    console.print(
+        f"{output}: audio shifted by {result['applied_shift_s'] * 1000:+.1f} ms "
+        f"({result['applied_shift_samples']:+d} samples at {result['sample_rate']} Hz)",
+        highlight=False,
+    )
+
+
+def _fix_with_progress(
+    table_fix: TableFix,
+    only_kept: Path | None,
+    *,
+    min_abs_offset: int,
+    link_unshifted: bool,
+    jobs: int,
+) -> None:
+    """Fix a table's clips with a progress bar, each problem clip as it comes, then the counts."""
+    from synccurate.curate import fix as fixing
+    from synccurate.curate.runs import QUIET_STATUSES
+
+    reference = table_fix.reference
+    console.print(
+        f"in sync = offset {reference:+d} ({table_fix.how}): shift = offset − ({reference:+d})",
+        highlight=False,
+    )
+    used = table_fix.other_references()
+    if used:
+        console.print(
+            f"[yellow]note:[/yellow] {only_kept} was filtered with offsets relative to "
+            f"{', '.join(f'{u:+d}' for u in used)}, fixing relative to {reference:+d}",
+            highlight=False,
+        )
+    bar = Progress(
+        TextColumn("fixing"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} clips"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    with bar:
+        task = bar.add_task("fix", total=len(table_fix.scores))
+
+        def advance(done: int, total: int, row: dict) -> None:
+            bar.update(task, completed=done)
+            if row["status"] not in QUIET_STATUSES:
+                bar.console.print(
+                    f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False
+                )
+
+        try:
+            log = table_fix.run(
+                min_abs_offset=min_abs_offset,
+                link_unshifted=link_unshifted,
+                jobs=jobs,
+                progress=advance,
+            )
+        except ValueError as error:
+            fail(str(error))
+    out_dir = table_fix.out_dir
+    counts = Table(title=f"fix → {out_dir} (log: {out_dir / fixing.LOG_NAME})")
+    counts.add_column("status")
+    counts.add_column("clips", justify="right")
+    for status, count in log["status"].value_counts().items():
+        counts.add_row(str(status), str(count))
+    console.print(counts)
+
+
+def plot(
+    clips: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Video files."),
+    out_dir: Path = typer.Option(Path("."), "-o", "--out-dir", help="PNG files go here."),
+    model: ModelKind | None = typer.Option(None, help=MODEL_HELP),
+    weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
+    face_detector: Detector = typer.Option(Detector.auto),
+    detect_every: int = typer.Option(DETECT_EVERY, min=1, help="As for `score` (same default)."),
+    device: Device = typer.Option(Device.auto),
+    max_offset: int = typer.Option(MAX_OFFSET, min=1, max=60),
+) -> None:
+    """Draw each clip's sync map (similarity over time × offset, offset profile, p_t timeline)."""
+    from synccurate.curate.sync_maps import draw_sync_maps
+    from synccurate.io import inputs
+    from synccurate.pipeline import batching
+    from synccurate.pipeline.run import synthetic_weights_warning
+
+    net = load_model_or_fail(model, weights)
+    try:
+        torch_device = batching.resolve_device(device.value)
+    except ValueError as error:
+        fail(str(error))
+    refs = inputs.discover(clips)
+    warned = synthetic_weights_warning(net, refs)
+    if warned:
+        warn(warned)
+    for drawn in draw_sync_maps(
+        net,
+        refs,
+        out_dir,
+        device=torch_device,
+        detector=face_detector.value,
+        detect_every=detect_every,
+        max_offset=max_offset,
+    ):
+        if drawn.target is None:
+            console.print(f"[yellow]{drawn.status}[/yellow] {drawn.error}", highlight=False)
+            continue
+        note = " (synthetic-only weights: meaningless)" if drawn.meaningless else ""
+        console.print(f"{drawn.target}: offset {drawn.offset_frames:+d}{note}", highlight=False)
+    if warned:
+        warn(warned)
+
+
+def report(
+    scores: Path = typer.Argument(
+        ..., exists=True, help="Scores table (.parquet) or a folder of Parquet parts."
+    ),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
+    worst: int = typer.Option(10, min=0, help="Clips in each worst-clips list."),
+    thumbnails: bool = typer.Option(
+        True, help="Show each listed clip's middle frame (decodes those clips)."
+    ),
+) -> None:
+    """Write one self-contained HTML page about a whole scores table: statuses and errors,
+    metric histograms, kept share against the filter thresholds, and the worst clips."""
+    from synccurate.curate import report as reporting
+
+    try:
+        summary = reporting.write_report(scores, output, worst=worst, with_thumbnails=thumbnails)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        fail(str(error))
+    kept = summary["thresholds"]
+    console.print(
+        f"{output}: {summary['n_clips']:,} clips, {summary['n_ok']:,} ok, "
+        f"{kept['kept_at_defaults']:,} kept at the filter defaults "
+        f"({output.stat().st_size / 1024:.0f} KiB)",
+        highlight=False,
+    )

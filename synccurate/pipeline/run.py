@@ -1,0 +1,177 @@
+"""One scoring run, as `synccurate score` makes it: clip list → shard → output → executor → driver.
+
+`open_run` does everything that can refuse the run before a clip is read (a bad shard, an
+output over an input clip or pinned to another model, Ray not installed), so the caller can
+report it as one error line; `ScoreRun.score` then scores. What the user sees (progress,
+warnings, the summary) stays with the caller, fed through small callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow
+import torch
+
+from synccurate.io import inputs, media
+from synccurate.io.inputs import ClipRef
+from synccurate.models import provenance
+from synccurate.models.base import SyncModel
+from synccurate.models.sync import MAX_OFFSET
+from synccurate.pipeline import batching, driver
+from synccurate.pipeline.executors import Executor, make_executor
+from synccurate.store import parts
+from synccurate.store.folder import parse_shard
+from synccurate.store.manifest import read_manifest
+
+DETECT_EVERY = 4  # frames per face detection: a quarter of the cost, no measured loss on real clips
+WORKERS = min(4, os.cpu_count() or 1)  # worker processes by default: one per CPU, at most 4
+SYNTH_CHECK_SAMPLE = 64  # clips whose synth tag is read before the run starts
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What to score and how; each default is the one of `synccurate score`."""
+
+    output: Path  # scores folder, created or resumed
+    paths: Sequence[Path] = ()  # folders or video files, walked here …
+    manifest: Path | None = None  # … or the clip list of `synccurate manifest`
+    shard: str | None = None  # "K/N": only shard K of N
+    retry_failed: bool = False
+    seconds_per_part: float = parts.SECONDS_PER_PART
+    device: str = "auto"
+    executor: str = "local"
+    workers: int = WORKERS
+    ray_address: str | None = None
+    detector: str = "auto"
+    detect_every: int = DETECT_EVERY
+    batch_size: int | None = None  # None: the model's own (`batching.default_batch_size`)
+    max_offset: int = MAX_OFFSET
+    offset_method: str = "mean"
+
+
+@dataclass
+class ScoreRun:
+    """A run ready to score: its clips listed, its output open, its executor built."""
+
+    model: SyncModel
+    options: ScoreOptions
+    refs: list[ClipRef]  # every clip of the run (of its shard)
+    todo: list[ClipRef]  # those without a row in the output yet
+    done: set[tuple[str, str]]
+    device: torch.device
+    writer: parts.PartsWriter
+    executor: Executor
+    warning: str | None  # synthetic-only weights meet real clips (read off the first clips)
+
+    def score(
+        self,
+        on_clip: Callable[[dict, driver.RunStats], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> driver.RunStats:
+        """Score the clips to do; the writer publishes every row scored, also when interrupted.
+
+        on_warning hears once of synthetic-only weights meeting a real clip that the early
+        check (`warning`) did not see; on_clip hears of every row written.
+        """
+        warned = self.warning
+
+        def clip_done(row: dict, stats: driver.RunStats) -> None:
+            nonlocal warned
+            if row.get("synthetic_weights_on_real") and not warned:  # beyond the clips checked
+                what = f"clips so far ({row['path']})"
+                warned = provenance.warning_line(self.model.model_id, 1, 1, what)
+                if on_warning:
+                    on_warning(warned)
+            if on_clip:
+                on_clip(row, stats)
+
+        options = self.options
+        with self.writer:
+            return driver.score_clips(
+                self.refs,
+                self.writer,
+                self.model,
+                done=self.done,
+                executor=self.executor,
+                device=self.device,
+                detector_name=options.detector,
+                detect_every=options.detect_every,
+                batch_size=options.batch_size,
+                max_offset=options.max_offset,
+                on_clip=clip_done,
+                offset_method=options.offset_method,
+            )
+
+    def closing_warning(self, stats: driver.RunStats) -> str | None:
+        """The last word on clips scored by synthetic-only weights that are not synth clips."""
+        if not stats.synthetic_on_real:
+            return None
+        return (
+            provenance.warning_line(self.model.model_id, stats.synthetic_on_real, stats.clips)
+            + f" The table marks them ({provenance.SYNTHETIC_ON_REAL_COLUMN} = true)."
+        )
+
+
+def open_run(model: SyncModel, options: ScoreOptions) -> ScoreRun:
+    """List the clips, open the output and build the executor; nothing is scored yet.
+
+    Raises FileNotFoundError, ValueError or ImportError (Ray missing) for a run that
+    cannot start.
+    """
+    refs = _clip_list(options.paths, options.manifest)
+    if options.shard:
+        index, count = parse_shard(options.shard)
+        refs = inputs.shard(refs, index, count)
+    device = batching.resolve_device(options.device)
+    if options.output.resolve() in {ref.file.resolve() for ref in refs}:
+        raise ValueError(f"{options.output}: the output would overwrite an input clip")
+    pinned = {"model": model.model_id, "max_offset": options.max_offset}
+    # The writer's Arrow buffers come and go with every part. With the system allocator
+    # a long run's memory stays flat; pyarrow's default pool (mimalloc) kept growing:
+    # +16 % from 1k to 100k rows against +9 % (benchmarks/writer_scale.py, part c).
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    writer, done = parts.open_output(
+        options.output,
+        pinned,
+        shard=options.shard,
+        retry_failed=options.retry_failed,
+        seconds_per_part=options.seconds_per_part,
+    )
+    executor = make_executor(
+        options.executor,
+        workers=options.workers,
+        device="cpu" if options.workers else device.type,
+        ray_address=options.ray_address,
+    )
+    todo = [ref for ref in refs if (ref.root, ref.path) not in done]
+    warning = synthetic_weights_warning(model, todo, SYNTH_CHECK_SAMPLE)
+    return ScoreRun(model, options, refs, todo, done, device, writer, executor, warning)
+
+
+def _clip_list(paths: Sequence[Path], manifest: Path | None) -> list[ClipRef]:
+    """The clips to score: the manifest's, or those found under `paths` (walked here)."""
+    if manifest is not None:
+        return read_manifest(manifest)
+    return inputs.discover(paths)
+
+
+def synthetic_weights_warning(
+    model: SyncModel, refs: list[ClipRef], sample: int | None = None
+) -> str | None:
+    """The warning line when synthetic-only weights meet clips that are not `synth` clips.
+
+    Reads only the container headers of `refs` (the first `sample` of them): the rows of a
+    run record every clip, this is the early word.
+    """
+    if not provenance.synthetic_only(model) or not refs:
+        return None
+    checked = refs if sample is None else refs[:sample]
+    n_real = sum(media.is_synth_file(ref.file) is False for ref in checked)
+    if not n_real:
+        return None
+    what = "clips" if len(checked) == len(refs) else f"clips checked (of {len(refs)})"
+    return provenance.warning_line(model.model_id, n_real, len(checked), what)
