@@ -471,6 +471,6 @@ def test_list_columns_are_built_as_arrow_would_from_lists_or_arrays(name):
     expected = pa.array(
         [None if v is None else list(v) for v in values], type=kind, from_pandas=True
     )
-    built = store.column_array(name, values)
+    built = schema.column_array(name, values)
     assert built.type == kind
     assert built.equals(expected), (built, expected)

@@ -61,6 +61,18 @@ def filter_(
         False,
         help="Also drop clips whose offset is at the search edge (true offset may be beyond).",
     ),
+    max_drift_ms_per_min: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="Also drop clips whose offset drifts by more than this many ms a minute "
+        "(drift_ms_per_min; clips too short to measure a drift pass).",
+    ),
+    max_offset_spread: int | None = typer.Option(
+        None,
+        min=0,
+        help="Also drop clips whose confident stretches disagree by more than this many "
+        "frames (offset_max - offset_min: drift or an edit).",
+    ),
     rejected: Path | None = typer.Option(None, help="Also write the rejected rows, with reasons."),
     list_: bool = typer.Option(
         False, "--list", help="Print kept clip paths, one per line, on stdout."
@@ -83,6 +95,8 @@ def filter_(
         drop_at_search_edge=drop_edge,
         min_lse_c=min_lse_c,
         max_lse_d=max_lse_d,
+        max_drift_ms_per_min=max_drift_ms_per_min,
+        max_offset_spread=max_offset_spread,
     )
     try:
         result = runs.filter_scores(

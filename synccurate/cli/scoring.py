@@ -131,6 +131,18 @@ def score(
         help="What decides offset_frames: mean = argmax of the mean profile (SPEC §6); "
         "vote = the per-window vote (ModEFormer). Both are stored (vote_offset).",
     ),
+    timeline: Path | None = typer.Option(
+        None,
+        help="Also write each clip's offset over time here: a folder of Parquet parts, one "
+        "row per clip and stretch (offset, vote share, probability or LSE-C, on-screen), "
+        "resumed like -o.",
+    ),
+    segment_seconds: float = typer.Option(
+        LibraryDefault("synccurate.pipeline.timeline:SEGMENT_SECONDS"),
+        min=1.0,
+        help="Length of one stretch of the offset over time (the timeline and the drift_* / "
+        "offset_* columns).",
+    ),
 ) -> None:
     from synccurate.pipeline.run import ScoreOptions
 
@@ -153,6 +165,8 @@ def score(
         batch_size=batch_size,
         max_offset=max_offset,
         offset_method=offset_method.value,
+        timeline=timeline,
+        segment_seconds=segment_seconds,
     )
     score_with_progress(net, options, progress)
 

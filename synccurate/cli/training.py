@@ -50,12 +50,21 @@ def synth(
     partial_fraction: float = typer.Option(
         0.0, min=0, max=0.95, help="Length of that stretch, as a fraction of the clip."
     ),
+    drift: float = typer.Option(
+        0.0, help="The offset grows by this many ms a minute (+ = the audio leads more and more)."
+    ),
+    offset_step: str | None = typer.Option(
+        None,
+        metavar="SECONDS:FRAMES",
+        help="From SECONDS on, the offset is FRAMES larger (an edit), e.g. 120:6.",
+    ),
     workers: int = typer.Option(LibraryDefault("synccurate.pipeline.run:WORKERS"), min=1),
 ) -> None:
     """Generate synthetic talking-face clips with exact ground truth (manifest.parquet)."""
     from synccurate.training import synth as synthesis
 
     try:
+        step = synthesis.parse_offset_step(offset_step) if offset_step else None
         manifest = synthesis.synth_dataset(
             out_dir,
             n=n,
@@ -65,13 +74,13 @@ def synth(
             offset_range=offset_range,
             offscreen_fraction=offscreen,
             offscreen_every=offscreen_every,
-            silence_heavy=silence_every > 0,
             silence_every=silence_every,
-            stutter=stutter_every > 0,
             stutter_every=stutter_every,
             size=size,
             partial_shift_frames=partial_shift,
             partial_shift_fraction=partial_fraction,
+            drift_ms_per_min=drift,
+            offset_step=step,
             workers=workers,
         )
     except (ValueError, OSError) as error:

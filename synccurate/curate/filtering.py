@@ -41,6 +41,8 @@ REASON_SILENCE = "silence"
 REASON_EDGE = "at_search_edge"
 REASON_LOW_LSE_C = "low_lse_c"
 REASON_HIGH_LSE_D = "high_lse_d"
+REASON_DRIFT = "drift"
+REASON_OFFSET_SPREAD = "offset_spread"
 DEFAULT_MIN_LSE_C = 3.0  # SyncNet v2's confidence bar of LatentSync's data pipeline
 STATUS_PREFIX = "status:"
 
@@ -82,6 +84,14 @@ class FilterRules:
         (SyncNet v2: lse_c set, prob_at_offset null) these replace min_prob and
         max_offscreen, which such a model does not have (docs/models.md). 3 is LatentSync's
         bar (conf >= 3, with |offset| <= 6). Rows of probability models ignore them.
+    max_drift_ms_per_min (default None = no limit): reject when |drift_ms_per_min| is
+        larger: the offset changes over the clip (a recorder's clock, a resampled track),
+        so one shift cannot put it all in sync. A clip too short to measure a drift (fewer
+        than three confident stretches: drift_ms_per_min null) passes: nothing says it drifts.
+    max_offset_spread (default None = no limit): reject when offset_max - offset_min, over
+        the clip's confident stretches, is larger (frames): drift, an edit that stepped the
+        offset, or stretches that disagree. A clip without such stretches passes this rule
+        (its probability or LSE-C rule judges it).
     """
 
     min_prob: float = DEFAULT_MIN_PROB
@@ -92,6 +102,8 @@ class FilterRules:
     reference_offset: int = 0
     min_lse_c: float = DEFAULT_MIN_LSE_C
     max_lse_d: float | None = None
+    max_drift_ms_per_min: float | None = None
+    max_offset_spread: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_prob <= 1.0:
@@ -170,6 +182,12 @@ def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarr
             failures[REASON_SILENCE] = ~(silence <= rules.max_silence)
         if rules.drop_at_search_edge:
             failures[REASON_EDGE] = _flag(table, "at_search_edge")
+        if rules.max_drift_ms_per_min is not None:  # unmeasured (NaN) passes: see FilterRules
+            drift = np.abs(_numeric(table, "drift_ms_per_min"))
+            failures[REASON_DRIFT] = drift > rules.max_drift_ms_per_min
+        if rules.max_offset_spread is not None:
+            spread = _numeric(table, "offset_max") - _numeric(table, "offset_min")
+            failures[REASON_OFFSET_SPREAD] = spread > rules.max_offset_spread
     return failures
 
 

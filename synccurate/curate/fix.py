@@ -8,7 +8,12 @@ How a clip is repaired (`fix_clip`):
 
 1. The source audio is decoded by ffmpeg to float32 PCM at its own sample rate and
    channel count, and placed on the video timeline (sample 0 = first video frame).
-2. The samples are shifted in numpy by exactly round(offset / 25 * rate) samples.
+2. The samples are shifted in numpy by exactly round(offset / 25 * rate) samples. A clip
+   whose offset drifts (the scores' drift_ms_per_min, `drift_line`) is resampled instead,
+   so that the sound of every moment lands on its frame: out(τ) = src(τ − shift(τ)) with
+   the shift growing linearly over the clip (`resample_by_line`, windowed-sinc
+   interpolation). A clip whose offset steps (offset_steps ≥ 1) is not fixed at all: no
+   shift of the whole clip repairs both sides of the step (`offset_step_reason`).
 3. ffmpeg muxes the untouched video stream (`-c:v copy`, bit-identical frames) with the
    shifted audio, re-encoded in the source's codec family at a similar bit rate.
 4. Everything is compared on the *presentation timeline*: decoded sample k of a stream
@@ -55,6 +60,28 @@ MAX_CODEC_DELAY = 8192  # samples; larger measured lags are not believed
 MAX_ENCODES = 3  # the first encode and up to two corrections
 MAX_LAG_WINDOW = 1 << 21  # samples cross-correlated when checking alignment
 DONE_STATUSES = ("fixed", "copied", "linked")
+STEP_STATUS = "skipped_offset_step"  # the log status of a clip whose offset steps
+MS_PER_FRAME = 1000 / VIDEO_FPS  # 40 ms
+SECONDS_PER_MINUTE = 60
+
+# When a clip counts as drifting (`drift_line`); otherwise it gets the constant shift.
+# The change of its offset line over the whole clip, |drift_ms_per_min| × minutes, must be
+# at least half a frame (ms): scored offsets are whole frames, so a smaller change is within
+# their rounding, and the constant shift by the clip's offset already leaves every moment
+# within about half a frame of sync.
+MIN_DRIFT_ACROSS_CLIP_MS = MS_PER_FRAME / 2
+# ... and at least this many times drift_residual_ms (the median distance of the stretch
+# offsets from the line, ms): a line that moves less than twice the scatter of the points
+# it was fitted to is not told apart from noise (whole-frame offsets alone scatter by about
+# a quarter frame around a true line).
+MIN_DRIFT_TO_RESIDUAL = 2.0
+
+# The drift resampler (`resample_by_line`): Kaiser-windowed sinc interpolation.
+SINC_HALF_WIDTH = 16  # input samples on each side of an output sample (32 taps)
+SINC_CUTOFF = 0.94  # low-pass cut-off, fraction of the Nyquist frequency
+SINC_BETA = 8.0  # Kaiser window shape (about 80 dB stop band)
+SINC_PHASES = 256  # fractional positions tabulated per sample, linearly interpolated between
+RESAMPLE_CHUNK = 1 << 15  # output samples computed at a time (bounds memory on long clips)
 
 LOG_COLUMNS = {
     "root": "string",
@@ -64,7 +91,10 @@ LOG_COLUMNS = {
     "offset_frames": "Int64",  # as scored
     "reference_offset": "Int64",  # the offset taken as in sync; the shift is the difference
     "applied_shift_samples": "Int64",
-    "applied_shift_s": "float64",
+    "applied_shift_s": "float64",  # a drift fix: the shift at the middle of the clip
+    "applied_drift_ms_per_min": "float64",  # a drift fix's growth of the shift (null: constant)
+    "applied_shift_start_s": "float64",  # … its shift at the first video frame (null: constant)
+    "applied_shift_end_s": "float64",  # … and where the audio ends (null: constant)
     "sample_rate": "Int64",
     "audio_encoder": "string",
     "compensation_samples": "Int64",
@@ -157,6 +187,135 @@ def decode_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarra
 def shift_in_samples(offset_frames: int, sample_rate: int) -> int:
     """round(offset_frames / 25 * sample_rate), in exact arithmetic (640 per frame at 16 kHz)."""
     return round(Fraction(int(offset_frames) * int(sample_rate), VIDEO_FPS))
+
+
+@dataclass(frozen=True)
+class ShiftLine:
+    """A shift that grows linearly over a clip: the audio heard at video time τ (seconds
+    after the first video frame) is delayed by start_ms + ms_per_min · τ / 60 milliseconds
+    (SPEC §6 sign: positive = delayed, which repairs audio that leads)."""
+
+    start_ms: float  # the shift at the first video frame
+    ms_per_min: float  # how much it grows per minute of video
+
+    def seconds_at(self, tau_s):
+        """The shift (s) at video time `tau_s` (s); works on arrays too."""
+        return (self.start_ms + self.ms_per_min * np.asarray(tau_s) / SECONDS_PER_MINUTE) / 1000
+
+
+def _number(value) -> float | None:
+    """A table cell as a float; None when missing or NaN."""
+    if value is None or (np.isscalar(value) and pd.isna(value)):
+        return None
+    return float(value)
+
+
+def drift_line(row: dict, clip_seconds: float | None, reference_offset: int = 0) -> ShiftLine | None:
+    """The shift line that repairs a drifting clip, from its scores row; None when the clip
+    is fixed by the constant shift as before.
+
+    The offset line of the row (offset_start_ms + drift_ms_per_min · τ / 60, SPEC §6 sign:
+    + = the audio leads) is the shift, less the reference offset. None when the row has no
+    drift columns (old tables), they are null (too few confident stretches), the clip's
+    length is unknown, or the line moves by less than MIN_DRIFT_ACROSS_CLIP_MS over the clip
+    or by less than MIN_DRIFT_TO_RESIDUAL × drift_residual_ms.
+    """
+    drift = _number(row.get("drift_ms_per_min"))
+    start = _number(row.get("offset_start_ms"))
+    if drift is None or start is None or not clip_seconds or clip_seconds <= 0:
+        return None
+    residual = _number(row.get("drift_residual_ms")) or 0.0
+    across_ms = abs(drift) * clip_seconds / SECONDS_PER_MINUTE
+    if across_ms < MIN_DRIFT_ACROSS_CLIP_MS or across_ms < MIN_DRIFT_TO_RESIDUAL * residual:
+        return None
+    return ShiftLine(start - int(reference_offset) * MS_PER_FRAME, drift)
+
+
+def _frames_text(frames: int) -> str:
+    return f"{frames:+d}" if frames else "0"
+
+
+def offset_step_reason(row: dict, name: str) -> str | None:
+    """The one-line reason a clip whose offset steps (offset_steps ≥ 1) is not fixed, or None.
+
+    A shift of the whole clip (constant or drifting) cannot repair both sides of a step:
+    the clip has to be cut at the step first. Tables without the column (older scores)
+    and null values (too few confident stretches) mean no step.
+    """
+    steps = _number(row.get("offset_steps"))
+    if steps is None or steps < 1:
+        return None
+    at = row.get("offset_step_at_s")
+    times = [] if at is None or np.isscalar(at) else [float(t) for t in at]
+    when = ", ".join(f"{t:.1f} s" for t in times) or "an unknown time"
+    low, high = _number(row.get("offset_min")), _number(row.get("offset_max"))
+    start = _number(row.get("offset_start_ms"))
+    if low is None or high is None:
+        offsets = ""
+    elif int(steps) == 1 and start is not None:
+        # the side the clip starts on is the one nearer the line's start
+        before, after = (low, high) if abs(start - low * MS_PER_FRAME) <= abs(
+            start - high * MS_PER_FRAME
+        ) else (high, low)
+        offsets = f" ({_frames_text(int(before))} → {_frames_text(int(after))} frames)"
+    else:
+        offsets = f" (offsets {_frames_text(int(low))} … {_frames_text(int(high))} frames)"
+    if int(steps) == 1:
+        what, cut = f"the offset steps at {when}{offsets}", "cut it at the step instead"
+    else:
+        what = f"the offset steps {int(steps)} times, at {when}{offsets}"
+        cut = "cut it at the steps instead"
+    return f"{name}: {what}; fix shifts a whole clip — {cut}"
+
+
+@lru_cache(maxsize=4)
+def _sinc_table(half_width: int, phases: int, cutoff: float, beta: float) -> np.ndarray:
+    """Taps [phases + 1, 2·half_width] of a Kaiser-windowed sinc: row j interpolates at
+    fraction j/phases past an input sample, from input samples -half_width+1 … half_width
+    around it; every row sums to 1 (silence stays silence, a constant stays constant)."""
+    ks = np.arange(-half_width + 1, half_width + 1)
+    x = ks[None, :] - np.arange(phases + 1)[:, None] / phases
+    inside = np.clip(1 - (x / half_width) ** 2, 0, None)
+    window = np.where(np.abs(x) < half_width, np.i0(beta * np.sqrt(inside)) / np.i0(beta), 0)
+    taps = cutoff * np.sinc(cutoff * x) * window
+    return taps / taps.sum(axis=1, keepdims=True)
+
+
+def resample_by_line(samples: np.ndarray, rate: int, line: ShiftLine) -> np.ndarray:
+    """`samples` [n, channels] (sample 0 = the first video frame) delayed by a shift that
+    grows along `line`: out(τ) = src(τ − line.seconds_at(τ)), same length, silence where
+    that falls outside the source.
+
+    A linear drift is a constant change of rate, so this is resampling, done by
+    Kaiser-windowed sinc interpolation (SINC_*: no loss below about 0.8 × Nyquist; linear
+    interpolation would dull the top of the band, worse each time the fraction passes ½).
+    Computed RESAMPLE_CHUNK output samples at a time.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    two_d = samples.reshape(len(samples), -1)
+    n, channels = two_d.shape
+    half = SINC_HALF_WIDTH
+    table = _sinc_table(half, SINC_PHASES, SINC_CUTOFF, SINC_BETA).astype(np.float32)
+    pad = np.zeros((2 * half, channels), np.float32)  # silence around the source
+    padded = np.concatenate([pad, two_d, pad])
+    ks = np.arange(-half + 1, half + 1)
+    out = np.zeros_like(two_d)
+    for first in range(0, n, RESAMPLE_CHUNK):
+        index = np.arange(first, min(n, first + RESAMPLE_CHUNK))
+        position = index - line.seconds_at(index / rate) * rate  # where in the source
+        inside = (position > -half) & (position < n - 1 + half)
+        index, position = index[inside], position[inside]
+        if not len(index):
+            continue
+        base = np.floor(position)
+        phase = (position - base) * SINC_PHASES
+        row = np.minimum(phase.astype(np.int64), SINC_PHASES - 1)
+        weight = (phase - row).astype(np.float32)[:, None]
+        taps = table[row] * (1 - weight) + table[row + 1] * weight  # [m, 2·half]
+        at = base.astype(np.int64)[:, None] + ks[None, :] + 2 * half  # rows of `padded`
+        for channel in range(channels):
+            out[index, channel] = np.einsum("ij,ij->i", padded[at, channel], taps)
+    return out.reshape(samples.shape)
 
 
 def _compensate(samples: np.ndarray, delay: int) -> np.ndarray:
@@ -372,8 +531,16 @@ def decode_timeline(path: str | Path, info: MediaInfo | None = None) -> tuple[np
     return on_timeline(samples, lead), rate
 
 
-def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bool = True) -> dict:
-    """Write `dst`: `src` with its audio delayed by offset_frames/25 s (advanced if < 0).
+def fix_clip(
+    src: str | Path,
+    dst: str | Path,
+    offset_frames: int,
+    *,
+    verify: bool = True,
+    line: ShiftLine | None = None,
+) -> dict:
+    """Write `dst`: `src` with its audio delayed by offset_frames/25 s (advanced if < 0),
+    or, with `line` (a drifting clip, `drift_line`), by a shift growing along that line.
 
     The container is chosen by dst's extension (use the source's). The video stream is
     copied, the first audio stream re-encoded (see `plan_audio_codec`) from the source's
@@ -383,10 +550,19 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
     atomically (temp file beside it, then os.replace) and may already exist (it is then
     replaced), but never resolves to `src`.
 
-    Returns {offset_frames, applied_shift_samples, applied_shift_s, sample_rate, channels,
-    audio_encoder, compensation_samples, check_lag_samples, status: "fixed"}.
+    With `line`, offset_frames is only recorded: the audio heard at video time τ is the
+    source's at τ − line.seconds_at(τ) (`resample_by_line`), so the start, the middle and
+    the end of a drifting clip all land in sync; the length rule is the same.
+
+    Returns {offset_frames, applied_shift_samples, applied_shift_s, applied_drift_ms_per_min,
+    applied_shift_start_s, applied_shift_end_s, sample_rate, channels, audio_encoder,
+    compensation_samples, check_lag_samples, status: "fixed"}. For a constant shift the
+    three applied_drift/start/end values are None; for a drift fix applied_shift_samples
+    and applied_shift_s are the shift at the middle of the audio, and start/end the shift
+    at the first video frame and where the audio ends.
     check_lag_samples is the residual lag of the output (on its timeline) against the
-    intended signal: 0 = sample-exact; None when verify=False or the audio is silent.
+    intended signal (for a drift fix: the resampled one): 0 = sample-exact; None when
+    verify=False or the audio is silent.
     compensation_samples is how much earlier the signal was fed to the encoder to reach
     that (0 whenever the container signals the codec delay itself).
     Raises FixError/MediaError (.status: missing_input, no_video, no_audio, decode_error,
@@ -399,8 +575,22 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
     if not len(source):
         raise FixError("no_audio", f"{src}: the audio stream decodes to no samples")
 
-    shift = shift_in_samples(offset_frames, rate)
-    shifted = delay_samples(source, shift)
+    drift = {
+        "applied_drift_ms_per_min": None,
+        "applied_shift_start_s": None,
+        "applied_shift_end_s": None,
+    }
+    if line is None:
+        shift = shift_in_samples(offset_frames, rate)
+        shifted = delay_samples(source, shift)
+    else:
+        shift = round(float(line.seconds_at(len(source) / 2 / rate)) * rate)
+        shifted = resample_by_line(source, rate, line)
+        drift = {
+            "applied_drift_ms_per_min": float(line.ms_per_min),
+            "applied_shift_start_s": float(line.seconds_at(0.0)),
+            "applied_shift_end_s": float(line.seconds_at(len(source) / rate)),
+        }
     plan = plan_audio_codec(info)
     # The shifted audio starts with the first video frame: place the raw input there.
     audio_at = _timing(src, info).video_from_file_start_s
@@ -437,6 +627,7 @@ def fix_clip(src: str | Path, dst: str | Path, offset_frames: int, *, verify: bo
         "offset_frames": int(offset_frames),
         "applied_shift_samples": int(shift),
         "applied_shift_s": shift / rate,
+        **drift,
         "sample_rate": rate,
         "channels": channels,
         "audio_encoder": plan.encoder,
@@ -544,9 +735,11 @@ class FixTask:
 
     position: int  # row of the scores table
     row: dict  # the log row (LOG_COLUMNS), output set
-    action: str  # "fix" (re-encode, shifted) or "copy" (copy or link unshifted)
+    action: str  # "fix" (re-encode, shifted), "copy" (copy or link unshifted) or "step"
     shift_frames: int  # offset_frames - reference_offset: the audio is delayed by this / 25 s
     stale: bool  # an earlier run's output (another shift) is in the way; removed on failure
+    line: ShiftLine | None = None  # a drifting clip: the shift line replaces shift_frames
+    reason: str | None = None  # action "step": why the clip is not fixed
 
 
 @dataclass
@@ -596,9 +789,26 @@ def _logged_reference(before: dict) -> int:
     return 0 if value is None or pd.isna(value) else int(value)
 
 
-def _reusable(before: dict | None, action: str, base: dict, target: Path) -> bool:
-    """The previous log did this same job (input, output, offset, reference, action) and
-    its output is still there."""
+def _same_line(before: dict, line: ShiftLine | None) -> bool:
+    """The previous log row applied this shift line (or, like `line` None, a constant one;
+    logs older than the drift columns were all constant)."""
+    drift = _number(before.get("applied_drift_ms_per_min"))
+    start = _number(before.get("applied_shift_start_s"))
+    if line is None:
+        return drift is None
+    return (
+        drift is not None
+        and start is not None
+        and math.isclose(drift, line.ms_per_min, rel_tol=1e-9, abs_tol=1e-9)
+        and math.isclose(start, float(line.seconds_at(0.0)), rel_tol=1e-9, abs_tol=1e-12)
+    )
+
+
+def _reusable(
+    before: dict | None, action: str, base: dict, target: Path, line: ShiftLine | None = None
+) -> bool:
+    """The previous log did this same job (input, output, offset, reference, action, shift
+    line) and its output is still there."""
     return (
         before is not None
         and _text(before.get("status")) in DONE_STATUSES
@@ -606,8 +816,44 @@ def _reusable(before: dict | None, action: str, base: dict, target: Path) -> boo
         and not pd.isna(before.get("offset_frames"))
         and int(before["offset_frames"]) == base["offset_frames"]
         and _logged_reference(before) == base["reference_offset"]
+        and _same_line(before, line)
         and (target.exists() or target.is_symlink())
     )
+
+
+# scores columns that describe the offset over time (pipeline.timeline); older tables lack them
+TIMELINE_COLUMNS = (
+    "drift_ms_per_min",
+    "offset_start_ms",
+    "drift_residual_ms",
+    "offset_min",
+    "offset_max",
+    "offset_steps",
+    "offset_step_at_s",
+    "duration_s",
+    "n_frames",
+)
+
+
+def _clip_seconds(row: dict, source: Path) -> float | None:
+    """The clip's length (s): the scores' duration_s, else n_frames / 25, else its header."""
+    seconds = _number(row.get("duration_s"))
+    frames = _number(row.get("n_frames"))
+    if seconds is None and frames is not None:
+        seconds = frames / VIDEO_FPS
+    if seconds is None:
+        try:
+            seconds = probe(source).duration_s
+        except MediaError:
+            return None
+    return seconds
+
+
+def _planned_line(row: dict, source: Path, reference_offset: int) -> ShiftLine | None:
+    """`drift_line` of a scores row (its length read only when the row has a drift)."""
+    if _number(row.get("drift_ms_per_min")) is None:
+        return None
+    return drift_line(row, _clip_seconds(row, source), reference_offset)
 
 
 def plan_fixes(
@@ -625,7 +871,9 @@ def plan_fixes(
     offset that counts as in sync, e.g. the data set's own, `filtering.dataset_offset`).
     Rows settled here get their final log row (skipped_not_kept, skipped_not_ok,
     missing_input, or the reused row of `previous`, the last log); the others become
-    tasks: "fix" when |shift| >= min_abs_offset, else "copy".
+    tasks: "step" when the offset steps (offset_steps >= 1, `offset_step_reason`: nothing
+    is written, the log says why), "fix" when the clip drifts (`drift_line`, its shift
+    line in the task) or |shift| >= min_abs_offset, else "copy".
     """
     out_dir = Path(os.path.abspath(out_dir))
     previous = previous or {}
@@ -635,6 +883,8 @@ def plan_fixes(
     errors = scores["error"].tolist() if "error" in scores.columns else [None] * len(scores)
     plan = FixPlan(rows=[None] * len(scores), tasks=[])
     offsets = scores["offset_frames"]
+    over_time = [c for c in TIMELINE_COLUMNS if c in scores.columns]
+    timelines = scores[over_time].to_dict("records") if over_time else [{}] * len(scores)
     columns = zip(roots, scores["path"], scores["status"], offsets, relative, strict=True)
     for position, (root, path, status, offset, rel) in enumerate(columns):
         source = clip_path(_text(root), str(path))
@@ -655,24 +905,33 @@ def plan_fixes(
             plan.rows[position] = {**base, **missing}
         else:
             shift = offset_value - int(reference_offset)
-            action = "fix" if abs(shift) >= min_abs_offset else "copy"
             before = previous.get((str(source), str(target)))
-            if _reusable(before, action, base, target):
-                plan.rows[position] = {**{k: before.get(k) for k in LOG_COLUMNS}, "reused": True}
-                plan.rows[position]["reference_offset"] = _logged_reference(before)
-                continue
             # an output of an earlier run (another shift) is removed if this attempt fails
             stale = before is not None and _text(before.get("status")) in DONE_STATUSES
             row = {**base, "output": str(target)}
-            plan.tasks.append(FixTask(position, row, action, shift, stale))
+            step = offset_step_reason(timelines[position], str(source))
+            if step is not None:  # no whole-clip shift repairs a step: refuse, write nothing
+                plan.tasks.append(FixTask(position, row, "step", shift, stale, reason=step))
+                continue
+            line = _planned_line(timelines[position], source, reference_offset)
+            action = "fix" if line is not None or abs(shift) >= min_abs_offset else "copy"
+            if _reusable(before, action, base, target, line):
+                plan.rows[position] = {**{k: before.get(k) for k in LOG_COLUMNS}, "reused": True}
+                plan.rows[position]["reference_offset"] = _logged_reference(before)
+                continue
+            plan.tasks.append(FixTask(position, row, action, shift, stale, line=line))
     return plan
 
 
 def _attempt(task: FixTask, *, verify: bool, link_unshifted: bool) -> dict:
     """Write one clip; the log row it gets (raises on failure)."""
     row = task.row
+    if task.action == "step":
+        raise FixError(STEP_STATUS, task.reason or f"{row['input']}: the offset steps")
     if task.action == "fix":
-        result = fix_clip(row["input"], row["output"], task.shift_frames, verify=verify)
+        result = fix_clip(
+            row["input"], row["output"], task.shift_frames, verify=verify, line=task.line
+        )
         # offset_frames stays as scored; the shift applied is in applied_shift_samples
         outcome = {k: v for k, v in result.items() if k in LOG_COLUMNS and k != "offset_frames"}
         return {**row, **outcome}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from synccurate.curate.plot import plot_sync_map
+from synccurate.curate import plot
 from synccurate.io.inputs import ClipRef
 from synccurate.models import provenance
 from synccurate.models.base import SyncModel
@@ -61,5 +61,5 @@ def draw_sync_maps(
         meaningless = provenance.mismatch(trained_on, clip.synthetic)
         if meaningless:
             title += " — SYNTHETIC-ONLY WEIGHTS ON A REAL CLIP: MEANINGLESS"
-        plot_sync_map(S.cpu().numpy(), metrics, title, target)
+        plot.plot_sync_map(S.cpu().numpy(), metrics, title, target)
         yield SyncMap(clip.ref, clip.status, None, target, metrics["offset_frames"], meaningless)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from synccurate.io import audio
@@ -28,6 +29,20 @@ from synccurate.pipeline.batching import default_batch_size, similarity_matrices
 from synccurate.pipeline.executors import Executor
 from synccurate.pipeline.executors.local import LocalExecutor
 from synccurate.pipeline.prepare import PreparedClip, PrepareStep
+from synccurate.pipeline.timeline import (
+    SEGMENT_SECONDS,
+    offset_over_time,
+    stretches,
+    timeline_rows,
+)
+
+
+@dataclass
+class ScoredClip:
+    """A clip's metric columns (the speaker's) and its timeline (the speaker's stretches)."""
+
+    columns: dict
+    timeline: list[dict]
 
 
 def score_faces(
@@ -38,15 +53,37 @@ def score_faces(
     max_offset: int = MAX_OFFSET,
     offset_method: str = "mean",
 ) -> list[dict]:
-    """The metric columns of each clip: every face track is scored (in shared batches) and
-    the most in-sync one, the speaker, describes the clip; the others are summarised in
-    `face_tracks`. One-face clips are scored exactly as before."""
+    """The metric columns of each clip (see `score_clip_faces`)."""
+    scored = score_clip_faces(model, clips, batch_size, device, max_offset, offset_method)
+    return [clip.columns for clip in scored]
+
+
+def score_clip_faces(
+    model: SyncModel,
+    clips: list[PreparedClip],
+    batch_size: int,
+    device: torch.device,
+    max_offset: int = MAX_OFFSET,
+    offset_method: str = "mean",
+    segment_seconds: float = SEGMENT_SECONDS,
+) -> list[ScoredClip]:
+    """Every face track is scored (in shared batches) and the most in-sync one, the
+    speaker, describes the clip; the others are summarised in `face_tracks`. The speaker's
+    windows are also scored stretch by stretch: the offset over time."""
     views = [(c, i, view) for c, clip in enumerate(clips) for i, view in clip.face_views()]
     matrices = similarity_matrices(model, [v for *_, v in views], batch_size, device, max_offset)
     per_clip: list[list[tuple[int, dict]]] = [[] for _ in clips]
+    seen: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}  # (clip, track) → S, valid
     for (c, i, view), S in zip(views, matrices, strict=True):
-        per_clip[c].append((i, model.metrics(S, view.valid_windows(), offset_method)))
-    return [_speaker(clip, found) for clip, found in zip(clips, per_clip, strict=True)]
+        seen[c, i] = S, view.valid_windows()
+        per_clip[c].append((i, model.metrics(S, seen[c, i][1], offset_method)))
+    scored = []
+    for c, (clip, found) in enumerate(zip(clips, per_clip, strict=True)):
+        columns = _speaker(clip, found)
+        S, valid = seen[c, columns["face_track"]]
+        timeline = stretches(model, S, valid, segment_seconds, offset_method)
+        scored.append(ScoredClip(columns | offset_over_time(timeline), timeline))
+    return scored
 
 
 def _sync_strength(metrics: dict) -> float:
@@ -143,12 +180,16 @@ def score_clips(
     max_offset: int = MAX_OFFSET,
     on_clip: Callable[[dict, RunStats], None] | None = None,
     offset_method: str = "mean",
+    segment_seconds: float = SEGMENT_SECONDS,
+    timeline_writer=None,
 ) -> RunStats:
     """Score every clip whose (root, path) is not in `done`; `writer.add(row)` as clips finish.
 
     The executor runs the prepare step (default: in this process); windows of several
     clips share model batches here, in the driver, which is also the only writer.
     offset_method: what decides offset_frames, "mean" (SPEC §6) or "vote" (`sync.vote_offset`).
+    timeline_writer: also `add` each clip's stretches of `segment_seconds` (one row each;
+    a clip that could not be scored, one row with its status), before its scores row.
     """
     batch_size = batch_size or default_batch_size(model, device)
     executor = executor or LocalExecutor(0, device.type)
@@ -160,8 +201,13 @@ def score_clips(
 
     trained_on = provenance.of_model(model)["data"]
 
-    def finish(clip: PreparedClip, metrics=None) -> None:
-        row = _row(clip, model.model_id, metrics, trained_on)
+    def finish(clip: PreparedClip, scored: ScoredClip | None = None) -> None:
+        row = _row(clip, model.model_id, scored.columns if scored else None, trained_on)
+        if timeline_writer is not None:
+            key = {"root": row["root"], "path": row["path"], "status": row["status"]}
+            rows = timeline_rows(scored.timeline if scored else [], key, model.model_id)
+            for timeline_row in rows or [key | {"model": model.model_id}]:
+                timeline_writer.add(timeline_row)
         writer.add(row)
         stats.count(clip, row)
         if on_clip:
@@ -169,10 +215,12 @@ def score_clips(
 
     def run_model() -> None:
         start = time.perf_counter()
-        scored = score_faces(model, pending, batch_size, device, max_offset, offset_method)
+        scored = score_clip_faces(
+            model, pending, batch_size, device, max_offset, offset_method, segment_seconds
+        )
         stats.seconds["model"] += time.perf_counter() - start
-        for clip, metrics in zip(pending, scored, strict=True):
-            finish(clip, metrics)
+        for clip, found in zip(pending, scored, strict=True):
+            finish(clip, found)
         pending.clear()
 
     for clip in prepared:

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow
 import torch
 
-from synccurate.io import inputs, media
+from synccurate.io import inputs
 from synccurate.io.inputs import ClipRef
 from synccurate.models import provenance
 from synccurate.models.base import SyncModel
 from synccurate.models.sync import MAX_OFFSET
 from synccurate.pipeline import batching, driver
 from synccurate.pipeline.executors import Executor, make_executor
+from synccurate.pipeline.timeline import SEGMENT_SECONDS
 from synccurate.store import parts
 from synccurate.store.folder import parse_shard
 from synccurate.store.manifest import read_manifest
+from synccurate.store.schema import TIMELINE
 
 DETECT_EVERY = 4  # frames per face detection: a quarter of the cost, no measured loss on real clips
 WORKERS = min(4, os.cpu_count() or 1)  # worker processes by default: one per CPU, at most 4
@@ -51,6 +54,8 @@ class ScoreOptions:
     batch_size: int | None = None  # None: the model's own (`batching.default_batch_size`)
     max_offset: int = MAX_OFFSET
     offset_method: str = "mean"
+    timeline: Path | None = None  # also write each clip's offset over time here
+    segment_seconds: float = SEGMENT_SECONDS  # one timeline stretch
 
 
 @dataclass
@@ -64,6 +69,7 @@ class ScoreRun:
     done: set[tuple[str, str]]
     device: torch.device
     writer: parts.PartsWriter
+    timeline_writer: parts.PartsWriter | None
     executor: Executor
     warning: str | None  # synthetic-only weights meet real clips (read off the first clips)
 
@@ -90,7 +96,7 @@ class ScoreRun:
                 on_clip(row, stats)
 
         options = self.options
-        with self.writer:
+        with self.writer, self.timeline_writer or nullcontext():
             return driver.score_clips(
                 self.refs,
                 self.writer,
@@ -104,6 +110,8 @@ class ScoreRun:
                 max_offset=options.max_offset,
                 on_clip=clip_done,
                 offset_method=options.offset_method,
+                segment_seconds=options.segment_seconds,
+                timeline_writer=self.timeline_writer,
             )
 
     def closing_warning(self, stats: driver.RunStats) -> str | None:
@@ -141,6 +149,19 @@ def open_run(model: SyncModel, options: ScoreOptions) -> ScoreRun:
         retry_failed=options.retry_failed,
         seconds_per_part=options.seconds_per_part,
     )
+    timeline_writer = None
+    if options.timeline is not None:
+        if options.timeline.resolve() == options.output.resolve():
+            raise ValueError(f"{options.timeline}: the timeline needs a folder of its own")
+        timeline_writer, timeline_done = parts.open_output(
+            options.timeline,
+            pinned | {"segment_seconds": options.segment_seconds},
+            shard=options.shard,
+            retry_failed=options.retry_failed,
+            seconds_per_part=options.seconds_per_part,
+            table=TIMELINE,
+        )
+        done &= timeline_done  # a clip killed between its two tables is scored again
     executor = make_executor(
         options.executor,
         workers=options.workers,
@@ -149,7 +170,9 @@ def open_run(model: SyncModel, options: ScoreOptions) -> ScoreRun:
     )
     todo = [ref for ref in refs if (ref.root, ref.path) not in done]
     warning = synthetic_weights_warning(model, todo, SYNTH_CHECK_SAMPLE)
-    return ScoreRun(model, options, refs, todo, done, device, writer, executor, warning)
+    return ScoreRun(
+        model, options, refs, todo, done, device, writer, timeline_writer, executor, warning
+    )
 
 
 def _clip_list(paths: Sequence[Path], manifest: Path | None) -> list[ClipRef]:
@@ -167,6 +190,8 @@ def synthetic_weights_warning(
     Reads only the container headers of `refs` (the first `sample` of them): the rows of a
     run record every clip, this is the early word.
     """
+    from synccurate.io import media  # PyAV: kept out of the model process until needed
+
     if not provenance.synthetic_only(model) or not refs:
         return None
     checked = refs if sample is None else refs[:sample]

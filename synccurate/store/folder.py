@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from synccurate.io.files import default_file_mode
-from synccurate.store.schema import ARROW_TYPES, SCHEMA_VERSION
+from synccurate.store.schema import SCHEMA_VERSION, SCORES, TableSchema
 
 METADATA_NAME = "_synccurate.json"
 PINNED = ("model", "max_offset")  # a run must ask for what the folder holds
@@ -119,7 +119,9 @@ def _describe(data: dict, keys: Iterable[str]) -> str:
     return " ".join(f"{key}={data.get(key)}" for key in keys)
 
 
-def pin_metadata(folder: str | Path, asked: dict, shard_count: int | None = None) -> dict:
+def pin_metadata(
+    folder: str | Path, asked: dict, shard_count: int | None = None, table: TableSchema = SCORES
+) -> dict:
     """Create the folder's pinned settings, or check that `asked` agrees with them.
 
     `asked` must hold "model" and "max_offset"; other keys are recorded, not compared.
@@ -132,10 +134,10 @@ def pin_metadata(folder: str | Path, asked: dict, shard_count: int | None = None
         raise ValueError(f"scores metadata needs {', '.join(missing)}")
     wanted = {
         **asked,
-        "format": "synccurate-scores",
+        "format": f"synccurate-{table.name}",
         "schema_version": SCHEMA_VERSION,
         "shard_count": shard_count,
-        "columns": {name: str(kind) for name, kind in ARROW_TYPES.items()},
+        "columns": {name: str(kind) for name, kind in table.arrow_types.items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +145,13 @@ def pin_metadata(folder: str | Path, asked: dict, shard_count: int | None = None
     if held is None:
         _write_metadata(folder, wanted, replace=False)
         held = read_metadata(folder)
-    keys = [key for key in (*PINNED, "schema_version") if held.get(key) != wanted[key]]
+    if held.get("format", "synccurate-scores") != wanted["format"]:  # older folders: scores
+        raise ValueError(
+            f"{folder}: holds a {held.get('format', 'synccurate-scores')} table, not "
+            f"{wanted['format']}; write to another output"
+        )
+    pinned = (*PINNED, *table.pinned, "schema_version")
+    keys = [key for key in pinned if held.get(key) != wanted.get(key)]
     if keys:
         raise ValueError(
             f"{folder}: holds {_describe(held, keys)}, this run asks for {_describe(wanted, keys)};"

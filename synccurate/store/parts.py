@@ -64,8 +64,9 @@ from synccurate.store.schema import (
     COLUMNS,
     COMPRESSION,
     ROWS_PER_GROUP,
+    SCORES,
+    TableSchema,
     arrow_schema,
-    column_array,
     conform,
 )
 
@@ -95,10 +96,12 @@ class PartsWriter:
         rows_per_part: int = ROWS_PER_PART,
         seconds_per_part: float = SECONDS_PER_PART,
         rows_per_group: int = ROWS_PER_GROUP,
+        table: TableSchema = SCORES,
     ):
         self.folder = Path(folder)
+        self.table = table
         parsed = parse_shard(shard)
-        self.metadata = pin_metadata(self.folder, metadata, parsed[1] if parsed else None)
+        self.metadata = pin_metadata(self.folder, metadata, parsed[1] if parsed else None, table)
         self.shard_tag = f"s{parsed[0]:05d}of{parsed[1]:05d}" if parsed else "all"
         self.run_id = run_id or new_run_id()
         self.rows_per_part = rows_per_part
@@ -200,8 +203,11 @@ class PartsWriter:
         return final
 
     def _table(self, rows: list[dict]) -> pa.Table:
-        extras = list(dict.fromkeys(key for row in rows for key in row if key not in COLUMNS))
-        arrays = [column_array(name, [row.get(name) for row in rows]) for name in COLUMNS]
+        columns = self.table.columns
+        extras = list(dict.fromkeys(key for row in rows for key in row if key not in columns))
+        arrays = [
+            self.table.column_array(name, [row.get(name) for row in rows]) for name in columns
+        ]
         extra_fields = []
         for name in extras:
             array = pa.array([row.get(name) for row in rows], from_pandas=True)
@@ -215,7 +221,7 @@ class PartsWriter:
                 self._extra_types[name] = array.type
             arrays.append(array)
             extra_fields.append(pa.field(name, array.type))
-        return pa.Table.from_arrays(arrays, schema=arrow_schema(extra_fields))
+        return pa.Table.from_arrays(arrays, schema=self.table.arrow_schema(extra_fields))
 
 
 LEGACY_NAME = "_legacy.parquet"  # the migrated single-file table, kept inside the folder
@@ -297,6 +303,7 @@ def open_output(
     shard: str | None = None,
     retry_failed: bool = False,
     seconds_per_part: float = SECONDS_PER_PART,
+    table: TableSchema = SCORES,
 ) -> tuple[PartsWriter, set[tuple[str, str]]]:
     """The writer for output `path` and the (root, path) keys already done there.
 
@@ -305,12 +312,12 @@ def open_output(
     folder without `_synccurate.json` that is not empty, a file that is not a scores
     table) is refused with ValueError, as is a folder pinned to another model or max offset.
     Done keys: every clip with a row, except, with `retry_failed`, those whose latest row
-    is not `ok`.
+    is not `ok`. `table`: which table the folder holds (the scores; a timeline).
     """
 
     path = Path(path)
     _finish_migration(path)
-    if path.is_file():
+    if path.is_file() and table is SCORES:
         migrate_legacy(path, metadata)
     elif path.exists() and not path.is_dir():
         raise ValueError(f"{path}: exists and is neither a scores folder nor a scores table")
@@ -320,5 +327,7 @@ def open_output(
                 f"{path}: is a folder but not a scores folder (no {METADATA_NAME}); "
                 "choose a new or empty output"
             )
-    writer = PartsWriter(path, metadata=metadata, shard=shard, seconds_per_part=seconds_per_part)
+    writer = PartsWriter(
+        path, metadata=metadata, shard=shard, seconds_per_part=seconds_per_part, table=table
+    )
     return writer, done_keys(path, retry_failed=retry_failed)

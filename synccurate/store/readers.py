@@ -43,7 +43,9 @@ from synccurate.store.schema import (
     COMPRESSION,
     KEY_COLUMNS,
     ROWS_PER_GROUP,
-    arrow_schema,
+    SCORES,
+    TIMELINE,
+    TableSchema,
     conform,
     rows_to_frame,
 )
@@ -62,8 +64,9 @@ def list_parts(path: str | Path) -> list[Path]:
     raise FileNotFoundError(f"{path}: no such scores table or folder")
 
 
-def _schema(files: list[Path]) -> pa.Schema:
-    """One schema for all parts: COLUMNS keep their pinned types, extras are unified."""
+def _schema(files: list[Path], table: TableSchema = SCORES) -> pa.Schema:
+    """One schema for all parts: the table's columns keep their pinned types, extras are
+    unified."""
     schemas = []
     for file in files:
         try:
@@ -73,15 +76,15 @@ def _schema(files: list[Path]) -> pa.Schema:
     present = list(dict.fromkeys(name for schema in schemas for name in schema.names))
     extras = []
     for name in present:
-        if name in COLUMNS:
+        if name in table.columns:
             continue
         seen = [pa.schema([s.field(name)]) for s in schemas if name in s.names]
         try:
             extras.append(pa.unify_schemas(seen, promote_options="permissive").field(name))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             raise ValueError(f"column {name} has clashing types across parts ({error})") from None
-    fields = [pa.field(name, ARROW_TYPES[name]) for name in COLUMNS if name in present]
-    return pa.schema([*fields, *extras], metadata=arrow_schema().metadata)
+    fields = [pa.field(name, kind) for name, kind in table.arrow_types.items() if name in present]
+    return pa.schema([*fields, *extras], metadata=table.arrow_schema().metadata)
 
 
 def _read(file: Path, schema: pa.Schema) -> pa.Table:
@@ -193,10 +196,28 @@ def _subset(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
     return pa.schema([schema.field(name) for name in names], metadata=schema.metadata)
 
 
-def _to_frame(table: pa.Table) -> pd.DataFrame:
+def _to_frame(table: pa.Table, columns: dict[str, str] = COLUMNS) -> pd.DataFrame:
     frame = table.to_pandas()
-    dtypes = {k: v for k, v in COLUMNS.items() if k in frame.columns and v != "object"}
+    dtypes = {k: v for k, v in columns.items() if k in frame.columns and v != "object"}
     return frame.astype(dtypes)
+
+
+def read_timeline(path: str | Path) -> pd.DataFrame:
+    """A timeline folder (`score --timeline`), one row per clip × stretch, in time order.
+
+    A clip scored again has new rows: only those of its latest scoring are kept (the run
+    of its latest row: a run scores a clip once).
+    """
+    files = list_parts(path)
+    if not files:
+        return TIMELINE.rows_to_frame([])
+    table = pa.concat_tables(_read_each(files, _schema(files, TIMELINE)))
+    frame = _to_frame(table, TIMELINE.columns)
+    latest = frame.loc[latest_rows(table["root"], table["path"], table["scored_at"])]
+    runs = latest.set_index(["root", "path"])["run_id"]
+    clip_runs = runs.reindex(pd.MultiIndex.from_frame(frame[["root", "path"]])).to_numpy()
+    kept = frame[frame["run_id"].to_numpy() == clip_runs]
+    return kept.sort_values(["root", "path", "stretch"], na_position="first").reset_index(drop=True)
 
 
 def compact(folder: str | Path) -> tuple[int, int, Path | None]:

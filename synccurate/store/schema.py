@@ -1,13 +1,17 @@
-"""The scores table's columns and their Arrow types, and rows → Arrow columns.
+"""The tables synccurate writes (scores, timeline): their columns and Arrow types, and
+rows → Arrow columns.
 
-Every part of a scores folder is written with this schema, so that a part in which a
-column is all empty still has that column's type. Columns a caller adds beyond COLUMNS
-are written too, their type inferred from the values.
+Every part of a folder is written with its table's schema, so that a part in which a
+column is all empty still has that column's type. Columns a caller adds beyond a table's
+columns are written too, their type inferred from the values. A new output table is a new
+`TableSchema` here; the writer, the readers and the folder rules take it as a value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -41,6 +45,13 @@ COLUMNS = {
     "vote_offset": "Int64",
     "vote_share": "float64",
     "offset_method": "string",
+    "offset_min": "Int64",  # the offset over time (pipeline.timeline): its range,
+    "offset_max": "Int64",
+    "drift_ms_per_min": "float64",  # a robust line through the stretch offsets,
+    "offset_start_ms": "float64",  # its offset at the clip's start,
+    "drift_residual_ms": "float64",  # the median distance of the offsets from it,
+    "offset_steps": "Int64",  # and the jumps between confident stretches
+    "offset_step_at_s": "object",
     "model": "string",
     "weights_trained_on": "string",  # synthetic / real / unknown (provenance)
     "synthetic_weights_on_real": "boolean",  # synthetic-only weights on a non-synth clip
@@ -66,31 +77,91 @@ _LIST_TYPES = {
     "onscreen": pa.list_(pa.bool_()),
     "profile": pa.list_(pa.float64()),
     "fconf": pa.list_(pa.float64()),
+    "offset_step_at_s": pa.list_(pa.float64()),
 }
-ARROW_TYPES = {name: _LIST_TYPES.get(name) or _ARROW_TYPES[kind] for name, kind in COLUMNS.items()}
 
 
-def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame: COLUMNS first with their dtypes, then any extra columns."""
-    extras = list(dict.fromkeys(key for row in rows for key in row if key not in COLUMNS))
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, *extras])
-    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)  # None or NaT alone too
-    return frame.astype({k: v for k, v in COLUMNS.items() if v != "object"})
+@dataclass(frozen=True)
+class TableSchema:
+    """One output table: its name (the folder's format is "synccurate-NAME"), its columns
+    with their pandas dtypes, and the Arrow types of its list columns."""
+
+    name: str
+    columns: dict[str, str]
+    list_types: dict[str, pa.ListType] = field(default_factory=dict)
+    pinned: tuple[str, ...] = ()  # settings a folder pins beyond the model and max offset
+
+    @cached_property
+    def arrow_types(self) -> dict[str, pa.DataType]:
+        return {
+            name: self.list_types.get(name) or _ARROW_TYPES[kind]
+            for name, kind in self.columns.items()
+        }
+
+    def rows_to_frame(self, rows: list[dict]) -> pd.DataFrame:
+        """Rows as a DataFrame: the columns first with their dtypes, then any extra ones."""
+        extras = list(dict.fromkeys(key for row in rows for key in row if key not in self.columns))
+        frame = pd.DataFrame(rows, columns=[*self.columns, *extras])
+        frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)  # None or NaT alone too
+        return frame.astype({k: v for k, v in self.columns.items() if v != "object"})
+
+    @cached_property
+    def _pandas_metadata(self) -> dict[bytes, bytes]:
+        """The schema metadata pandas writes, so `pd.read_parquet` restores the dtypes."""
+        template = self.rows_to_frame([])
+        return pa.Schema.from_pandas(template, preserve_index=False).metadata
+
+    def arrow_schema(self, extra: Iterable[pa.Field] = ()) -> pa.Schema:
+        """The columns as an Arrow schema (with pandas' dtype metadata), then `extra` fields."""
+        fields = [pa.field(name, kind) for name, kind in self.arrow_types.items()]
+        return pa.schema([*fields, *extra], metadata=self._pandas_metadata)
+
+    def column_array(self, name: str, values: list) -> pa.Array:
+        """One known column as its pinned Arrow type (NaN and pd.NA become null)."""
+        kind = self.arrow_types[name]
+        if pa.types.is_list(kind) and all(v is None or isinstance(v, LIST_VALUES) for v in values):
+            return _list_column(values, kind)
+        try:
+            return pa.array(values, type=kind, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. 3.0 for an Int64 column
+            dtype = self.columns[name]
+            try:
+                return pa.array(pd.Series(values, dtype=object).astype(dtype), type=kind)
+            except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                raise ValueError(f"column {name}: values are not {dtype} ({error})") from None
 
 
-def _pandas_metadata() -> dict[bytes, bytes]:
-    """The schema metadata pandas writes, so `pd.read_parquet` restores COLUMNS' dtypes."""
-    template = rows_to_frame([])
-    return pa.Schema.from_pandas(template, preserve_index=False).metadata
+# The key columns every table starts with and every row is stamped with.
+_KEYS = {"root": "string", "path": "string", "status": "string"}
+_STAMPS = {"scored_at": "datetime64[us, UTC]", "run_id": "string"}
 
-
-_PANDAS_METADATA = _pandas_metadata()
-
-
-def arrow_schema(extra: Iterable[pa.Field] = ()) -> pa.Schema:
-    """COLUMNS as an Arrow schema (with pandas' dtype metadata), then `extra` fields."""
-    fields = [pa.field(name, kind) for name, kind in ARROW_TYPES.items()]
-    return pa.schema([*fields, *extra], metadata=_PANDAS_METADATA)
+SCORES = TableSchema("scores", COLUMNS, _LIST_TYPES)
+# The offset over time (pipeline.timeline): one row per clip × stretch; a clip that could
+# not be scored gets one row with its status and no stretch.
+TIMELINE = TableSchema(
+    "timeline",
+    {
+        **_KEYS,
+        "stretch": "Int64",  # 0, 1, … in time order
+        "start_s": "float64",
+        "end_s": "float64",
+        "face_share": "float64",  # of the stretch's windows whose frames show the face
+        "offset_frames": "Int64",
+        "offset_fine": "float64",  # to a fraction of a frame: what the drift is fitted to
+        "vote_share": "float64",
+        "prob_at_offset": "float64",  # probability models
+        "lse_c": "float64",  # distance models
+        "offscreen_ratio": "float64",
+        "model": "string",
+        **_STAMPS,
+    },
+    pinned=("segment_seconds",),
+)
+# The scores table's names, as most of the code reads the scores table.
+ARROW_TYPES = SCORES.arrow_types
+rows_to_frame = SCORES.rows_to_frame
+arrow_schema = SCORES.arrow_schema
+column_array = SCORES.column_array
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -115,20 +186,6 @@ def _cast(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
             if values.isna().all():
                 return pa.chunked_array([pa.nulls(len(column), kind)])
         raise
-
-
-def column_array(name: str, values: list) -> pa.Array:
-    """One known column as its pinned Arrow type (NaN and pd.NA become null)."""
-    kind = ARROW_TYPES[name]
-    if pa.types.is_list(kind) and all(v is None or isinstance(v, LIST_VALUES) for v in values):
-        return _list_column(values, kind)
-    try:
-        return pa.array(values, type=kind, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. 3.0 for an Int64 column
-        try:
-            return pa.array(pd.Series(values, dtype=object).astype(COLUMNS[name]), type=kind)
-        except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise ValueError(f"column {name}: values are not {COLUMNS[name]} ({error})") from None
 
 
 LIST_VALUES = (list, tuple, np.ndarray)  # what a list cell may hold besides None

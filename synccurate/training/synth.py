@@ -12,7 +12,10 @@ train a small sync model on CPU and test the pipeline with known answers:
 - stutter: video frames held for 3-8 frames, audio untouched;
 - a partial shift: for one stretch of the clip the audio is shifted by
   ``partial_shift_frames`` more (the clip's offset differs over time, so the
-  mean offset profile and the per-window vote of ModEFormer §3.5 can disagree).
+  mean offset profile and the per-window vote of ModEFormer §3.5 can disagree);
+- drift: the offset grows by ``drift_ms_per_min`` every minute (a recorder's clock, a
+  29.97/30 mix-up), and an offset step: from ``offset_step = (seconds, frames)`` on the
+  offset is that many frames larger (an edit).
 
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: one seed gives the
 same frames and samples bit for bit, and the options draw from their own child
@@ -64,7 +67,12 @@ MANIFEST_COLUMNS = (
     "partial_shift_frames",  # extra offset (SPEC §6 sign) of the partially shifted stretch
     "partial_shift_start",  # its first frame; start == end when there is none
     "partial_shift_end",  # one past its last frame
+    "drift_ms_per_min",  # the offset grows by this much a minute (SPEC §6 sign, ms)
+    "offset_step_s",  # when the offset steps (None: no step)
+    "offset_step_frames",  # by how many frames (SPEC §6 sign)
 )
+MS_PER_FRAME = 1000 // VIDEO_FPS  # 40 ms
+SECONDS_PER_MINUTE = 60
 
 # --- speech ------------------------------------------------------------------------------
 # Vowel formants F1..F3 (Hz, Peterson & Barney averages) and the mouth shape they get:
@@ -509,6 +517,8 @@ def synth_arrays(
     size: int = 96,
     partial_shift_frames: int = 0,
     partial_shift_fraction: float = 0.0,
+    drift_ms_per_min: float = 0.0,
+    offset_step: tuple[float, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One synthetic clip in memory: (frames uint8 [n, size, size, 3] RGB, audio float32, truth).
 
@@ -518,6 +528,9 @@ def synth_arrays(
     stretch of that fraction of the frames (at a seeded random place) carries the
     audio shifted by offset_frames + s instead (cross-faded over 10 ms at its edges):
     there the sound of frame t is heard at frame t - offset_frames - s.
+    With ``drift_ms_per_min`` = d the offset at time τ (s) is offset_frames + d·τ/60/40
+    frames; with ``offset_step`` = (τ₀, s) it is s frames larger from τ₀ on (cross-faded
+    over 10 ms). ``truth["offset_track"]`` holds the true offset (frames) at every frame.
     ``truth`` holds numpy arrays and scalars:
     true_offset_frames, n_frames, seconds, seed, size, silence_heavy, stutter,
     offscreen_start / offscreen_end (frames, half-open, equal when none),
@@ -568,15 +581,29 @@ def synth_arrays(
 
     # final audio track: level, shift (SPEC §6), a stretch shifted further, room noise
     mix = mix / max(float(np.abs(mix).max()), 1e-9) * rng_level.uniform(*PEAK_RANGE)
-    audio = shift_audio(mix, int(offset_frames))
+    audio = _shifted(mix, int(offset_frames), drift_ms_per_min)
+    offset_track = int(offset_frames) + drift_ms_per_min * (
+        np.arange(n_frames) / VIDEO_FPS / SECONDS_PER_MINUTE / MS_PER_FRAME
+    )
     part_start = part_end = 0
     if partial_shift_fraction > 0 and partial_shift_frames:
         part_start, part_end = _stretch(rng_part, partial_shift_fraction, n_frames)
-        stretch = np.zeros(n_frames, dtype=bool)
-        stretch[part_start:part_end] = True
-        fade = _soft_mask(np.repeat(stretch, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
-        other = shift_audio(mix, int(offset_frames) + int(partial_shift_frames))
-        audio = audio * (1 - fade) + other * fade
+        audio = _shift_stretch(
+            audio,
+            mix,
+            part_start,
+            part_end,
+            int(offset_frames) + int(partial_shift_frames),
+            drift_ms_per_min,
+        )
+        offset_track[part_start:part_end] += int(partial_shift_frames)
+    step_s, step_frames = offset_step if offset_step else (None, 0)
+    if step_s is not None:
+        step_at = min(n_frames, max(0, int(round(step_s * VIDEO_FPS))))
+        audio = _shift_stretch(
+            audio, mix, step_at, n_frames, int(offset_frames) + int(step_frames), drift_ms_per_min
+        )
+        offset_track[step_at:] += int(step_frames)
     noise_rms = 10 ** (rng_level.uniform(*NOISE_FLOOR_DBFS) / 20)
     audio = (audio + rng_level.normal(0, noise_rms, n_samples)).astype(np.float32)
 
@@ -602,51 +629,72 @@ def synth_arrays(
         "shown_frame": shown,
         "mouth_open": opening[shown].astype(np.float32),
         "mouth_shape": shape[shown].astype(np.int8),
+        "drift_ms_per_min": float(drift_ms_per_min),
+        "offset_step_s": None if step_s is None else float(step_s),
+        "offset_step_frames": int(step_frames),
+        "offset_track": offset_track.astype(np.float32),
     }
     return images, audio, truth
+
+
+def _shifted(mix: np.ndarray, offset_frames: int, drift_ms_per_min: float) -> np.ndarray:
+    """The track with the offset (SPEC §6 sign) it has at each moment: a constant
+    `offset_frames`, growing by `drift_ms_per_min` (silence where the source ends)."""
+    if not drift_ms_per_min:
+        return shift_audio(mix, offset_frames)
+    seconds = np.arange(len(mix)) / SAMPLE_RATE
+    offset_s = offset_frames / VIDEO_FPS + drift_ms_per_min / 1000 * seconds / SECONDS_PER_MINUTE
+    # + = audio leads: what is heard at τ is the sound made at τ + offset
+    return np.interp(np.arange(len(mix)) + offset_s * SAMPLE_RATE, np.arange(len(mix)), mix, 0, 0)
+
+
+def _shift_stretch(
+    audio: np.ndarray,
+    mix: np.ndarray,
+    start: int,
+    end: int,
+    offset_frames: int,
+    drift_ms_per_min: float,
+) -> np.ndarray:
+    """`audio` with frames start … end-1 taken from `mix` at another offset, cross-faded."""
+    stretch = np.zeros(len(audio) // SAMPLES_PER_FRAME, dtype=bool)
+    stretch[start:end] = True
+    fade = _soft_mask(np.repeat(stretch, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
+    return audio * (1 - fade) + _shifted(mix, offset_frames, drift_ms_per_min) * fade
 
 
 # --- files -------------------------------------------------------------------------------
 def _record(truth: dict) -> dict:
     """The truth dict with numpy arrays turned into plain lists (manifest-ready)."""
-    keep = {k: v for k, v in truth.items() if k not in ("shown_frame", "mouth_open", "mouth_shape")}
+    internal = ("shown_frame", "mouth_open", "mouth_shape", "offset_track")
+    keep = {k: v for k, v in truth.items() if k not in internal}
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in keep.items()}
 
 
-def synth_clip(
-    path: str | Path,
-    *,
-    seconds: float,
-    seed: int,
-    offset_frames: int = 0,
-    offscreen_fraction: float = 0.0,
-    silence_heavy: bool = False,
-    stutter: bool = False,
-    size: int = 96,
-    partial_shift_frames: int = 0,
-    partial_shift_fraction: float = 0.0,
-) -> dict:
-    """Write one synthetic clip (.mp4) and return its ground-truth record.
+def synth_clip(path: str | Path, **options) -> dict:
+    """Write one synthetic clip (.mp4) made by `synth_arrays(**options)` and return its
+    ground-truth record.
 
     The record has the scalar and per-frame list fields of `synth_arrays`' truth
     (without the drawing internals) plus ``path`` (as given). The file carries the container
     comment ``synccurate-synth`` (`media.SYNTH_TAG`): scoring tells synthetic clips from real
     footage by it.
     """
-    frames, audio, truth = synth_arrays(
-        seconds=seconds,
-        seed=seed,
-        offset_frames=offset_frames,
-        offscreen_fraction=offscreen_fraction,
-        silence_heavy=silence_heavy,
-        stutter=stutter,
-        size=size,
-        partial_shift_frames=partial_shift_frames,
-        partial_shift_fraction=partial_shift_fraction,
-    )
+    frames, audio, truth = synth_arrays(**options)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     media.write_clip(path, frames, audio, metadata={media.SYNTH_TAG_KEY: media.SYNTH_TAG})
     return {"path": str(path), **_record(truth)}
+
+
+def parse_offset_step(text: str) -> tuple[float, int]:
+    """ "SECONDS:FRAMES" (e.g. "120:6") as (seconds, frames); ValueError names the problem."""
+    seconds, sep, frames = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(seconds), int(frames)
+    except ValueError:
+        raise ValueError(f"--offset-step {text}: give SECONDS:FRAMES, e.g. 120:6") from None
 
 
 def clip_seed(seed: int, index: int) -> int:
@@ -686,6 +734,8 @@ def synth_dataset(
     size: int = 96,
     partial_shift_frames: int = 0,
     partial_shift_fraction: float = 0.0,
+    drift_ms_per_min: float = 0.0,
+    offset_step: tuple[float, int] | None = None,
     workers: int = 1,
 ) -> pd.DataFrame:
     """Write `n` clips ``clip_00000.mp4``… and ``manifest.parquet`` into out_dir.
@@ -702,6 +752,7 @@ def synth_dataset(
       ``i % every == every - 1`` when ``*_every > 0``.
     - partial shift: every clip gets a stretch of ``partial_shift_fraction`` of its
       frames whose audio is shifted by ``partial_shift_frames`` more (see `synth_arrays`).
+    - drift and an offset step: every clip gets them (see `synth_arrays`).
 
     Returns the manifest (one row per clip, ``path`` relative to out_dir).
     """
@@ -729,6 +780,8 @@ def synth_dataset(
             "size": size,
             "partial_shift_frames": partial_shift_frames,
             "partial_shift_fraction": partial_shift_fraction,
+            "drift_ms_per_min": drift_ms_per_min,
+            "offset_step": offset_step,
         }
         jobs.append((out_dir, index, options))
     manifest = pd.DataFrame(_run_jobs(jobs, workers), columns=MANIFEST_COLUMNS)
