@@ -84,8 +84,8 @@ def test_plot_leaves_face_less_windows_out_as_score_does(faces_folder, faces_lea
 
     drawn = {}
 
-    def capture(similarity, metrics, title, target):
-        drawn["metrics"] = metrics
+    def capture(similarity, metrics, title, target, stretches=None):
+        drawn["metrics"], drawn["stretches"] = metrics, stretches
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plot, "plot_sync_map", capture)
@@ -97,6 +97,8 @@ def test_plot_leaves_face_less_windows_out_as_score_does(faces_folder, faces_lea
     assert result.exit_code == 0, result.output
     metrics, row = drawn["metrics"], faces_leaving.loc["away_25.mp4"]
     assert metrics["offset_frames"] == row.offset_frames
+    windows = row.n_frames - 4  # one stretch: the whole clip, in visual windows
+    assert [s["end_s"] for s in drawn["stretches"]] == [windows / 25]
     np.testing.assert_allclose(metrics["p_t"], row.p_t, atol=1e-4)
     assert list(metrics["onscreen"]) == list(row.onscreen)
 

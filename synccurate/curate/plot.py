@@ -11,6 +11,10 @@ matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from synccurate.io.audio import VIDEO_FPS  # noqa: E402
+
+MS_PER_FRAME = 1000 / VIDEO_FPS  # 40 ms
+
 
 def _title(title: str, metrics: dict) -> str:
     parts = [f"offset {metrics['offset_frames']:+d} frames"]
@@ -44,11 +48,30 @@ def _timeline(axes, metrics: dict, T: int) -> None:
     axes.legend(loc="lower right")
 
 
-def plot_sync_map(S: np.ndarray, metrics: dict, title: str, path: Path) -> Path:
+def _offset_over_time(heat, metrics: dict, stretches: list[dict]) -> None:
+    """The stretch offsets on the sync map (a step per stretch) and the drift line."""
+    scored = [s for s in stretches if s.get("offset_frames") is not None]
+    for i, stretch in enumerate(scored):
+        start, end = stretch["start_s"] * VIDEO_FPS, stretch["end_s"] * VIDEO_FPS
+        offset = stretch.get("offset_fine", stretch["offset_frames"])
+        label = "offset per stretch" if i == 0 else None
+        heat.plot([start, end], [offset, offset], color="lime", lw=2, label=label)
+    if metrics.get("drift_ms_per_min") is not None and scored:
+        seconds = np.array([scored[0]["start_s"], scored[-1]["end_s"]])
+        line_ms = metrics["offset_start_ms"] + metrics["drift_ms_per_min"] * seconds / 60
+        drift = f"drift {metrics['drift_ms_per_min']:+.1f} ms/min"
+        heat.plot(seconds * VIDEO_FPS, line_ms / MS_PER_FRAME, color="white", ls=":", label=drift)
+    heat.legend(loc="upper right", fontsize="small")
+
+
+def plot_sync_map(
+    S: np.ndarray, metrics: dict, title: str, path: Path, stretches: list[dict] | None = None
+) -> Path:
     """Save a three-panel PNG: S over time × offset, mean S per offset, and a timeline.
 
     `metrics` holds the table's columns for the clip (the model's `metrics`), so the
-    picture shows exactly the numbers `score` writes.
+    picture shows exactly the numbers `score` writes; `stretches` (its timeline) draws the
+    offset over time on the map.
     """
     S = np.asarray(S, dtype=np.float32)
     K = (S.shape[1] - 1) // 2
@@ -63,6 +86,8 @@ def plot_sync_map(S: np.ndarray, metrics: dict, title: str, path: Path) -> Path:
     heat.axhline(metrics["offset_frames"], color="cyan", lw=1, ls="--", label="offset")
     heat.set_ylabel("offset k (frames; + = audio leads)")
     heat.set_title(_title(title, metrics))
+    if stretches:
+        _offset_over_time(heat, metrics, stretches)
     label = "minus L2 distance" if distance else "cosine similarity"
     figure.colorbar(image, ax=heat, label=label)
     offsets = np.arange(-K, K + 1)

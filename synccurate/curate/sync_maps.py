@@ -52,7 +52,8 @@ def draw_sync_maps(
         if clip.status != "ok":
             yield SyncMap(clip.ref, clip.status, clip.error)
             continue
-        (metrics,) = driver.score_faces(model, [clip], batch, device, max_offset)
+        (scored,) = driver.score_clip_faces(model, [clip], batch, device, max_offset)
+        metrics = scored.columns
         view = dict(clip.face_views())[metrics["face_track"]]
         (S,) = batching.similarity_matrices(model, [view], batch, device, max_offset)
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
@@ -61,5 +62,5 @@ def draw_sync_maps(
         meaningless = provenance.mismatch(trained_on, clip.synthetic)
         if meaningless:
             title += " — SYNTHETIC-ONLY WEIGHTS ON A REAL CLIP: MEANINGLESS"
-        plot.plot_sync_map(S.cpu().numpy(), metrics, title, target)
+        plot.plot_sync_map(S.cpu().numpy(), metrics, title, target, scored.timeline)
         yield SyncMap(clip.ref, clip.status, None, target, metrics["offset_frames"], meaningless)
