@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -103,15 +104,23 @@ ALLOW_SYNTHETIC_HELP = (
 )
 
 
+def say(text: str) -> None:
+    """One line of plain text: file names and errors may hold brackets, which rich would
+    otherwise read as markup and drop ("synccurate[ray]", a file called "[red].mp4")."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> NoReturn:
     """One red error line, exit code 2."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line
+    console.print(
+        f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True
+    )  # one line
     raise typer.Exit(2)
 
 
 def warn(line: str) -> None:
     """One prominent warning line (bold yellow on a terminal, plain text in a log)."""
-    console.print(f"[bold yellow]{line}[/bold yellow]", highlight=False, soft_wrap=True)
+    console.print(f"[bold yellow]{escape(line)}[/bold yellow]", highlight=False, soft_wrap=True)
 
 
 @contextmanager

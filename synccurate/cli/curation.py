@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -25,6 +26,7 @@ from synccurate.cli.common import (
     console,
     fail,
     load_model_or_fail,
+    say,
     warn,
 )
 
@@ -114,16 +116,15 @@ def filter_(
     table, kept, dropped, rules = result.table, result.kept, result.rejected, result.rules
     reference, how = rules.reference_offset, result.how
     filtering.render_summary(filtering.summarize(table, kept, dropped, rules), console)
-    console.print(f"in sync = offset {reference:+d} ({how})", highlight=False)
+    say(f"in sync = offset {reference:+d} ({how})")
     if link_to:
         report = filtering.link_to(kept, link_to, mirror_from=table)
-        console.print(
+        say(
             f"links in {link_to}: {report.created} created, {report.existing} already there, "
-            f"{len(report.conflicts)} conflicts",
-            highlight=False,
+            f"{len(report.conflicts)} conflicts"
         )
         for conflict in report.conflicts:
-            console.print(f"[yellow]conflict[/yellow] {conflict}", highlight=False)
+            console.print(f"[yellow]conflict[/yellow] {escape(str(conflict))}", highlight=False)
     if list_:
         for path in filtering.kept_paths(kept):
             typer.echo(path)
@@ -210,10 +211,9 @@ def _fix_one_video(
         result = fixing.fix_clip(source, output, offset - (reference_offset or 0))
     except (fixing.MediaError, ValueError, OSError) as error:
         fail(str(error))
-    console.print(
+    say(
         f"{output}: audio shifted by {result['applied_shift_s'] * 1000:+.1f} ms "
-        f"({result['applied_shift_samples']:+d} samples at {result['sample_rate']} Hz)",
-        highlight=False,
+        f"({result['applied_shift_samples']:+d} samples at {result['sample_rate']} Hz)"
     )
 
 
@@ -237,8 +237,8 @@ def _fix_with_progress(
     used = table_fix.other_references()
     if used:
         console.print(
-            f"[yellow]note:[/yellow] {only_kept} was filtered with offsets relative to "
-            f"{', '.join(f'{u:+d}' for u in used)}, fixing relative to {reference:+d}",
+            f"[yellow]note:[/yellow] {escape(str(only_kept))} was filtered with offsets "
+            f"relative to {', '.join(f'{u:+d}' for u in used)}, fixing relative to {reference:+d}",
             highlight=False,
         )
     bar = Progress(
@@ -256,7 +256,7 @@ def _fix_with_progress(
             bar.update(task, completed=done)
             if row["status"] not in QUIET_STATUSES:
                 bar.console.print(
-                    f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False
+                    f"[yellow]{row['status']}[/yellow] {escape(str(row['error']))}", highlight=False
                 )
 
         try:
@@ -269,7 +269,7 @@ def _fix_with_progress(
         except ValueError as error:
             fail(str(error))
     out_dir = table_fix.out_dir
-    counts = Table(title=f"fix → {out_dir} (log: {out_dir / fixing.LOG_NAME})")
+    counts = Table(title=escape(f"fix → {out_dir} (log: {out_dir / fixing.LOG_NAME})"))
     counts.add_column("status")
     counts.add_column("clips", justify="right")
     for status, count in log["status"].value_counts().items():
@@ -312,10 +312,10 @@ def plot(
         max_offset=max_offset,
     ):
         if drawn.target is None:
-            console.print(f"[yellow]{drawn.status}[/yellow] {drawn.error}", highlight=False)
+            console.print(f"[yellow]{drawn.status}[/yellow] {escape(drawn.error)}", highlight=False)
             continue
         note = " (synthetic-only weights: meaningless)" if drawn.meaningless else ""
-        console.print(f"{drawn.target}: offset {drawn.offset_frames:+d}{note}", highlight=False)
+        say(f"{drawn.target}: offset {drawn.offset_frames:+d}{note}")
     if warned:
         warn(warned)
 

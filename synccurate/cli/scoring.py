@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,6 +24,7 @@ from synccurate.cli.common import (
     console,
     fail,
     load_model_or_fail,
+    say,
     terminated_as_exit,
     warn,
 )
@@ -180,10 +182,9 @@ def score_with_progress(net: SyncModel, options: ScoreOptions, progress: bool = 
     except (FileNotFoundError, ValueError, ImportError) as error:
         fail(str(error))
     found, todo = len(run.refs), len(run.todo)
-    console.print(
+    say(
         f"{found} clips found, {found - todo} already scored, {todo} to score "
-        f"with {net.model_id} on {run.device}",
-        highlight=False,
+        f"with {net.model_id} on {run.device}"
     )
     if run.warning:
         warn(run.warning)
@@ -203,7 +204,8 @@ def score_with_progress(net: SyncModel, options: ScoreOptions, progress: bool = 
         rate = f"{stats.clips / wall:.2f} clips/s, {stats.video_seconds / wall:.1f} s video/s"
         bar.update(task, advance=1, rate=rate)
         if row["status"] != "ok":
-            bar.console.print(f"[yellow]{row['status']}[/yellow] {row['error']}", highlight=False)
+            error = escape(str(row["error"]))
+            bar.console.print(f"[yellow]{row['status']}[/yellow] {error}", highlight=False)
 
     with terminated_as_exit(), bar:
         task = bar.add_task("score", total=todo, rate="")
@@ -216,7 +218,7 @@ def score_with_progress(net: SyncModel, options: ScoreOptions, progress: bool = 
 
 def _print_score_summary(stats: RunStats, output: Path) -> None:
     """Clips per status, video seconds scored and where the time went."""
-    summary = Table(title=f"scored {stats.clips} clips in {stats.wall:.1f} s → {output}")
+    summary = Table(title=escape(f"scored {stats.clips} clips in {stats.wall:.1f} s → {output}"))
     summary.add_column("status")
     summary.add_column("clips", justify="right")
     for status, count in stats.statuses.most_common():
@@ -244,7 +246,7 @@ def compact(
         parts, rows, target = readers.compact(folder)
     except (ValueError, OSError) as error:
         fail(str(error))
-    console.print(f"{folder}: {parts} parts → {target.name if target else 'none'} ({rows} rows)")
+    say(f"{folder}: {parts} parts → {target.name if target else 'none'} ({rows} rows)")
 
 
 def manifest(
@@ -258,7 +260,7 @@ def manifest(
         table = write_manifest(paths, output)
     except (FileNotFoundError, ValueError, OSError) as error:
         fail(str(error))
-    console.print(f"{output}: {len(table)} clips", highlight=False)
+    say(f"{output}: {len(table)} clips")
 
 
 def shards(
@@ -280,7 +282,7 @@ def shards(
         status = shard_status(folder, manifest_path, count)
     except (FileNotFoundError, ValueError, OSError) as error:
         fail(str(error))
-    table = Table(title=f"{folder}: {len(status)} shards")
+    table = Table(title=escape(f"{folder}: {len(status)} shards"))
     for column in ("state", "shards", "clips with a row"):
         table.add_column(column, justify="left" if column == "state" else "right")
     for state in ("finished", "unfinished", "missing"):

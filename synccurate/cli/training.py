@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from synccurate.cli.common import (
@@ -20,6 +21,7 @@ from synccurate.cli.common import (
     console,
     fail,
     load_model_or_fail,
+    say,
     warn,
 )
 from synccurate.cli.scoring import score_with_progress
@@ -85,7 +87,7 @@ def synth(
         )
     except (ValueError, OSError) as error:
         fail(str(error))
-    console.print(f"wrote {len(manifest)} clips and {out_dir / synthesis.MANIFEST_NAME}")
+    say(f"wrote {len(manifest)} clips and {out_dir / synthesis.MANIFEST_NAME}")
 
 
 TRAIN_INPUT_HELP = (
@@ -181,13 +183,13 @@ def train(
             device=device.value,
             resume=resume,
             allow_synthetic_weights=allow_synthetic_weights,
-            log=console.print,
+            log=say,
             warn=warn,
         )
     except (FileNotFoundError, ValueError, WeightsError) as error:
         fail(str(error))
     if final:
-        console.print(f"trained weights: {final} (use with --weights, or copy into weights/)")
+        say(f"trained weights: {final} (use with --weights, or copy into weights/)")
 
 
 EVAL_SHIFTS_HELP = (
@@ -277,12 +279,12 @@ def _print_accuracy(results: dict) -> None:
         table.add_row(length, shown(accuracy), str(results["n_subclips"][length]), *cells)
     console.print(table)
     for error in results["failed_clips"]:
-        console.print(f"[yellow]skipped[/yellow] {error}", highlight=False)
+        console.print(f"[yellow]skipped[/yellow] {escape(str(error))}", highlight=False)
     if results["skipped_shifts"]:
         console.print(
             f"[yellow]{len(results['skipped_shifts'])} clip × shift pairs skipped[/yellow]: the "
             f"shifted truth lies beyond ±{results['max_offset']} "
-            f"(e.g. {results['skipped_shifts'][0]})",
+            f"(e.g. {escape(str(results['skipped_shifts'][0]))})",
             highlight=False,
         )
     if results["synthetic_weights_on_real"]:
