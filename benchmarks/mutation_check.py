@@ -59,8 +59,16 @@ TESTS = {
     "faces": ["test_faces.py", "test_scoring.py", "test_score.py"],
     "evaluate": ["test_evaluate.py", "test_end_to_end.py"],
     "train": ["test_train.py"],
-    "store": ["test_store.py", "test_score.py"],
-    "v2": ["test_models_parity.py", "test_models_scoring.py"],
+    "store": ["test_store.py", "test_score.py", "test_store_pins_and_shards.py"],
+    "v2": ["test_models_parity.py", "test_models_scoring.py", "test_v2_known_answers.py"],
+    # issue 22: known-answer tests of the areas where planted bugs got through
+    "v2-known": ["test_v2_known_answers.py", "test_models_parity.py", "test_models_scoring.py"],
+    "faces-known": ["test_faces_known_answers.py", "test_faces.py"],
+    "speaker": ["test_faces_known_answers.py", "test_score.py", "test_scoring.py"],
+    "fix-known": ["test_fix_outputs.py", "test_fix.py", "test_fix_synthetic.py", "test_cli.py"],
+    "layout": ["test_fix_outputs.py", "test_filtering.py", "test_fix.py", "test_cli.py"],
+    "store-known": ["test_store_pins_and_shards.py", "test_store.py", "test_resume.py"],
+    "shards": ["test_store_pins_and_shards.py", "test_store.py", "test_score.py"],
 }
 
 
@@ -86,8 +94,8 @@ MUTATIONS = [
       "Gaussian truncated at 3 instead of 4"),
     m("sync-kernel", "models/sync.py", "np.exp(-0.5 * (taps / SMOOTH_SIGMA) ** 2)",
       "np.exp(-((taps / SMOOTH_SIGMA) ** 2))", "sync", "Gaussian kernel without the 1/2"),
-    m("sync-renorm", "models/sync.py", "return num / den[:, None]", "return num / kernel.sum()", "sync",
-      "truncated kernel not renormalised at the ends"),
+    m("sync-renorm", "models/sync.py", "return num / den[:, None]", "return num / kernel.sum()",
+      "sync", "truncated kernel not renormalised at the ends"),
     m("sync-no-smooth", "models/sync.py", "smooth = _gaussian_smooth(S)", "smooth = S", "sync",
       "no smoothing of S"),
     m("sync-onscreen-threshold", "models/sync.py", "labels = p > 0.5", "labels = p > 0.4", "sync",
@@ -103,7 +111,8 @@ MUTATIONS = [
       "islands only ever become off-screen"),
     m("sync-archipelago", "models/sync.py", "if j - i >= 2:", "if j - i >= 3:", "sync",
       "archipelagos need three short runs"),
-    m("sync-near", "models/sync.py", "near = slice(max(0, column - 1), min(S.shape[1], column + 2))",
+    m("sync-near", "models/sync.py",
+      "near = slice(max(0, column - 1), min(S.shape[1], column + 2))",
       "near = slice(column, column + 1)", "sync", "p_t only at k*, not k*±1"),
     m("sync-prob-formula", "models/sync.py", "prob_at_offset=float(probability(c_t.mean())),",
       "prob_at_offset=float(np.mean(probability(c_t))),", "sync",
@@ -116,8 +125,8 @@ MUTATIONS = [
       "at_search_edge=abs(offset) >= K - 1,", "sync", "at_search_edge one frame early"),
     m("sync-confidence", "models/sync.py", "confidence=float(profile.max() - np.median(profile)),",
       "confidence=float(profile.max() - profile.mean()),", "sync", "confidence max - mean"),
-    m("sync-profile-mask", "models/sync.py", "profile = S[valid].mean(0)", "profile = S.mean(0)", "sync",
-      "offset profile over face-less windows too"),
+    m("sync-profile-mask", "models/sync.py", "profile = S[valid].mean(0)", "profile = S.mean(0)",
+      "sync", "offset profile over face-less windows too"),
     m("sync-pt-mask", "models/sync.py",
       "p_t = np.where(valid, probs[:, near][np.arange(len(S)), pick], 0.0)",
       "p_t = probs[:, near][np.arange(len(S)), pick]", "sync", "p_t of face-less windows kept"),
@@ -149,8 +158,9 @@ MUTATIONS = [
     m("audio-advance-off-by-one", "io/audio.py", "out[: n + shift] = samples[-shift:]",
       "out[: n + shift - 1] = samples[-shift + 1 :]", "audio", "advance one sample too far"),
     # --- fix.py: the audio shift -------------------------------------------------------------
-    m("fix-min-abs", "curate/fix.py", 'action = "fix" if abs(shift) >= min_abs_offset else "copy"',
-      'action = "fix" if abs(shift) > min_abs_offset else "copy"', "fix",
+    m("fix-min-abs", "curate/fix.py",
+      'action = "fix" if line is not None or abs(shift) >= min_abs_offset else "copy"',
+      'action = "fix" if line is not None or abs(shift) > min_abs_offset else "copy"', "fix",
       "|offset| = 1 copied instead of fixed"),
     m("fix-shift-sign", "curate/fix.py", "shifted = delay_samples(source, shift)",
       "shifted = delay_samples(source, -shift)", "fix", "audio advanced instead of delayed"),
@@ -184,17 +194,18 @@ MUTATIONS = [
       'return set(zip(_python_strings(table["root"]), table["path"].to_pylist(), strict=True))',
       'return {("", p) for p in table["path"].to_pylist()}', "score",
       "done-ness keyed by the relative path only"),
-    m("score-retry-ignored", "store/readers.py", "    if retry_failed:\n", "    if False:\n", "score",
-      "--retry-failed ignored"),
-    m("score-retry-all", "store/readers.py", 'table = table.filter(pc.equal(table["status"], "ok"))',
+    m("score-retry-ignored", "store/readers.py", "    if retry_failed:\n", "    if False:\n",
+      "score", "--retry-failed ignored"),
+    m("score-retry-all", "store/readers.py",
+      'table = table.filter(pc.equal(table["status"], "ok"))',
       "table = table.slice(0, 0)", "score", "--retry-failed rescores ok rows too"),
     m("score-mixed-models", "store/folder.py", "    if keys:\n        raise ValueError(",
       "    if False:\n        raise ValueError(", "score", "refusal to mix models removed"),
     m("score-workers-drop", "pipeline/executors/local.py", "item = queue.popleft()",
       "item = queue.popleft() if len(queue) % 2 else (queue.popleft(), queue.popleft())[1]",
       "score", "worker path drops every other queued clip"),
-    m("score-min-face-ratio", "pipeline/prepare.py", "MIN_FACE_RATIO = 0.5", "MIN_FACE_RATIO = 0.3", "score",
-      "no_face below 30 % instead of 50 %"),
+    m("score-min-face-ratio", "pipeline/prepare.py", "MIN_FACE_RATIO = 0.5", "MIN_FACE_RATIO = 0.3",
+      "score", "no_face below 30 % instead of 50 %"),
     m("score-no-face-ratio-rule", "pipeline/prepare.py",
       "if clip.has_face.mean() < MIN_FACE_RATIO or not clip.valid_windows().any():",
       "if not clip.valid_windows().any():", "score", "no_face ratio rule dropped"),
@@ -207,8 +218,8 @@ MUTATIONS = [
       "return np.any([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)",
       "score", "a window needs one face frame, not five"),
     m("score-mask-dropped", "pipeline/driver.py",
-      "per_clip[c].append((i, model.metrics(S, view.valid_windows(), offset_method)))",
-      "per_clip[c].append((i, model.metrics(S, np.ones(len(S), bool), offset_method)))",
+      "seen[c, i] = S, view.valid_windows()",
+      "seen[c, i] = S, np.ones(len(S), bool)",
       "score", "face mask not passed to the metrics"),
     m("score-face-ratio-constant", "pipeline/driver.py",
       '"face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,',
@@ -236,13 +247,16 @@ MUTATIONS = [
     # --- evaluate.py -------------------------------------------------------------------------
     m("eval-tolerance", "training/evaluate.py", "TOLERANCE = 1  #", "TOLERANCE = 2  #", "evaluate",
       "±2 frames counted correct"),
-    m("eval-sign", "training/evaluate.py", "correct += int(((predicted - truth).abs() <= TOLERANCE).sum())",
+    m("eval-sign", "training/evaluate.py",
+      "correct += int(((predicted - truth).abs() <= TOLERANCE).sum())",
       "correct += int(((predicted + truth).abs() <= TOLERANCE).sum())", "evaluate",
       "truth compared with the wrong sign"),
-    m("eval-predicted-sign", "training/evaluate.py", "predicted = means.argmax(1) - (S.shape[1] - 1) // 2",
+    m("eval-predicted-sign", "training/evaluate.py",
+      "predicted = means.argmax(1) - (S.shape[1] - 1) // 2",
       "predicted = (S.shape[1] - 1) // 2 - means.argmax(1)", "evaluate",
       "predicted offset sign flipped"),
-    m("eval-truth", "training/evaluate.py", 'return refs, [int(x) for x in table["true_offset_frames"]]',
+    m("eval-truth", "training/evaluate.py",
+      'return refs, [int(x) for x in table["true_offset_frames"]]',
       'return refs, [-int(x) for x in table["true_offset_frames"]]', "evaluate",
       "manifest offsets read with the wrong sign"),
     # --- train.py: hard negatives ------------------------------------------------------------
@@ -262,10 +276,10 @@ MUTATIONS = [
     m("score-batch-bound", "pipeline/batching.py",
       "return max(1, min(own, CPU_BATCH_BYTES // activation_bytes_per_window(model)))",
       "return own", "score", "CPU batch not bounded by memory"),
-    m("score-batch-inputs", "pipeline/batching.py", "tensors = [*inputs, output]", "tensors = [output]",
-      "score", "a layer's input left out of its working set"),
-    m("cli-sigterm", "cli/__init__.py", "    with terminated_as_exit(), bar, writer:",
-      "    with bar, writer:", "score", "SIGTERM kills the run without publishing its rows"),
+    m("score-batch-inputs", "pipeline/batching.py", "tensors = [*inputs, output]",
+      "tensors = [output]", "score", "a layer's input left out of its working set"),
+    m("cli-sigterm", "cli/scoring.py", "    with terminated_as_exit(), bar:", "    with bar:",
+      "score", "SIGTERM kills the run without publishing its rows"),
     # --- audio.py: NumPy log-mel -------------------------------------------------------------
     m("audio-mel-area", "io/audio.py", "weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]",
       "weights *= (1.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]", "audio",
@@ -284,6 +298,98 @@ MUTATIONS = [
     m("v2-medfilt-pad", "models/syncnet_v2.py", "padded = np.pad(np.asarray(values), kernel // 2)",
       "padded = np.pad(np.asarray(values), kernel // 2, mode='edge')", "v2",
       "median filter pads with edge values instead of zeros"),
+    # --- issue 22: SyncNet v2 statistics and crops (hand-built distances, a drawn face) -----
+    m("v2-mdist-median", "models/syncnet_v2.py", "mdist = rows.mean(dim=0).numpy()",
+      "mdist = rows.median(dim=0).values.numpy()", "v2-known",
+      "per-offset distance is the median over windows, not the mean"),
+    m("v2-conf-mean", "models/syncnet_v2.py", "median = np.median(mdist)",
+      "median = np.mean(mdist)",
+      "v2-known", "LSE-C and fconf from the mean of the profile, not its median"),
+    m("v2-fconf-column", "models/syncnet_v2.py", "fdist = dists[:, best].numpy()",
+      "fdist = dists[:, max_offset].numpy()", "v2-known", "fconf read at offset 0, not the best"),
+    m("v2-fconf-unfiltered", "models/syncnet_v2.py",
+      '"fconf": medfilt(median - fdist, FCONF_KERNEL),',
+      '"fconf": median - fdist,', "v2-known", "fconf without the 9-window median filter"),
+    m("v2-vote-lse-at-mean", "models/syncnet_v2.py", 'lse_d = float(summary["mdist"][K - offset])',
+      'lse_d = float(summary["min_dist"])', "v2-known",
+      "--offset-method vote: LSE-D read at the mean's offset"),
+    m("v2-vote-mask", "models/syncnet_v2.py", "voted, share, _ = vote_offset(similarity, valid)",
+      "voted, share, _ = vote_offset(similarity)", "v2-known", "face-less windows vote"),
+    m("v2-mean-mask", "models/syncnet_v2.py", "rows = dists if valid is None else",
+      "rows = dists if True else", "v2-known", "face-less windows in LSE-D / LSE-C"),
+    m("v2-profile-order", "models/syncnet_v2.py", '"profile": (-summary["mdist"][::-1]).round(4),',
+      '"profile": (-summary["mdist"]).round(4),', "v2-known",
+      "profile column in upstream's order, not offset order"),
+    m("v2-crop-rows", "models/syncnet_v2.py", "int(np.floor(y + half * (1 + 2 * CROP_SCALE)))",
+      "int(np.floor(y + half * (1 + CROP_SCALE)))", "v2-known",
+      "v2 crop reaches 1.4 half-sizes below the centre instead of 1.8"),
+    m("v2-track-half-min", "models/syncnet_v2.py",
+      "half = np.maximum(run[:, 2] - run[:, 0], run[:, 3] - run[:, 1]) / 2",
+      "half = np.minimum(run[:, 2] - run[:, 0], run[:, 3] - run[:, 1]) / 2", "v2-known",
+      "v2 track squared on the shorter side of the face box"),
+    # --- issue 22: nested / overlapping boxes; the speaker as the second track -------------
+    m("faces-nested-smallest-first", "faces/tracks.py",
+      "key=lambda f: _area(np.asarray(f[:4])), reverse=True)",
+      "key=lambda f: _area(np.asarray(f[:4])), reverse=False)", "faces-known",
+      "nested boxes: the smallest one kept instead of the largest"),
+    m("faces-nested-corner-rule", "faces/tracks.py",
+      "if not any((k[:2] <= centre).all() and (centre <= k[2:]).all() for k in kept):",
+      "if not any((k[:2] <= centre).all() or (centre <= k[2:]).all() for k in kept):",
+      "faces-known", "a box right of / below a larger one counts as inside it"),
+    m("faces-nested-top-left", "faces/tracks.py", "centre = (box[:2] + box[2:]) / 2",
+      "centre = box[:2]", "faces-known",
+      "a face whose top-left corner overlaps another is dropped"),
+    m("score-speaker-ratio-first", "pipeline/driver.py",
+      "chosen = clip.tracks[track] if clip.tracks else None",
+      "chosen = clip.tracks[0] if clip.tracks else None", "speaker",
+      "face_ratio of the first track, not the speaker's"),
+    m("score-tracks-ratio-speaker", "pipeline/driver.py",
+      '"face_ratio": round(float(clip.tracks[i].has_face.mean()), 4),',
+      '"face_ratio": round(float(clip.tracks[track].has_face.mean()), 4),', "speaker",
+      "face_tracks gives every track the speaker's face_ratio"),
+    m("score-row-over-metrics", "pipeline/driver.py", "return row | (metrics or {})",
+      "return (metrics or {}) | row", "speaker",
+      "the main face's face_ratio overrides the speaker's"),
+    m("score-face-track-zero", "pipeline/driver.py", '"face_track": track,', '"face_track": 0,',
+      "speaker", "face_track always 0"),
+    m("score-view-main-mask", "pipeline/prepare.py",
+      "(i, replace(self, crops=track.crops, has_face=track.has_face))",
+      "(i, replace(self, crops=track.crops))", "speaker",
+      "every track scored with the main face's frames"),
+    # --- issue 22: fix / link-to layout, safety, reruns, codec delay ------------------------
+    m("layout-third-root-collides", "curate/filtering.py", "        while name in used:",
+      "        if name in used:", "layout",
+      "a third root of the same name writes into the second's"),
+    m("layout-from-subset", "curate/filtering.py", "unique = sorted(set(all_roots) | set(roots))",
+      "unique = sorted(set(roots))", "layout", "layout decided by the kept rows, not the table"),
+    m("link-layout-subset", "curate/filtering.py",
+      "relative = mirror_paths(kept, layout_from=mirror_from)", "relative = mirror_paths(kept)",
+      "layout", "--link-to lays out the kept clips unlike fix"),
+    m("fix-symlink-target", "curate/fix.py", "if dst_entry in (src.resolve(), src_entry):",
+      "if dst_entry == src_entry:", "fix-known",
+      "an output where a symlinked input points is overwritten"),
+    m("fix-reuse-deleted", "curate/fix.py", "        and (target.exists() or target.is_symlink())",
+      "        and True", "fix-known", "a deleted output still in the log is not redone"),
+    m("fix-compensation-sign", "curate/fix.py", "compensation += check", "compensation -= check",
+      "fix-known", "codec delay compensated the wrong way"),
+    m("fix-single-encode", "curate/fix.py", "MAX_ENCODES = 3", "MAX_ENCODES = 1", "fix-known",
+      "a codec delay the container cannot signal is left in"),
+    # --- issue 22: pinned max offset, legacy tables, shards --------------------------------
+    m("store-max-offset-unpinned", "store/folder.py", 'PINNED = ("model", "max_offset")',
+      'PINNED = ("model",)', "store-known", "a run with another --max-offset mixed in"),
+    m("legacy-failed-rows-judged", "store/parts.py", 'keys.loc[keys["status"] == "ok", "model"]',
+      'keys.loc[keys["status"] != "ok", "model"]', "store-known",
+      "legacy table judged by its failed rows' model"),
+    m("legacy-all-rows-judged", "store/parts.py", 'keys.loc[keys["status"] == "ok", "model"]',
+      'keys["model"]', "store-known", "legacy table refused for failed rows of another model"),
+    m("shard-file-name", "io/inputs.py", "return zlib.crc32(path.encode()) % count",
+      'return zlib.crc32(path.rsplit("/", 1)[-1].encode()) % count', "shards",
+      "shard by the file name alone"),
+    m("shard-absolute-path", "io/inputs.py", "if shard_of(ref.path, count) == index]",
+      "if shard_of(str(ref.file), count) == index]", "shards", "shard by the absolute path"),
+    m("shards-status-absolute", "store/manifest.py", "index = shard_of(ref.path, count)",
+      "index = shard_of(str(ref.file), count)", "shards",
+      "`shards` counts clips in the shard of their absolute path"),
 ]  # fmt: skip
 
 
@@ -362,10 +468,10 @@ def apply(copy: Path, mutation: Mutation) -> str | None:
     return text
 
 
-def check_fragments(repo: Path) -> list[str]:
+def check_fragments(repo: Path, mutations: list[Mutation] = MUTATIONS) -> list[str]:
     problems = []
     names = set()
-    for mutation in MUTATIONS:
+    for mutation in mutations:
         if mutation.name in names:
             problems.append(f"{mutation.name}: duplicate name")
         names.add(mutation.name)
@@ -398,10 +504,6 @@ def main() -> int:
         for mutation in MUTATIONS:
             print(f"{mutation.name:28} {mutation.file:24} {mutation.what}")
         return 0
-    problems = check_fragments(REPO)
-    if problems or args.check:
-        print("\n".join(problems) or f"all {len(MUTATIONS)} fragments found exactly once")
-        return 1 if problems else 0
     selected = MUTATIONS
     if args.only:
         wanted = set(args.only.split(","))
@@ -409,6 +511,11 @@ def main() -> int:
         unknown = wanted - {mutation.name for mutation in selected}
         if unknown:
             parser.error(f"unknown mutations: {', '.join(sorted(unknown))}")
+    # --check looks at every mutant; a run needs only the fragments of the mutants it runs
+    problems = check_fragments(REPO, MUTATIONS if args.check else selected)
+    if problems or args.check:
+        print("\n".join(problems) or f"all {len(MUTATIONS)} fragments found exactly once")
+        return 1 if problems else 0
     shared = args.shared.resolve() if args.shared.is_dir() else None
     if args.mode != "without" and shared is None:
         parser.error(f"{args.shared}: no shared folder for --mode {args.mode}")

@@ -204,13 +204,15 @@ class ShiftLine:
 
 
 def _number(value) -> float | None:
-    """A table cell as a float; None when missing or NaN."""
-    if value is None or (np.isscalar(value) and pd.isna(value)):
+    """A table cell as a float; None when missing, NA or NaN."""
+    if value is None or value is pd.NA or not np.isscalar(value) or pd.isna(value):
         return None
     return float(value)
 
 
-def drift_line(row: dict, clip_seconds: float | None, reference_offset: int = 0) -> ShiftLine | None:
+def drift_line(
+    row: dict, clip_seconds: float | None, reference_offset: int = 0
+) -> ShiftLine | None:
     """The shift line that repairs a drifting clip, from its scores row; None when the clip
     is fixed by the constant shift as before.
 
@@ -246,7 +248,7 @@ def offset_step_reason(row: dict, name: str) -> str | None:
     if steps is None or steps < 1:
         return None
     at = row.get("offset_step_at_s")
-    times = [] if at is None or np.isscalar(at) else [float(t) for t in at]
+    times = [] if at is None or at is pd.NA or np.isscalar(at) else [float(t) for t in at]
     when = ", ".join(f"{t:.1f} s" for t in times) or "an unknown time"
     low, high = _number(row.get("offset_min")), _number(row.get("offset_max"))
     start = _number(row.get("offset_start_ms"))
@@ -254,9 +256,11 @@ def offset_step_reason(row: dict, name: str) -> str | None:
         offsets = ""
     elif int(steps) == 1 and start is not None:
         # the side the clip starts on is the one nearer the line's start
-        before, after = (low, high) if abs(start - low * MS_PER_FRAME) <= abs(
-            start - high * MS_PER_FRAME
-        ) else (high, low)
+        before, after = (
+            (low, high)
+            if abs(start - low * MS_PER_FRAME) <= abs(start - high * MS_PER_FRAME)
+            else (high, low)
+        )
         offsets = f" ({_frames_text(int(before))} → {_frames_text(int(after))} frames)"
     else:
         offsets = f" (offsets {_frames_text(int(low))} … {_frames_text(int(high))} frames)"
@@ -292,12 +296,12 @@ def resample_by_line(samples: np.ndarray, rate: int, line: ShiftLine) -> np.ndar
     Computed RESAMPLE_CHUNK output samples at a time.
     """
     samples = np.asarray(samples, dtype=np.float32)
+    if not samples.size:
+        return samples.copy()
     two_d = samples.reshape(len(samples), -1)
     n, channels = two_d.shape
     half = SINC_HALF_WIDTH
     table = _sinc_table(half, SINC_PHASES, SINC_CUTOFF, SINC_BETA).astype(np.float32)
-    pad = np.zeros((2 * half, channels), np.float32)  # silence around the source
-    padded = np.concatenate([pad, two_d, pad])
     ks = np.arange(-half + 1, half + 1)
     out = np.zeros_like(two_d)
     for first in range(0, n, RESAMPLE_CHUNK):
@@ -312,9 +316,12 @@ def resample_by_line(samples: np.ndarray, rate: int, line: ShiftLine) -> np.ndar
         row = np.minimum(phase.astype(np.int64), SINC_PHASES - 1)
         weight = (phase - row).astype(np.float32)[:, None]
         taps = table[row] * (1 - weight) + table[row + 1] * weight  # [m, 2·half]
-        at = base.astype(np.int64)[:, None] + ks[None, :] + 2 * half  # rows of `padded`
+        at = base.astype(np.int64)[:, None] + ks[None, :]  # the source samples used
+        outside = (at < 0) | (at >= n)  # silence before and after the source
+        taps[outside] = 0
+        at = np.clip(at, 0, n - 1)
         for channel in range(channels):
-            out[index, channel] = np.einsum("ij,ij->i", padded[at, channel], taps)
+            out[index, channel] = np.einsum("ij,ij->i", two_d[at, channel], taps)
     return out.reshape(samples.shape)
 
 
@@ -1029,15 +1036,22 @@ def fix_table(
       - skipped_not_kept: `only_kept` is given and the clip (root, path) is not in it;
       - skipped_not_ok: the score status is not ok (`error` says which);
       - missing_input: the clip is gone;
+      - skipped_offset_step: the scores say the offset steps (offset_steps >= 1); no shift
+        of the whole clip repairs it, so nothing is written and `error` says where it
+        steps (`offset_step_reason`); an earlier run's output of the clip is removed;
       - copied / linked: |offset - reference| < min_abs_offset (nothing to shift): copied,
         or hard-linked (symlinked across file systems) with link_unshifted;
-      - fixed: re-encoded with `fix_clip`;
+      - fixed: re-encoded with `fix_clip`: by the constant shift, or, for a clip whose
+        offset drifts (`drift_line`: the drift_ms_per_min / offset_start_ms columns,
+        MIN_DRIFT_ACROSS_CLIP_MS, MIN_DRIFT_TO_RESIDUAL), resampled along its offset line
+        less the reference (applied_drift_ms_per_min, applied_shift_start_s / _end_s);
+        tables without those columns are fixed by the constant shift;
       - encode_error / decode_error / no_audio / no_video / refused / error: that failure
         with a one-line `error`; the batch goes on.
     A rerun skips rows the previous log (out_dir/fixes.parquet) records as done with the
     same input, output, offset and reference, when the output still exists: their
-    previous row is kept with reused=True. Outputs that exist but are not logged as done
-    are redone.
+    previous row is kept with reused=True (a drift fix: also the same shift line). Outputs
+    that exist but are not logged as done are redone.
 
     The log (columns LOG_COLUMNS, table order) is written atomically to
     out_dir/fixes.parquet every `flush_every_s` seconds and at the end (also when
@@ -1077,6 +1091,13 @@ __all__ = [
     "FixTask",
     "LOG_COLUMNS",
     "LOG_NAME",
+    "MIN_DRIFT_ACROSS_CLIP_MS",
+    "MIN_DRIFT_TO_RESIDUAL",
+    "STEP_STATUS",
+    "ShiftLine",
+    "drift_line",
+    "offset_step_reason",
+    "resample_by_line",
     "copy_clip",
     "decode_audio",
     "decode_timeline",
