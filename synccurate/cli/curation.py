@@ -162,6 +162,9 @@ def fix(
     The video stream is copied bit for bit; the audio is re-encoded in the source's codec
     family, shifted by an exact number of samples; the duration is kept. With a reference
     offset (--relative-to dataset, --reference-offset N) the shift is offset − reference.
+    A clip whose offset drifts (drift_ms_per_min) is resampled along its offset line so
+    start, middle and end are in sync; a clip whose offset steps (an edit) is skipped
+    with its reason.
     """
     from synccurate.curate import runs
 
@@ -329,13 +332,23 @@ def report(
     thumbnails: bool = typer.Option(
         True, help="Show each listed clip's middle frame (decodes those clips)."
     ),
+    reference: Path | None = typer.Option(
+        None,
+        exists=True,
+        help="Another scores table to compare with (the real clips of generated ones, or "
+        "another run): per-model means side by side, per-clip differences (this − reference) "
+        "for the clips in both, matched by their relative path.",
+    ),
 ) -> None:
     """Write one self-contained HTML page about a whole scores table: statuses and errors,
-    metric histograms, kept share against the filter thresholds, and the worst clips."""
+    per-model means, metric histograms, drift, kept share against the filter thresholds,
+    and the worst clips; with --reference, compared with another table."""
     from synccurate.curate import report as reporting
 
     try:
-        summary = reporting.write_report(scores, output, worst=worst, with_thumbnails=thumbnails)
+        summary = reporting.write_report(
+            scores, output, worst=worst, with_thumbnails=thumbnails, reference=reference
+        )
     except (FileNotFoundError, ValueError, OSError) as error:
         fail(str(error))
     kept = summary["thresholds"]
@@ -345,3 +358,5 @@ def report(
         f"({output.stat().st_size / 1024:.0f} KiB)",
         highlight=False,
     )
+    for line in reporting.console_lines(summary):
+        console.print(line, highlight=False, markup=False)

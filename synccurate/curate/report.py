@@ -14,6 +14,12 @@ steps are separate functions:
 - render: `render` writes the page; the summary is embedded as
   `<script type="application/json" id="summary">` for machines (and tests).
 
+Besides the distributions the page has the offset over time (`drift_summary`: a drift
+histogram, the most drifting clips and the clips whose offset steps), the per-model means
+with their spread as papers print them (`compare.per_model`), a banner when rows were scored
+by synthetic-only weights on real clips, and with `reference=` a second table compared
+model by model and clip by clip (`compare.compare_tables`).
+
 The page loads nothing: no scripts, stylesheets, fonts or network images (inline SVG in
 HTML needs no namespace URL either); the only links are `file://` links to the clips.
 """
@@ -40,9 +46,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from synccurate.curate import filtering
+from synccurate.curate import compare, filtering
 from synccurate.io import media
 from synccurate.io.files import default_file_mode, same_file
+from synccurate.models import provenance
 
 SCALAR_COLUMNS = (
     "root",
@@ -61,9 +68,15 @@ SCALAR_COLUMNS = (
     "lse_c",
     "lse_d",
     "vote_share",
+    "drift_ms_per_min",
+    "drift_residual_ms",
+    "offset_min",
+    "offset_max",
+    "offset_steps",
+    provenance.SYNTHETIC_ON_REAL_COLUMN,
     "scored_at",
 )
-LIST_COLUMNS = ("p_t", "profile")
+LIST_COLUMNS = ("p_t", "profile", "offset_step_at_s")  # read for the listed clips only
 KEY = ["root", "path"]
 DICTIONARY = ("root", "status", "model", "face_detector")  # few distinct values: categoricals
 UNIT_METRICS = ("prob_at_offset", "offscreen_ratio", "face_ratio", "silence_ratio", "vote_share")
@@ -78,6 +91,36 @@ GRID_OFFSCREEN = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 MAX_ERROR_KINDS = 25
 THUMB_WIDTH = 96
 SPARK_POINTS = 240  # p_t timelines longer than this are drawn as bucket means
+DRIFT_BINS = 20  # over ±R ms/min, R a round number above the 99th percentile of |drift|
+DRIFT_RANGE_QUANTILE = 0.99  # rarer, larger drifts are counted in the end bars
+# What synthetic-only weights on real clips make meaningless (everything the sync model
+# decides), and what they do not touch (decoding, face detection, audio energy).
+MEANINGLESS_COLUMNS = (
+    "offset_frames",
+    "offset_seconds",
+    "prob_at_offset",
+    "offscreen_ratio",
+    "confidence",
+    "lse_d",
+    "lse_c",
+    "fconf",
+    "vote_offset",
+    "vote_share",
+    "at_search_edge",
+    "p_t",
+    "onscreen",
+    "profile",
+    "face_track",
+    "face_tracks",
+    "drift_ms_per_min",
+    "offset_start_ms",
+    "drift_residual_ms",
+    "offset_min",
+    "offset_max",
+    "offset_steps",
+    "offset_step_at_s",
+)
+UNAFFECTED_COLUMNS = ("status", "duration_s", "n_frames", "n_faces", "silence_ratio")
 
 LABELS = {
     "offset_frames": "offset (frames; + = audio leads)",
@@ -88,6 +131,7 @@ LABELS = {
     "vote_share": "vote share",
     "lse_c": "LSE-C (higher = more confident)",
     "lse_d": "LSE-D (lower = closer)",
+    "drift_ms_per_min": "drift (ms per minute; + = the audio leads more and more)",
 }
 
 
@@ -437,11 +481,112 @@ def worst_clips(table: pd.DataFrame, n: int) -> dict[str, dict]:
     return result
 
 
-def summarise(scores: Scores, worst: int = 10) -> dict:
+def _nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at or above `value` (1 at least)."""
+    if not np.isfinite(value) or value <= 1:
+        return 1.0
+    power = 10.0 ** np.floor(np.log10(value))
+    return float(next(step * power for step in (1, 2, 5, 10) if step * power >= value))
+
+
+def drift_histogram(drift: np.ndarray) -> dict:
+    """Signed drift (ms/min) in DRIFT_BINS bins over ±R, R a round number at or above the
+    99th percentile of |drift| (larger ones in the end bars, counted as "beyond")."""
+    values = drift[np.isfinite(drift)]
+    quantile = float(np.quantile(np.abs(values), DRIFT_RANGE_QUANTILE)) if len(values) else 1.0
+    limit = _nice_ceiling(quantile)
+    result = histogram(values, -limit, limit, DRIFT_BINS)
+    result["beyond"] = int((np.abs(values) > limit).sum())
+    return result
+
+
+def _drift_clip(table: pd.DataFrame, position: int) -> dict:
+    row = table.iloc[position]
+
+    def number(column: str) -> float | None:
+        return _number(_numeric(table.iloc[[position]], column)[0])
+
+    drift, duration = number("drift_ms_per_min"), number("duration_s")
+    steps = number("offset_steps")
+    return {
+        "root": str(row["root"]),
+        "path": str(row["path"]),
+        "drift_ms_per_min": drift,
+        "drift_residual_ms": number("drift_residual_ms"),
+        "across_clip_ms": None if drift is None or duration is None else drift * duration / 60,
+        "duration_s": duration,
+        "offset_frames": number("offset_frames"),
+        "offset_min": number("offset_min"),
+        "offset_max": number("offset_max"),
+        "offset_steps": None if steps is None else int(steps),
+        "offset_step_at_s": None,  # a list column: filled in for the listed clips only
+    }
+
+
+def drift_summary(table: pd.DataFrame, n: int) -> tuple[dict, dict[str, list[int]]]:
+    """The offset over time of the ok clips: how many have a drift measured, its histogram,
+    the n clips with the largest |drift_ms_per_min| (ties in table order) and the n clips
+    whose offset steps (most steps first, then the widest offset range, then table order).
+
+    Returns (summary, {list name: table positions}); {"columns": False} for a table
+    scored before these columns existed."""
+    if "drift_ms_per_min" not in table.columns:
+        return {"columns": False}, {}
+    ok = _is_ok(table)
+    drift = _numeric(table, "drift_ms_per_min")
+    measured = ok & np.isfinite(drift)
+    steps = _numeric(table, "offset_steps")
+    spread = _numeric(table, "offset_max") - _numeric(table, "offset_min")
+    with np.errstate(invalid="ignore"):
+        stepping = ok & (steps >= 1)
+    largest = _pick(np.abs(drift), ok, n, largest=True)
+    candidates = np.flatnonzero(stepping)
+    order = np.lexsort(
+        (candidates, -np.nan_to_num(spread[candidates], nan=-1.0), -steps[candidates])
+    )
+    stepped = candidates[order][:n]
+    summary = {
+        "columns": True,
+        "ok": int(ok.sum()),
+        "measured": int(measured.sum()),
+        "unmeasured": int((ok & ~np.isfinite(drift)).sum()),
+        "stepping": int(stepping.sum()),
+        "histogram": drift_histogram(drift[measured]),
+        "largest": {
+            "total": int(measured.sum()),
+            "clips": [_drift_clip(table, int(p)) for p in largest],
+        },
+        "steps": {
+            "total": int(stepping.sum()),
+            "clips": [_drift_clip(table, int(p)) for p in stepped],
+        },
+    }
+    return summary, {"largest_drift": largest.tolist(), "offset_steps": stepped.tolist()}
+
+
+def synthetic_on_real(table: pd.DataFrame) -> dict:
+    """How many rows synthetic-only weights scored on non-synth clips, and by which models."""
+    flagged = provenance.synthetic_on_real_rows(table)
+    models = _strings(table.loc[flagged], "model", compare.NO_MODEL) if flagged.any() else []
+    return {"rows": int(flagged.sum()), "of": len(table), "models": sorted(set(models))}
+
+
+def summarise(
+    scores: Scores, worst: int = 10, reference: Scores | None = None, **labels: str
+) -> dict:
     """Everything the page shows, as JSON-serialisable numbers (worst lists: paths only).
 
-    "_positions" ({list: table positions}) is for the renderer and is not embedded."""
+    With `reference` (another table), "comparison" holds `compare.compare_tables` of the two
+    (`labels`: its label / reference_label). "_positions" ({list: table positions}) is for
+    the renderer and is not embedded."""
     table = scores.table
+    drift, drift_positions = drift_summary(table, worst)
+    comparison = None
+    if reference is not None:
+        comparison = compare.compare_tables(table, reference.table, worst, **labels)
+        comparison["reference_synthetic_on_real"] = synthetic_on_real(reference.table)
+        comparison["reference_rows_read"] = reference.rows_read
+        comparison["reference_duplicates_dropped"] = reference.duplicates_dropped
     groups, other_errors = error_groups(table)
     hists, max_offset = histograms(table)
     offsets = _numeric(table, "offset_frames")
@@ -467,6 +612,11 @@ def summarise(scores: Scores, worst: int = 10) -> dict:
         "at_search_edge": int((_flag(table, "at_search_edge") & _is_ok(table)).sum()),
         "histograms": hists,
         "thresholds": thresholds(table),
+        "synthetic_on_real": synthetic_on_real(table),
+        "per_model": compare.per_model(table),
+        "spread": "sample standard deviation (ddof = 1)",
+        "drift": drift,
+        "comparison": comparison,
         "worst": {
             name: {
                 "title": item["title"],
@@ -487,7 +637,8 @@ def summarise(scores: Scores, worst: int = 10) -> dict:
             }
             for name, item in lists.items()
         },
-        "_positions": {name: item["positions"].tolist() for name, item in lists.items()},
+        "_positions": {name: item["positions"].tolist() for name, item in lists.items()}
+        | drift_positions,
     }
 
 
@@ -724,6 +875,8 @@ figcaption{font-size:.85em;color:#444;max-width:380px}
 polyline{fill:none;stroke-width:1.6}.solid{stroke:#2a6fdb}.dashed{stroke:#999;stroke-dasharray:5 3}
 .line{stroke:#2a6fdb;stroke-width:1.2}.guide{stroke:#bbb;stroke-dasharray:2 2}.hot{stroke:#d33}
 td.cur{background:#ffe9a8;font-weight:bold}img.thumb,.placeholder{display:block;width:96px}
+.banner{background:#fde8e8;border-left:6px solid #c62828;padding:8px 12px;margin:12px 0}
+.warn{color:#c62828;font-size:.85em}
 """
 
 OFFSET_SIGN = (
@@ -896,6 +1049,260 @@ def _section_thresholds(s: dict) -> str:
     )
 
 
+def _section_banner(s: dict) -> str:
+    """The warning that opens a page built from rows synthetic-only weights scored on real
+    clips (this table's or the reference's); "" when there are none."""
+    tables = [("this table", s["synthetic_on_real"])]
+    if s.get("comparison"):
+        tables.append(("the reference table", s["comparison"]["reference_synthetic_on_real"]))
+    found = [
+        f"{_e(name)}: <b>{c['rows']:,} of {c['of']:,} rows</b> "
+        f"({_e(', '.join(c['models']) or 'unknown model')})"
+        for name, c in tables
+        if c["rows"]
+    ]
+    if not found:
+        return ""
+    return (
+        '<div class="banner" id="synthetic-banner" role="alert"><b>These numbers mean nothing '
+        "for the rows scored by weights trained on synthetic clips only.</b> "
+        f"{'; '.join(found)} were scored that way on clips that are not "
+        "<code>synccurate synth</code> clips. Such weights have only seen drawn faces and a "
+        "synthetic voice: on real footage their offsets, probabilities and off-screen ratios "
+        "are noise, and so is everything on this page built from them — the histograms, the "
+        "kept shares at the thresholds, the worst clips, the drift, the per-model means and "
+        "the comparison. Affected columns: "
+        + ", ".join(f"<code>{c}</code>" for c in MEANINGLESS_COLUMNS)
+        + " (and <code>face_ratio</code> when a clip shows several faces: the track is "
+        "chosen by sync). Not affected: "
+        + ", ".join(f"<code>{c}</code>" for c in UNAFFECTED_COLUMNS)
+        + ". <code>synccurate filter</code> and <code>fix</code> refuse such a table without "
+        "<code>--allow-synthetic-weights</code>. Score real footage with real weights "
+        "(<code>--model syncnet-v2</code>, or IC-SyncNet trained as in docs/train-real.md).</div>"
+    )
+
+
+def _model_table(entries: list[dict], table_id: str = "") -> str:
+    """Per model: clips, ok clips and mean ± sd (n) of each metric any model has."""
+    metrics = [m for m in compare.MODEL_METRICS if any(m in e["metrics"] for e in entries)]
+    head = "".join(
+        f"<th>{_e(compare.MODEL_METRICS[m][0])}<br><span class='muted'>"
+        f"{_e(compare.MODEL_METRICS[m][1])}</span></th><th>n</th>"
+        for m in metrics
+    )
+    body = ""
+    for entry in entries:
+        flagged = (
+            f' <span class="warn">({entry["synthetic_on_real"]:,} synthetic weights on real)</span>'
+            if entry.get("synthetic_on_real")
+            else ""
+        )
+        cells = "".join(
+            f'<td class="n" data-metric="{m}">{compare.format_spread(entry["metrics"].get(m))}'
+            f'</td><td class="n">{entry["metrics"].get(m, {}).get("n", 0):,}</td>'
+            for m in metrics
+        )
+        body += (
+            f'<tr data-model="{_e(entry["model"])}"><td>{_e(entry["model"])}{flagged}</td>'
+            f'<td class="n">{entry["clips"]:,}</td><td class="n">{entry["ok"]:,}</td>{cells}</tr>'
+        )
+    table_id = f' id="{table_id}"' if table_id else ""
+    return f"<table{table_id}><tr><th>model</th><th>clips</th><th>ok</th>{head}</tr>{body}</table>"
+
+
+SPREAD_NOTE = (
+    "mean ± standard deviation over the ok clips that have the metric; the standard deviation "
+    "is the sample one (n − 1 in the denominator), n the clips it is taken over. |offset| is "
+    "in frames, whatever the sign."
+)
+
+
+def _section_models(s: dict) -> str:
+    entries = s["per_model"]
+    if not entries:
+        return ""
+    lines = "\n".join(compare.model_line(e) for e in entries)
+    return (
+        f"<h2>Per model</h2><p>Per value of the <code>model</code> column: {SPREAD_NOTE}</p>"
+        + _model_table(entries, "per-model")
+        + f'<pre id="model-lines">{_e(lines)}</pre>'
+    )
+
+
+CLIP_DIGITS = {"offset_frames": 0, "abs_offset": 0}  # one clip's offsets are whole frames
+
+
+def _signed(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:+.{digits}f}"
+
+
+def _section_comparison(s: dict, source: str) -> str:
+    c = s.get("comparison")
+    if not c:
+        return ""
+    n = c["counts"]
+    ambiguous = ""
+    if n["ambiguous_paths"]:
+        ambiguous = (
+            f" {n['ambiguous_paths']:,} paths appear more than once in a table (the same "
+            "relative path under two roots) and are left out of the matching: "
+            f"{n['ambiguous_here']:,} rows of this table and {n['ambiguous_reference']:,} of "
+            "the reference."
+        )
+    models = ""
+    if c["model_pairs"] and not c["same_models"]:
+        pairs = ", ".join(
+            f"{_e(p['model'])} | {_e(p['reference_model'])} ({p['clips']:,})"
+            for p in c["model_pairs"]
+        )
+        models = (
+            f'<p class="note">The matched clips were scored by different models (this | '
+            f"reference: {pairs}): their numbers lie on different scales.</p>"
+        )
+    out = [
+        f'<h2 id="comparison">Compared with the reference</h2><p>This table: '
+        f"<code>{_e(source)}</code>; reference: <code>{_e(c['reference_label'])}</code>. "
+        "Clips are matched by <code>path</code>, the clip's path relative to the folder it was "
+        "scored under, exactly (extension included; the roots are ignored, so "
+        "<code>generated/a.mp4</code> matches <code>real/a.mp4</code>). "
+        f'<b id="match-counts">{n["matched"]:,} clips are in both tables '
+        f"({n['both_ok']:,} ok in both), {n['only_here']:,} only in this table, "
+        f"{n['only_reference']:,} only in the reference</b>.{ambiguous}</p>{models}",
+        "<h3>Per-model means of each table</h3>"
+        f"<p>Each over all its own ok clips, matched or not: {SPREAD_NOTE}</p>"
+        '<div class="grid">'
+        f"<figure><figcaption>this table</figcaption>{_model_table(c['per_model'])}</figure>"
+        f"<figure><figcaption>reference</figcaption>"
+        f"{_model_table(c['reference_per_model'], 'reference-per-model')}</figure></div>",
+    ]
+    if c["differences"]:
+        rows = "".join(
+            f'<tr data-metric="{m}"><td>{_e(compare.DIFFERENCE_METRICS[m][0])}</td>'
+            f'<td class="n">{d["n"]:,}</td><td class="n">{_value(d["mean_here"])}</td>'
+            f'<td class="n">{_value(d["mean_reference"])}</td>'
+            f'<td class="n">{compare.format_spread(d, signed=True)}</td>'
+            f'<td class="n">{d["higher_here"]:,}</td><td class="n">{d["lower_here"]:,}</td>'
+            f'<td class="n">{d["equal"]:,}</td></tr>'
+            for m, d in c["differences"].items()
+        )
+        out.append(
+            "<h3>Per-clip differences</h3><p>For the clips ok in both tables, "
+            "Δ = this table − the reference, clip by clip; mean ± sample standard deviation "
+            "of Δ over the n clips that have the metric in both. A lower LSE-D, a higher "
+            "LSE-C or P(sync) and a smaller |offset| are better.</p>"
+            '<table id="differences"><tr><th>metric</th><th>n</th><th>mean here</th>'
+            "<th>mean in the reference</th><th>Δ mean ± sd</th><th>higher here</th>"
+            f"<th>lower here</th><th>equal</th></tr>{rows}</table>"
+        )
+    else:
+        out.append("<p class='muted'>No clip is ok in both tables: no per-clip differences.</p>")
+    if c["clips"]:
+        metrics = list(c["differences"])
+        head = "".join(
+            f"<th>{_e(compare.DIFFERENCE_METRICS[m][0])}<br>here / ref / Δ</th>" for m in metrics
+        )
+        body = "".join(
+            f'<tr data-path="{_e(clip["path"])}"><td>{_e(clip["path"])}</td>'
+            + "".join(
+                f'<td class="n">{_value(clip["metrics"][m]["here"], CLIP_DIGITS.get(m, 3))} / '
+                f"{_value(clip['metrics'][m]['reference'], CLIP_DIGITS.get(m, 3))} / "
+                f"<b>{_signed(clip['metrics'][m]['delta'], CLIP_DIGITS.get(m, 3))}</b></td>"
+                for m in metrics
+            )
+            + "</tr>"
+            for clip in c["clips"]
+        )
+        key = compare.DIFFERENCE_METRICS[c["key_metric"]][0]
+        out.append(
+            f'<h3 id="matched-clips">Matched clips that lose most on {_e(key)} '
+            f"({len(c['clips'])} of {c['clips_total']:,})</h3>"
+            f'<table id="clip-differences"><tr><th>clip</th>{head}</tr>{body}</table>'
+        )
+    for key, title, count in (
+        ("only_here", "Only in this table", n["only_here"]),
+        ("only_reference", "Only in the reference", n["only_reference"]),
+    ):
+        if count:
+            shown = ", ".join(f"<code>{_e(p)}</code>" for p in c[key])
+            if count > len(c[key]):
+                shown += f" and {count - len(c[key]):,} more" if shown else "not listed"
+            out.append(f'<p id="{key}">{title} ({count:,}): {shown}.</p>')
+    return "".join(out)
+
+
+def _section_drift(s: dict) -> str:
+    d = s["drift"]
+    head = '<h2 id="drift">Offset over time</h2>'
+    if not d["columns"]:
+        return (
+            head + "<p class='muted'>This table has no drift columns: it was scored before "
+            "synccurate measured the offset over time.</p>"
+        )
+    intro = (
+        f"{head}<p>Long clips are cut into stretches (<code>score --segment-seconds</code>, "
+        "default 10 s); the offsets of the confident stretches give a drift, a robust line "
+        "through them (<b>+ = the audio leads more and more</b> as the clip goes on), its "
+        "residual (the median distance of the stretch offsets from the line: a drift is real "
+        "when it is large against its residual) and the steps, where the offset jumps by 2 "
+        f'frames or more (an edit). Of {d["ok"]:,} ok clips, <b id="drift-measured">'
+        f"{d['measured']:,} have a drift</b>, {d['unmeasured']:,} have none (too short, or "
+        f"too few confident stretches) and {d['stepping']:,} step their offset. "
+        "<code>filter --max-drift-ms-per-min</code> / <code>--max-offset-spread</code> drop "
+        "such clips; <code>fix</code> resamples a drifting clip and skips one that steps.</p>"
+    )
+    hist = d["histogram"]
+    if hist["n"]:
+        limit = hist["edges"][-1]
+        beyond = f"; {hist['beyond']:,} beyond ±{limit:g} in the end bars" if hist["beyond"] else ""
+        caption = (
+            f"{LABELS['drift_ms_per_min']} — {hist['n']:,} clips; median {hist['median']:+.3g}, "
+            f"5–95 %: {hist['p5']:+.3g} … {hist['p95']:+.3g}{beyond}"
+        )
+        intro += (
+            f'<div class="grid"><figure data-metric="drift_ms_per_min">'
+            f"{svg_bars(hist, marks=((0.0, '0', '#888'),))}<figcaption>{_e(caption)}"
+            "</figcaption></figure></div>"
+        )
+
+    def range_text(clip: dict) -> str:
+        low, high = clip["offset_min"], clip["offset_max"]
+        if low is None or high is None:
+            return "–"
+        return f"{low:+.0f} … {high:+.0f}" if low != high else f"{low:+.0f}"
+
+    def at_text(clip: dict) -> str:
+        times = clip.get("offset_step_at_s")
+        return ", ".join(f"{t:.1f}" for t in times) if times else "–"
+
+    head_row = (
+        "<tr><th>clip</th><th>drift (ms/min)</th><th>residual (ms)</th><th>over the clip (ms)"
+        "</th><th>offset range (frames)</th><th>steps</th><th>steps at (s)</th></tr>"
+    )
+    out = [intro]
+    for key, name, title in (
+        ("largest", "largest-drift", "Largest drift (|drift_ms_per_min|)"),
+        ("steps", "offset-steps", "Clips whose offset steps"),
+    ):
+        item = d[key]
+        body = "".join(
+            f'<tr data-path="{_e(c["path"])}"><td><a href="'
+            f'{_e(filtering.clip_path(c["root"], c["path"]).as_uri())}">{_e(c["path"])}</a></td>'
+            f'<td class="n">{_signed(c["drift_ms_per_min"], 1)}</td>'
+            f'<td class="n">{_value(c["drift_residual_ms"], 1)}</td>'
+            f'<td class="n">{_signed(c["across_clip_ms"], 1)}</td>'
+            f'<td class="n">{range_text(c)}</td>'
+            f'<td class="n">{"–" if c["offset_steps"] is None else c["offset_steps"]}</td>'
+            f"<td>{at_text(c)}</td></tr>"
+            for c in item["clips"]
+        )
+        shown = f"{len(item['clips'])} of {item['total']:,}"
+        content = (
+            f'<table id="{name}">{head_row}{body}</table>' if body else "<p class='muted'>none</p>"
+        )
+        out.append(f"<h3>{_e(title)} ({shown})</h3>{content}")
+    return "".join(out)
+
+
 def _worst_row(row: pd.Series, lists: dict | None, thumb: tuple[str | None, str] | None) -> str:
     file = filtering.clip_path(row.get("root"), str(row["path"]))
     if thumb and thumb[0]:
@@ -968,9 +1375,13 @@ def render(
         f"<title>synccurate report — {_e(Path(source).name)}</title><style>{CSS}</style></head>"
         f"<body><h1>synccurate report</h1><p class='muted'>{_e(source)} · generated "
         f"{_e(s['generated_at'])}</p>"
+        + _section_banner(s)
         + _section_totals(s)
+        + _section_models(s)
+        + _section_comparison(s, source)
         + _section_status(s)
         + _section_distributions(s)
+        + _section_drift(s)
         + _section_thresholds(s)
         + _section_worst(s, rows, lists, thumbs, positions)
         + f'<script type="application/json" id="summary">{payload}</script></body></html>\n'
@@ -990,23 +1401,72 @@ def _write_atomic(text: str, path: Path) -> None:
         raise
 
 
-def write_report(
-    source: str | Path, output: str | Path, *, worst: int = 10, with_thumbnails: bool = True
-) -> dict:
-    """load → summarise → figures → render → `output` (atomically); returns the summary."""
-    source, output = Path(source), Path(output)
+def console_lines(summary: dict) -> list[str]:
+    """What `synccurate report` prints besides the page: the per-model means as papers print
+    them and, with a reference, the matching counts and the mean per-clip differences."""
+    lines = [compare.model_line(entry) for entry in summary["per_model"]]
+    if summary.get("comparison"):
+        lines += compare.difference_lines(summary["comparison"])
+    flagged = summary["synthetic_on_real"]["rows"]
+    if summary.get("comparison"):
+        flagged += summary["comparison"]["reference_synthetic_on_real"]["rows"]
+    if flagged:
+        lines.append(
+            f"WARNING: {flagged:,} rows were scored by synthetic-only weights on real clips: "
+            "their numbers mean nothing (see the banner of the page)"
+        )
+    return lines
+
+
+def _check_output(source: Path, output: Path) -> None:
     if source.is_dir() and Path(os.path.abspath(output)).is_relative_to(os.path.abspath(source)):
         raise ValueError(f"{output}: inside the scores folder {source}; write the report elsewhere")
     if same_file(source, output):
         raise ValueError(f"refusing to write the report over the scores table {source}")
+
+
+def _attach_step_times(summary: dict, rows: pd.DataFrame, lists: dict) -> None:
+    """`offset_step_at_s` (a list column, read for the listed clips only) into the drift lists."""
+    positions = summary["_positions"]
+    if not summary["drift"].get("columns"):
+        return
+    for key, name in (("largest", "largest_drift"), ("steps", "offset_steps")):
+        for position, clip in zip(positions[name], summary["drift"][key]["clips"], strict=True):
+            row = rows.loc[position]
+            found = lists.get((int(row["_file"]), int(row["_row"])), {})
+            times = found.get("offset_step_at_s")
+            clip["offset_step_at_s"] = None if times is None else [float(t) for t in times]
+
+
+def write_report(
+    source: str | Path,
+    output: str | Path,
+    *,
+    worst: int = 10,
+    with_thumbnails: bool = True,
+    reference: str | Path | None = None,
+) -> dict:
+    """load → summarise → figures → render → `output` (atomically); returns the summary.
+
+    With `reference` (another scores table: the real clips of generated ones, another run),
+    the page also compares the two (`compare.compare_tables`, clips matched by `path`)."""
+    source, output = Path(source), Path(output)
+    _check_output(source, output)
+    other = None
+    if reference is not None:
+        reference = Path(reference)
+        _check_output(reference, output)
+        other = load(reference)
     scores = load(source)
-    summary = summarise(scores, worst)
+    labels = {"label": str(source), "reference_label": str(reference)}
+    summary = summarise(scores, worst, other, **labels)
     positions = summary["_positions"]
     picked = sorted({p for items in positions.values() for p in items})
     rows = scores.table.iloc[picked].copy()
     rows.index = picked
     rows["reasons"] = filtering.reject_reasons(rows, filtering.FilterRules())
     lists = read_lists(scores, rows) if len(rows) else {}
+    _attach_step_times(summary, rows, lists)
     files = [
         str(filtering.clip_path(r, str(p))) for r, p in zip(rows["root"], rows["path"], strict=True)
     ]
@@ -1016,7 +1476,10 @@ def write_report(
 
 
 __all__ = [
+    "MEANINGLESS_COLUMNS",
     "Scores",
+    "console_lines",
+    "drift_summary",
     "error_kind",
     "load",
     "read_lists",
