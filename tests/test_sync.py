@@ -33,6 +33,19 @@ def test_similarity_matrix_indexing():
         similarity_matrix(visual, audio[:-1], K)
 
 
+def test_similarity_matrix_of_a_long_clip_has_every_row():
+    """A clip longer than one block of rows: each row is still the cosine at its own t."""
+    from synccurate.models.sync import SIMILARITY_BLOCK
+
+    T, D = 3 * SIMILARITY_BLOCK + 7, 8
+    audio = _unit(torch.randn(T + 2 * K, D))
+    visual = audio[K + 1 : K + 1 + T].clone()  # v_t == a_{t+1} → peak at k = -1, every t
+    S = similarity_matrix(visual, audio, K)
+    assert S.shape == (T, 2 * K + 1)
+    assert torch.allclose(S[:, K - 1], torch.ones(T), atol=1e-5)
+    assert (S.argmax(1) == K - 1).all()
+
+
 def test_n_windows():
     assert n_windows(5) == 1
     assert n_windows(4) == 0

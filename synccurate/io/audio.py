@@ -148,11 +148,18 @@ def audio_windows(mel: np.ndarray, first_window: int, n_windows: int) -> np.ndar
     are silence, so every visual window has an audio window at every offset.
     """
     starts = audio_window_starts(first_window, n_windows)
-    pad_left = max(0, -int(starts.min())) if n_windows else 0
-    pad_right = max(0, int(starts.max()) + AUDIO_WINDOW_MELS - mel.shape[1]) if n_windows else 0
-    padded = np.pad(mel, ((0, 0), (pad_left, pad_right)), constant_values=MEL_SILENCE)
-    index = starts[:, None] + pad_left + np.arange(AUDIO_WINDOW_MELS)[None, :]
-    windows = padded[:, index]  # [N_MELS, n, AUDIO_WINDOW_MELS]
+    if not n_windows:
+        return np.empty((0, 1, mel.shape[0], AUDIO_WINDOW_MELS), dtype=mel.dtype)
+    # Only the stretch these windows span is copied (with silence where it lies outside
+    # the spectrogram): padding the whole spectrogram for every batch made the work of a
+    # batch grow with the clip's length.
+    low, high = int(starts.min()), int(starts.max()) + AUDIO_WINDOW_MELS
+    stretch = np.full((mel.shape[0], high - low), MEL_SILENCE, dtype=mel.dtype)
+    start, stop = max(low, 0), min(high, mel.shape[1])
+    if stop > start:
+        stretch[:, start - low : stop - low] = mel[:, start:stop]
+    index = starts[:, None] - low + np.arange(AUDIO_WINDOW_MELS)[None, :]
+    windows = stretch[:, index]  # [N_MELS, n, AUDIO_WINDOW_MELS]
     return np.ascontiguousarray(windows.transpose(1, 0, 2)[:, None])
 
 

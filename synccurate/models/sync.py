@@ -19,6 +19,10 @@ import torch
 from synccurate.io.audio import VIDEO_FPS, WINDOW_FRAMES
 
 MAX_OFFSET = 15  # frames searched on each side (K)
+# Visual windows whose S rows are computed at once: the gather of their audio embeddings
+# takes block × (2K+1) × D floats (8 MB at D = 128, 32 MB at 512), where the whole clip's
+# took 476 MB for 20 minutes at D = 128.
+SIMILARITY_BLOCK = 512
 SMOOTH_SIGMA = 2.0  # frames, Gaussian smoothing of S along t (our default)
 SMOOTH_RADIUS = 4  # frames; the Gaussian is truncated at ±4 frames
 CHUNK_THRESHOLD = 0.7  # an on-screen run needs a mean p_t at least this high
@@ -41,9 +45,12 @@ def similarity_matrix(visual: torch.Tensor, audio: torch.Tensor, max_offset: int
     if audio.shape[0] != T + 2 * K:
         raise ValueError(f"expected {T + 2 * K} audio windows, got {audio.shape[0]}")
     offsets = torch.arange(-K, K + 1, device=visual.device)
-    index = torch.arange(T, device=visual.device)[:, None] - offsets[None, :] + K  # [T, 2K+1]
-    gathered = audio[index]  # [T, 2K+1, D]
-    return torch.einsum("td,tkd->tk", visual.float(), gathered.float())
+    rows = []
+    for start in range(0, T, SIMILARITY_BLOCK):  # the gather holds 2K+1 copies of each row
+        t = torch.arange(start, min(T, start + SIMILARITY_BLOCK), device=visual.device)
+        gathered = audio[t[:, None] - offsets[None, :] + K]  # [block, 2K+1, D]
+        rows.append(torch.einsum("td,tkd->tk", visual[t].float(), gathered.float()))
+    return torch.cat(rows) if rows else visual.new_zeros((0, 2 * K + 1), dtype=torch.float32)
 
 
 def offset_profile(similarity: torch.Tensor | np.ndarray) -> np.ndarray:
