@@ -582,46 +582,16 @@ def fix_clip(
     if not len(source):
         raise FixError("no_audio", f"{src}: the audio stream decodes to no samples")
 
-    drift = {
-        "applied_drift_ms_per_min": None,
-        "applied_shift_start_s": None,
-        "applied_shift_end_s": None,
-    }
-    if line is None:
-        shift = shift_in_samples(offset_frames, rate)
-        shifted = delay_samples(source, shift)
-    else:
-        shift = round(float(line.seconds_at(len(source) / 2 / rate)) * rate)
-        shifted = resample_by_line(source, rate, line)
-        drift = {
-            "applied_drift_ms_per_min": float(line.ms_per_min),
-            "applied_shift_start_s": float(line.seconds_at(0.0)),
-            "applied_shift_end_s": float(line.seconds_at(len(source) / rate)),
-        }
+    shift, shifted, drift = _shift(source, rate, offset_frames, line)
     plan = plan_audio_codec(info)
     # The shifted audio starts with the first video frame: place the raw input there.
     audio_at = _timing(src, info).video_from_file_start_s
     audio_at = audio_at if audio_at > 1e-6 else 0.0
     encode_args = [
-        "-y",
-        "-i",
-        ffmpeg_path_arg(src),
-        *_raw_input(rate, channels, audio_at),
-        "-map",
-        "0:v:0",
-        "-map",
-        "1:a:0",
-        "-map_metadata",
-        "0",
-        "-c:v",
-        "copy",
-        "-c:a",
-        plan.encoder,
-        *plan.options,
-        "-ar",
-        str(rate),
-        "-ac",
-        str(channels),
+        *("-y", "-i", ffmpeg_path_arg(src), *_raw_input(rate, channels, audio_at)),
+        *("-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0"),
+        *("-c:v", "copy", "-c:a", plan.encoder, *plan.options),
+        *("-ar", str(rate), "-ac", str(channels)),
     ]
     dst.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_beside(dst)
@@ -642,6 +612,28 @@ def fix_clip(
         "check_lag_samples": check,
         "status": "fixed",
     }
+
+
+DRIFT_LOG_COLUMNS = ("applied_drift_ms_per_min", "applied_shift_start_s", "applied_shift_end_s")
+
+
+def _shift(
+    source: np.ndarray, rate: int, offset_frames: int, line: ShiftLine | None
+) -> tuple[int, np.ndarray, dict]:
+    """(shift in samples, the shifted audio, the drift columns of the log): a constant
+    delay of offset_frames, or with `line` the audio resampled along it (the shift then
+    the one at the middle of the audio)."""
+    if line is None:
+        shift = shift_in_samples(offset_frames, rate)
+        constant = dict.fromkeys(DRIFT_LOG_COLUMNS)  # all None: no drift applied
+        return shift, delay_samples(source, shift), constant
+    shift = round(float(line.seconds_at(len(source) / 2 / rate)) * rate)
+    drift = {
+        "applied_drift_ms_per_min": float(line.ms_per_min),
+        "applied_shift_start_s": float(line.seconds_at(0.0)),
+        "applied_shift_end_s": float(line.seconds_at(len(source) / rate)),
+    }
+    return shift, resample_by_line(source, rate, line), drift
 
 
 def _check_fixable(src: Path, dst: Path) -> MediaInfo:
