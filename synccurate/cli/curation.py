@@ -75,6 +75,37 @@ def filter_(
         help="Also drop clips whose confident stretches disagree by more than this many "
         "frames (offset_max - offset_min: drift or an edit).",
     ),
+    min_face_px: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="Also drop clips whose speaker's face is smaller than this many source pixels "
+        "high (face_px, median box height).",
+    ),
+    max_abs_yaw: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="Also drop clips whose speaker's head is turned more than this many degrees "
+        "(|yaw_deg|; CenterFace rows only, others have no yaw and pass).",
+    ),
+    max_jitter: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="Also drop clips whose face box moves more than this many face heights a frame "
+        "(track_jitter, median).",
+    ),
+    min_speech_ratio: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="Also drop clips with a voiced share of frames below this (speech_ratio).",
+    ),
+    max_frozen_ratio: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="Also drop clips in which more than this share of the face's frames repeat "
+        "the previous one (frozen_ratio: stutter, a low frame rate made 25 fps).",
+    ),
     rejected: Path | None = typer.Option(None, help="Also write the rejected rows, with reasons."),
     list_: bool = typer.Option(
         False, "--list", help="Print kept clip paths, one per line, on stdout."
@@ -99,6 +130,11 @@ def filter_(
         max_lse_d=max_lse_d,
         max_drift_ms_per_min=max_drift_ms_per_min,
         max_offset_spread=max_offset_spread,
+        min_face_px=min_face_px,
+        max_abs_yaw=max_abs_yaw,
+        max_jitter=max_jitter,
+        min_speech_ratio=min_speech_ratio,
+        max_frozen_ratio=max_frozen_ratio,
     )
     try:
         result = runs.filter_scores(
@@ -120,7 +156,8 @@ def filter_(
     if link_to:
         report = filtering.link_to(kept, link_to, mirror_from=table)
         say(
-            f"links in {link_to}: {report.created} created, {report.existing} already there, "
+            f"links in {link_to}: {len(report.created)} created, "
+            f"{len(report.existing)} already there, "
             f"{len(report.conflicts)} conflicts"
         )
         for conflict in report.conflicts:

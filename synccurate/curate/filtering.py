@@ -43,6 +43,11 @@ REASON_LOW_LSE_C = "low_lse_c"
 REASON_HIGH_LSE_D = "high_lse_d"
 REASON_DRIFT = "drift"
 REASON_OFFSET_SPREAD = "offset_spread"
+REASON_SMALL_FACE = "small_face"
+REASON_YAW = "yaw"
+REASON_JITTER = "jitter"
+REASON_LITTLE_SPEECH = "little_speech"
+REASON_FROZEN = "frozen"
 DEFAULT_MIN_LSE_C = 3.0  # SyncNet v2's confidence bar of LatentSync's data pipeline
 STATUS_PREFIX = "status:"
 
@@ -92,6 +97,24 @@ class FilterRules:
         the clip's confident stretches, is larger (frames): drift, an edit that stepped the
         offset, or stretches that disagree. A clip without such stretches passes this rule
         (its probability or LSE-C rule judges it).
+
+    What curators filter on besides sync (all off by default; each judges the speaker's
+    face, `face_track`). A row without the value passes the rule, as with the drift: the
+    columns are empty in tables scored before they existed, and `yaw_deg` is empty for
+    every detector without landmarks (`none`, `opencv`, `face-alignment`), so
+    `max_abs_yaw` judges CenterFace rows only.
+    min_face_px (None = no limit): reject when face_px (median face box height, source
+        pixels) is smaller: too few pixels on the mouth (reason small_face).
+    max_abs_yaw (None = no limit): reject when |yaw_deg| is larger: a profile view hides
+        half of the mouth (reason yaw).
+    max_jitter (None = no limit): reject when track_jitter (median box-centre motion a
+        frame, in face heights) is larger: a shaky camera or a restless head (reason jitter).
+    min_speech_ratio (None = no limit): reject when speech_ratio (voiced share of the
+        frames) is smaller: any mouth fits silence, and music or noise is not speech
+        (reason little_speech).
+    max_frozen_ratio (None = no limit): reject when frozen_ratio (share of the face's
+        frames that repeat the previous one) is larger: stutter, or a low-rate source
+        made 25 fps (reason frozen).
     """
 
     min_prob: float = DEFAULT_MIN_PROB
@@ -104,6 +127,11 @@ class FilterRules:
     max_lse_d: float | None = None
     max_drift_ms_per_min: float | None = None
     max_offset_spread: int | None = None
+    min_face_px: float | None = None
+    max_abs_yaw: float | None = None
+    max_jitter: float | None = None
+    min_speech_ratio: float | None = None
+    max_frozen_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_prob <= 1.0:
@@ -114,6 +142,14 @@ class FilterRules:
             raise ValueError(f"max_abs_offset must be >= 0, got {self.max_abs_offset}")
         if self.max_silence is not None and not 0.0 <= self.max_silence <= 1.0:
             raise ValueError(f"max_silence must lie in [0, 1], got {self.max_silence}")
+        for name in ("min_speech_ratio", "max_frozen_ratio"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        for name in ("min_face_px", "max_abs_yaw", "max_jitter"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 # --- reading the table ------------------------------------------------------------------
@@ -156,9 +192,11 @@ def _is_ok(table: pd.DataFrame) -> np.ndarray:
 def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarray]:
     """Per rule that `rules` switches on, a boolean array: True where the row fails it.
 
-    Keys in the order low_prob, offscreen, large_offset, silence, at_search_edge (only the
-    rules that apply). Status is not looked at: `reject_reasons` handles rows that are not
-    ok. A missing (NaN) metric fails its rule ("not >= P" is true for NaN). Vectorised, so
+    Keys in the order low_prob, offscreen, (low_lse_c, high_lse_d,) large_offset, silence,
+    at_search_edge, drift, offset_spread, small_face, yaw, jitter, little_speech, frozen
+    (only the rules that apply). Status is not looked at: `reject_reasons` handles rows
+    that are not ok. A missing (NaN) metric fails the sync rules ("not >= P" is true for
+    NaN) and passes the drift and curation rules (see FilterRules). Vectorised, so
     `synccurate report` can evaluate the rules on millions of rows.
     """
     prob = _numeric(table, "prob_at_offset")
@@ -188,6 +226,19 @@ def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarr
         if rules.max_offset_spread is not None:
             spread = _numeric(table, "offset_max") - _numeric(table, "offset_min")
             failures[REASON_OFFSET_SPREAD] = spread > rules.max_offset_spread
+        # what curators filter on besides sync: an empty value (NaN) passes (FilterRules)
+        if rules.min_face_px is not None:
+            failures[REASON_SMALL_FACE] = _numeric(table, "face_px") < rules.min_face_px
+        if rules.max_abs_yaw is not None:
+            failures[REASON_YAW] = np.abs(_numeric(table, "yaw_deg")) > rules.max_abs_yaw
+        if rules.max_jitter is not None:
+            failures[REASON_JITTER] = _numeric(table, "track_jitter") > rules.max_jitter
+        if rules.min_speech_ratio is not None:
+            speech = _numeric(table, "speech_ratio")
+            failures[REASON_LITTLE_SPEECH] = speech < rules.min_speech_ratio
+        if rules.max_frozen_ratio is not None:
+            frozen = _numeric(table, "frozen_ratio")
+            failures[REASON_FROZEN] = frozen > rules.max_frozen_ratio
     return failures
 
 
@@ -419,6 +470,16 @@ def summarize(
 
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"
+# How the summary names the optional rules that have a value ("rules: …").
+RULE_TEXTS = {
+    "max_drift_ms_per_min": "|drift| ≤ {:g} ms/min",
+    "max_offset_spread": "offset spread ≤ {}",
+    "min_face_px": "face ≥ {:g} px",
+    "max_abs_yaw": "|yaw| ≤ {:g}°",
+    "max_jitter": "jitter ≤ {:g}",
+    "min_speech_ratio": "speech ≥ {:g}",
+    "max_frozen_ratio": "frozen ≤ {:g}",
+}
 
 
 def bar(count: int, largest: int, width: int = 30) -> str:
@@ -490,6 +551,9 @@ def render_summary(summary: dict, console) -> None:
             parts.append(f"silence ≤ {rules['max_silence']:g}")
         if rules.get("drop_at_search_edge"):
             parts.append("not at the search edge")
+        for key, text in RULE_TEXTS.items():
+            if rules.get(key) is not None:
+                parts.append(text.format(rules[key]))
         console.print("rules: " + ", ".join(parts))
 
     for metric, dist in summary["distributions"].items():

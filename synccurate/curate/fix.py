@@ -405,6 +405,9 @@ def _kbps(bit_rate: int | None, family: str, sample_rate: int) -> int:
     return max(8, kbps)
 
 
+VORBIS_QUALITY = "5"  # libvorbis -q:a (0–10): ~160 kb/s for stereo 44.1 kHz, transparent
+
+
 def plan_audio_codec(info: MediaInfo) -> AudioCodecPlan:
     """Encoder for the source's codec family: aac→aac, mp2→mp2, mp3→libmp3lame (else aac),
     pcm_*→the same pcm, opus→libopus, vorbis→libvorbis, flac, alac, ac3, eac3; anything
@@ -430,6 +433,10 @@ def plan_audio_codec(info: MediaInfo) -> AudioCodecPlan:
         return AudioCodecPlan("pcm_s16le", (), "pcm")
     if family in lossless and lossless[family] in encoders:
         return AudioCodecPlan(lossless[family], (), family)
+    if family == "vorbis" and not info.audio_bit_rate and lossy[family] in encoders:
+        # WebM/MKV state no bit rate; libvorbis refuses a fixed one it cannot reach (e.g.
+        # 128 kb/s for mono 16 kHz), while its quality scale works at every rate.
+        return AudioCodecPlan("libvorbis", ("-q:a", VORBIS_QUALITY), family)
     if family in lossy and lossy[family] in encoders:
         kbps = _kbps(info.audio_bit_rate, family, rate)
         return AudioCodecPlan(lossy[family], ("-b:a", f"{kbps}k"), family)

@@ -73,15 +73,37 @@ SCALAR_COLUMNS = (
     "offset_min",
     "offset_max",
     "offset_steps",
+    "face_px",
+    "track_jitter",
+    "frozen_ratio",
+    "yaw_deg",
+    "speech_ratio",
     provenance.SYNTHETIC_ON_REAL_COLUMN,
     "scored_at",
 )
 LIST_COLUMNS = ("p_t", "profile", "offset_step_at_s")  # read for the listed clips only
 KEY = ["root", "path"]
 DICTIONARY = ("root", "status", "model", "face_detector")  # few distinct values: categoricals
-UNIT_METRICS = ("prob_at_offset", "offscreen_ratio", "face_ratio", "silence_ratio", "vote_share")
+UNIT_METRICS = (
+    "prob_at_offset",
+    "offscreen_ratio",
+    "face_ratio",
+    "silence_ratio",
+    "vote_share",
+    "speech_ratio",
+    "frozen_ratio",
+)
 ALWAYS_SHOWN = ("prob_at_offset", "offscreen_ratio", "face_ratio", "silence_ratio")
 FREE_METRICS = ("lse_c", "lse_d")  # distance models (SyncNet v2): no fixed range
+# The curation columns with a range of their own, shown when the table has them:
+# (low, high, bins); high None = a round 1-2-5 number at or above the 99th percentile
+# (rarer, larger values are counted in the last bar).
+RANGED_METRICS = {
+    "face_px": (0.0, None, 20),
+    "track_jitter": (0.0, None, 20),
+    "yaw_deg": (-90.0, 90.0, 18),
+}
+RANGE_QUANTILE = 0.99
 MIN_HISTOGRAM_OFFSET = 15  # score's default --max-offset: the offset histogram spans ±this at least
 UNIT_BINS = 20
 FREE_BINS = 20
@@ -120,7 +142,14 @@ MEANINGLESS_COLUMNS = (
     "offset_steps",
     "offset_step_at_s",
 )
-UNAFFECTED_COLUMNS = ("status", "duration_s", "n_frames", "n_faces", "silence_ratio")
+UNAFFECTED_COLUMNS = (
+    "status",
+    "duration_s",
+    "n_frames",
+    "n_faces",
+    "silence_ratio",
+    "speech_ratio",
+)
 
 LABELS = {
     "offset_frames": "offset (frames; + = audio leads)",
@@ -132,6 +161,11 @@ LABELS = {
     "lse_c": "LSE-C (higher = more confident)",
     "lse_d": "LSE-D (lower = closer)",
     "drift_ms_per_min": "drift (ms per minute; + = the audio leads more and more)",
+    "speech_ratio": "speech ratio (voiced share of the frames)",
+    "frozen_ratio": "frozen ratio (face frames repeating the previous one)",
+    "face_px": "face height (source pixels)",
+    "track_jitter": "track jitter (face heights a frame)",
+    "yaw_deg": "head yaw (degrees; + = turned to the image's right)",
 }
 
 
@@ -368,7 +402,21 @@ def histograms(table: pd.DataFrame) -> tuple[dict, int]:
             low, high = float(np.nanmin(values)), float(np.nanmax(values))
             bins = FREE_BINS if high > low else 1
             result[metric] = histogram(values, low, max(high, low + 1e-9), bins)
+    for metric, (low, high, bins) in RANGED_METRICS.items():
+        if _has_values(table, metric):
+            values = _numeric(table, metric)
+            if high is None:
+                top = float(np.nanquantile(values, RANGE_QUANTILE))
+                high = _round_up(max(top, float(np.nanmax(values)) * 1e-3, 1e-9))
+            result[metric] = histogram(values, low, high, bins)
     return result, max_offset
+
+
+def _round_up(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at or above `value` (> 0)."""
+    power = 10.0 ** np.floor(np.log10(value))
+    value *= 1 - 1e-12  # 0.2 stays 0.2 despite rounding
+    return float(next(step * power for step in (1, 2, 5, 10) if step * power >= value))
 
 
 def _kept_at_least(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -1073,8 +1121,9 @@ def _section_banner(s: dict) -> str:
         "kept shares at the thresholds, the worst clips, the drift, the per-model means and "
         "the comparison. Affected columns: "
         + ", ".join(f"<code>{c}</code>" for c in MEANINGLESS_COLUMNS)
-        + " (and <code>face_ratio</code> when a clip shows several faces: the track is "
-        "chosen by sync). Not affected: "
+        + " (and <code>face_ratio</code>, <code>face_px</code>, <code>track_jitter</code>, "
+        "<code>frozen_ratio</code> and <code>yaw_deg</code> when a clip shows several faces: "
+        "the track is chosen by sync). Not affected: "
         + ", ".join(f"<code>{c}</code>" for c in UNAFFECTED_COLUMNS)
         + ". <code>synccurate filter</code> and <code>fix</code> refuse such a table without "
         "<code>--allow-synthetic-weights</code>. Score real footage with real weights "

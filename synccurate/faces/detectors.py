@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     import cv2
 
 Box = tuple[float, float, float, float, float]  # x1, y1, x2, y2, score (in the frame's pixels)
+# CenterFace's boxes carry ten more values after the score: its five landmarks (x, y each;
+# the eye on the image's left, the other eye, the nose tip, the mouth corner on the image's
+# left, the other one), from which faces.quality estimates the head's yaw.
 
 DETECTOR_NAMES = ("auto", "face-alignment", "centerface", "opencv", "none")
 # What `auto` runs without cached S3FD weights: on the hand-annotated real clips
@@ -68,7 +71,8 @@ class FaceDetector(Protocol):
     name: str
 
     def detect(self, frames: np.ndarray) -> list[list[Box]]:
-        """All faces in each frame of a uint8 RGB batch [n, H, W, 3]."""
+        """All faces in each frame of a uint8 RGB batch [n, H, W, 3] (a box may be followed
+        by five landmarks, x and y each, as CenterFace's are)."""
         ...
 
 
@@ -220,18 +224,24 @@ class CenterFaceDetector:
             faces = self._detect_at(square, input_side)
             if faces:
                 break
-        return [(x1 - pad, y1 - pad, x2 - pad, y2 - pad, score) for x1, y1, x2, y2, score in faces]
+        return [
+            (*(value - pad for value in face[:4]), face[4], *(value - pad for value in face[5:]))
+            for face in faces
+        ]
 
-    def _detect_at(self, square: np.ndarray, side: int) -> list[Box]:
+    def _detect_at(self, square: np.ndarray, side: int) -> list[tuple[float, ...]]:
+        """Boxes with their score and five landmarks (x, y each), in `square`'s pixels."""
         import cv2
 
         scale = side / len(square)
         if side != len(square):
             square = cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA)
-        found, _ = self._net(side)(square, threshold=CENTERFACE_THRESHOLD)
+        found, landmarks = self._net(side)(square, threshold=CENTERFACE_THRESHOLD)
         return [
-            (x1 / scale, y1 / scale, x2 / scale, y2 / scale, score)
-            for x1, y1, x2, y2, score in found.astype(float).tolist()
+            (*(value / scale for value in box[:4]), box[4], *(value / scale for value in points))
+            for box, points in zip(
+                found.astype(float).tolist(), landmarks.astype(float).tolist(), strict=True
+            )
         ]
 
 

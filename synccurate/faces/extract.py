@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from synccurate.faces import quality
 from synccurate.faces.detectors import Box, FaceDetector, WholeFrameDetector
 from synccurate.faces.tracks import MIN_TRACK_FRAMES, FaceTrack, track_all_faces, track_faces
 
@@ -48,12 +49,19 @@ class CropRecipe(Protocol):
 @dataclass
 class MouthTrack:
     """Per-frame crops of one face of a clip at 25 fps, cut by a model's input recipe;
-    all-zero crops where has_face is False."""
+    all-zero crops where has_face is False.
+
+    Boxes are in frame_size(info) pixels: the source resolution (display orientation,
+    square pixels), so a box height is the face's height in source pixels. `changes` and
+    `yaw` are the per-frame facts `faces.quality.track_columns` reduces.
+    """
 
     crops: np.ndarray  # uint8 [n, H, W, 3], RGB
     has_face: np.ndarray  # bool [n]
     boxes: np.ndarray  # float [n, 4] face boxes in frame_size(info) pixels, NaN where no face
     detector: str
+    changes: np.ndarray | None = None  # float [n]: quality.change of the face since frame t-1
+    yaw: np.ndarray | None = None  # float [n] degrees, NaN where none; None: no landmarks
 
 
 def _whole_frame_crops(info: MediaInfo, recipe: CropRecipe, chunk_frames: int) -> MouthTrack:
@@ -77,7 +85,8 @@ def _whole_frame_crops(info: MediaInfo, recipe: CropRecipe, chunk_frames: int) -
     crops = np.concatenate(list(chunks))
     n = len(crops)
     boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
-    return MouthTrack(crops, np.ones(n, dtype=bool), boxes, WholeFrameDetector.name)
+    changes = quality.crop_changes(crops)  # one region all along: consecutive crops compare
+    return MouthTrack(crops, np.ones(n, dtype=bool), boxes, WholeFrameDetector.name, changes)
 
 
 def _detect_all(
@@ -89,7 +98,9 @@ def _detect_all(
 ) -> list[list[Box] | None]:
     """Pass 1: the faces of every `detect_every`-th frame (None for the others), in source px.
 
-    Frames are decoded with their longest side at most `detect_size` px.
+    Frames are decoded with their longest side at most `detect_size` px. A detector that
+    returns five landmarks after the score (x, y each: CenterFace) gets each face's yaw
+    (`quality.yaw_from_landmarks`, in source px) as a sixth value.
     """
     from synccurate.io.media import frame_size, iter_video_frames
 
@@ -103,12 +114,17 @@ def _detect_all(
         found = dict(zip(picked, detector.detect(chunk[picked]), strict=True)) if picked else {}
         for i in range(len(chunk)):
             faces = found.get(i)
-            detections.append(
-                None
-                if faces is None
-                else [(*map(float, np.asarray(f[:4]) * to_source), float(f[4])) for f in faces]
-            )
+            detections.append(None if faces is None else [_to_source(f, to_source) for f in faces])
     return detections
+
+
+def _to_source(face: Sequence[float], to_source: np.ndarray) -> tuple[float, ...]:
+    """A detection in source px: (x1, y1, x2, y2, score), plus the yaw with landmarks."""
+    box = (*map(float, np.asarray(face[:4]) * to_source), float(face[4]))
+    if len(face) < 15:
+        return box
+    points = np.asarray(face[5:15], dtype=np.float64).reshape(5, 2) * to_source[:2]
+    return (*box, quality.yaw_from_landmarks(points))
 
 
 def _crop_scale(sides: np.ndarray, recipe: CropRecipe) -> float:
@@ -121,27 +137,39 @@ def _crop_scale(sides: np.ndarray, recipe: CropRecipe) -> float:
 
 def _cut_crops(
     info: MediaInfo, tracks: Sequence[FaceTrack], recipe: CropRecipe, chunk_frames: int
-) -> list[np.ndarray]:
-    """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face)."""
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face).
+
+    Also, per track, how much the face changed since the previous frame: this frame's face
+    box cut from this frame and from the previous one (`quality.change_in_box`; the same
+    box, so a box that moves while the image stands still does not hide a frozen frame;
+    NaN where either frame has no face).
+    """
     from synccurate.io.media import frame_size, iter_video_frames
 
     height, width = frame_size(info)
     n = len(tracks[0].has_face) if tracks else 0
     crops = [np.zeros((n, *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
+    changes = [np.full(n, np.nan) for _ in tracks]
     if not any(track.has_face.any() for track in tracks):
-        return crops
+        return crops, changes
     faces = np.concatenate([track.boxes[track.has_face] for track in tracks])
     crop_scale = _crop_scale(np.maximum(*(faces[:, 2:] - faces[:, :2]).T), recipe)
     crop_frame_hw = (max(1, round(height * crop_scale)), max(1, round(width * crop_scale)))
     to_crop_frame = np.array([crop_frame_hw[1] / width, crop_frame_hw[0] / height] * 2)
     t = 0
+    previous = None
     for chunk in iter_video_frames(info, size=crop_frame_hw, chunk_frames=chunk_frames):
         for frame in chunk:
-            for track, out in zip(tracks, crops, strict=True):
+            for track, out, changed in zip(tracks, crops, changes, strict=True):
                 if t < n and track.has_face[t]:
-                    out[t] = recipe.crop(frame, track.boxes[t] * to_crop_frame)
+                    box = track.boxes[t] * to_crop_frame
+                    out[t] = recipe.crop(frame, box)
+                    if previous is not None and track.has_face[t - 1]:
+                        changed[t] = quality.change_in_box(previous, frame, box)
+            previous = frame.copy()  # a copy: a view would keep the whole chunk
             t += 1
-    return crops
+    return crops, changes
 
 
 def _check_args(info: MediaInfo, detect_every: int, caller: str) -> None:
@@ -155,7 +183,7 @@ def _check_args(info: MediaInfo, detect_every: int, caller: str) -> None:
 
 def _smoothed(tracks: list[FaceTrack], recipe: CropRecipe) -> list[FaceTrack]:
     """Each track's boxes through the recipe's own smoothing (e.g. SyncNet v2's median)."""
-    return [FaceTrack(recipe.smooth_track(t.boxes, t.has_face), t.has_face) for t in tracks]
+    return [FaceTrack(recipe.smooth_track(t.boxes, t.has_face), t.has_face, t.yaw) for t in tracks]
 
 
 def extract_face_tracks(
@@ -184,10 +212,10 @@ def extract_face_tracks(
     # No track long enough: the main face however short, so callers still see the frames.
     tracks = track_all_faces(detections, n, min_frames=min_frames) or [track_faces(detections, n)]
     tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
-    crops = _cut_crops(info, tracks, recipe, chunk_frames)
+    crops, changes = _cut_crops(info, tracks, recipe, chunk_frames)
     return [
-        MouthTrack(c, track.has_face, track.boxes, detector.name)
-        for c, track in zip(crops, tracks, strict=True)
+        MouthTrack(c, track.has_face, track.boxes, detector.name, f, track.yaw)
+        for c, f, track in zip(crops, changes, tracks, strict=True)
     ]
 
 
@@ -212,5 +240,5 @@ def extract_mouths(
         return _whole_frame_crops(info, recipe, chunk_frames)
     detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
     [track] = _smoothed([track_faces(detections, len(detections))], recipe)
-    [crops] = _cut_crops(info, [track], recipe, chunk_frames)
-    return MouthTrack(crops, track.has_face, track.boxes, detector.name)
+    [crops], [changes] = _cut_crops(info, [track], recipe, chunk_frames)
+    return MouthTrack(crops, track.has_face, track.boxes, detector.name, changes, track.yaw)

@@ -30,10 +30,16 @@ SMOOTH_SIGMA_FRAMES = 1.5  # frames: Gaussian smoothing of box centre and size
 
 @dataclass
 class FaceTrack:
-    """One face over a clip: boxes [n, 4] (x1, y1, x2, y2; NaN where no face) and has_face [n]."""
+    """One face over a clip: boxes [n, 4] (x1, y1, x2, y2; NaN where no face) and has_face [n].
+
+    yaw [n]: the head's yaw (degrees) in the frames whose detection came with one (a
+    detection's sixth value, `faces.quality.yaw_from_landmarks`); NaN elsewhere, never
+    interpolated. None when the detector gives none.
+    """
 
     boxes: np.ndarray
     has_face: np.ndarray
+    yaw: np.ndarray | None = None
 
 
 def _params(box: np.ndarray) -> np.ndarray:
@@ -71,7 +77,8 @@ def _link_cost(box: np.ndarray, typical: np.ndarray) -> float | None:
 
 @dataclass
 class _Track:
-    """The detections of one face so far, in time order."""
+    """The detections of one face so far, in time order: boxes (x1, y1, x2, y2, yaw), the
+    yaw NaN when the detector gave none."""
 
     frames: list[int]
     boxes: list[np.ndarray]
@@ -90,12 +97,14 @@ class _Track:
 
 
 def _distinct(faces: Sequence[Box]) -> list[np.ndarray]:
-    """Boxes largest first, without those centred inside a larger one (one box per face)."""
+    """Boxes (x1, y1, x2, y2, yaw) largest first, without those centred inside a larger one
+    (one box per face). The yaw is a detection's sixth value, NaN when it has none."""
     kept: list[np.ndarray] = []
     for face in sorted(faces, key=lambda f: _area(np.asarray(f[:4])), reverse=True):
-        box = np.asarray(face[:4], dtype=float)
-        centre = (box[:2] + box[2:]) / 2
-        if not any((k[:2] <= centre).all() and (centre <= k[2:]).all() for k in kept):
+        yaw = float(face[5]) if len(face) > 5 else np.nan
+        box = np.array([*face[:4], yaw], dtype=float)
+        centre = (box[:2] + box[2:4]) / 2
+        if not any((k[:2] <= centre).all() and (centre <= k[2:4]).all() for k in kept):
             kept.append(box)
     return kept
 
@@ -203,22 +212,25 @@ def _fill(track: _Track, examined: np.ndarray) -> FaceTrack:
     n_frames = len(examined)
     boxes = np.full((n_frames, 4), np.nan)
     frames = np.array(track.frames)
-    boxes[frames] = track.boxes
+    detected = np.array(track.boxes)[:, :4]
+    boxes[frames] = detected
+    yaw = np.full(n_frames, np.nan)
+    yaw[frames] = np.array(track.boxes)[:, 4]
     for k, (start, stop) in enumerate(zip(frames[:-1], frames[1:], strict=True)):
         gap = stop - start - 1
         if gap and (gap <= MAX_GAP_FRAMES or not examined[start + 1 : stop].any()):
             weight = (np.arange(1, gap + 1) / (gap + 1))[:, None]
-            boxes[start + 1 : stop] = (1 - weight) * track.boxes[k] + weight * track.boxes[k + 1]
+            boxes[start + 1 : stop] = (1 - weight) * detected[k] + weight * detected[k + 1]
     first, last = frames[0], frames[-1]
     if first <= MAX_GAP_FRAMES or not examined[:first].any():
-        boxes[:first] = track.boxes[0]
+        boxes[:first] = detected[0]
     if n_frames - 1 - last <= MAX_GAP_FRAMES or not examined[last + 1 :].any():
-        boxes[last + 1 :] = track.boxes[-1]
+        boxes[last + 1 :] = detected[-1]
     has_face = ~np.isnan(boxes[:, 0])
     edges = np.flatnonzero(np.diff(np.concatenate([[0], has_face.astype(np.int8), [0]])))
     for start, stop in zip(edges[::2], edges[1::2], strict=True):
         boxes[start:stop] = _smooth(boxes[start:stop])
-    return FaceTrack(boxes, has_face)
+    return FaceTrack(boxes, has_face, None if np.isnan(yaw).all() else yaw)
 
 
 def _examined(detections: Sequence[Sequence[Box] | None], n_frames: int) -> np.ndarray:

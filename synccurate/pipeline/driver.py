@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from synccurate.faces import quality
 from synccurate.io import audio
 from synccurate.io.inputs import ClipRef
 from synccurate.models import provenance
@@ -92,7 +93,13 @@ def _sync_strength(metrics: dict) -> float:
     return value if value is not None else metrics.get("lse_c", float("-inf"))
 
 
+def _rounded(columns: dict, digits: int = 4) -> dict:
+    return {k: None if v is None else round(v, digits) for k, v in columns.items()}
+
+
 def _speaker(clip: PreparedClip, found: list[tuple[int, dict]]) -> dict:
+    """The speaker's (most in-sync track's) metrics and face columns; every scored track
+    summarised in `face_tracks` when the clip has several."""
     track, metrics = max(found, key=lambda item: _sync_strength(item[1]))
     chosen = clip.tracks[track] if clip.tracks else None
     summary = [
@@ -101,15 +108,21 @@ def _speaker(clip: PreparedClip, found: list[tuple[int, dict]]) -> dict:
             "offset_frames": m["offset_frames"],
             "strength": round(float(_sync_strength(m)), 4),
             "face_ratio": round(float(clip.tracks[i].has_face.mean()), 4),
+            **_rounded(quality.track_columns(clip.tracks[i])),
         }
         for i, m in found
     ]
-    return metrics | {
-        "n_faces": max(1, len(clip.tracks)),
-        "face_track": track,
-        "face_tracks": json.dumps(summary) if len(clip.tracks) > 1 else None,
-        "face_ratio": float(chosen.has_face.mean()) if chosen is not None else None,
-    }
+    faces = quality.track_columns(chosen) if chosen is not None else {}
+    return (
+        metrics
+        | faces
+        | {
+            "n_faces": max(1, len(clip.tracks)),
+            "face_track": track,
+            "face_tracks": json.dumps(summary) if len(clip.tracks) > 1 else None,
+            "face_ratio": float(chosen.has_face.mean()) if chosen is not None else None,
+        }
+    )
 
 
 # --- writer ---------------------------------------------------------------------
@@ -135,7 +148,10 @@ def _row(
         "face_detector": clip.detector or None,
         "face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,
         "silence_ratio": float(clip.silence.mean()) if clip.silence is not None else None,
+        "speech_ratio": float(clip.voiced.mean()) if clip.voiced is not None else None,
     }
+    if clip.tracks:  # the main face's, as face_ratio; a scored clip's speaker's replace them
+        row |= quality.track_columns(clip.tracks[0])
     return row | (metrics or {})
 
 

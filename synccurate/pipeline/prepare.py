@@ -40,6 +40,7 @@ class PreparedClip:
     n_samples: int = 0  # 16 kHz audio samples decoded
     n_windows: int = 0  # visual windows the model scores (recipe.n_windows)
     silence: np.ndarray | None = None
+    voiced: np.ndarray | None = None  # bool [n]: voiced speech (audio.frame_voicing)
     detector: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     # Every face track (main face first); crops / has_face above are the main face's.
@@ -93,6 +94,7 @@ def prepare_clip(
         main = clip.tracks[0]
         clip.crops, clip.has_face, clip.detector = main.crops, main.has_face, main.detector
         clip.silence = audio.frame_silence(samples, clip.n_frames)
+        clip.voiced = audio.frame_voicing(samples, clip.n_frames)
         clip.n_windows = recipe.n_windows(clip.n_frames, clip.n_samples)
         if clip.n_windows < 1:
             raise media.MediaError(

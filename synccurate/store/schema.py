@@ -42,6 +42,13 @@ COLUMNS = {
     "n_faces": "Int64",  # face tracks long enough to score; the speaker's describes the row
     "face_track": "Int64",
     "face_tracks": "string",  # JSON: offset and strength of every track, when there are several
+    # what curators filter on besides sync (faces.quality, io.audio.frame_voicing): the
+    # speaker's face size, track steadiness, frozen frames and yaw, and the voiced share
+    "face_px": "float64",
+    "track_jitter": "float64",
+    "frozen_ratio": "float64",
+    "yaw_deg": "float64",
+    "speech_ratio": "float64",
     "vote_offset": "Int64",
     "vote_share": "float64",
     "offset_method": "string",

@@ -458,8 +458,8 @@ def _with_offscreen_voice(
     offscreen: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(on-screen speech, its labels, the mix): during `offscreen` frames another voice, of
-    a clearly different pitch, talks while the visible face falls silent."""
+    """(on-screen speech, its labels, the mix, the mix's labels): during `offscreen` frames
+    another voice, of a clearly different pitch, talks while the visible face falls silent."""
     n_samples = len(speech)
     low, high = PITCH_RANGE
     if pitch * OFFSCREEN_VOICE_GAP <= high:
@@ -470,11 +470,15 @@ def _with_offscreen_voice(
     # the other voice starts talking as the stretch starts
     other_speech = np.zeros(n_samples)
     first = int(np.argmax(offscreen)) * SAMPLES_PER_FRAME
-    other_speech[first:], _ = _speech(n_samples - first, other, rng, False, (0, 40))
+    other_labels = np.full(n_samples, -1, dtype=np.int8)
+    other_speech[first:], other_labels[first:] = _speech(
+        n_samples - first, other, rng, False, (0, 40)
+    )
     fade = _soft_mask(np.repeat(offscreen, SAMPLES_PER_FRAME), OFFSCREEN_FADE)
     speech = speech * (1 - fade)
     labels = np.where(fade > 0.5, -1, labels).astype(np.int8)
-    return speech, labels, speech + other_speech * fade * rng.uniform(0.7, 1.2)
+    mix_labels = np.where(fade > 0.5, other_labels, labels).astype(np.int8)
+    return speech, labels, speech + other_speech * fade * rng.uniform(0.7, 1.2), mix_labels
 
 
 def _mouth(speech: np.ndarray, labels: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -539,7 +543,9 @@ def synth_arrays(
     previous image), partial_shift_frames / partial_shift_start / partial_shift_end
     (frames, half-open, start == end when there is none), shown_frame (int [n], the
     source frame each image shows), mouth_open (float [n], the lip opening 0..1 drawn
-    in each image), mouth_shape (int [n], -1 closed, 0..4 vowel a e i o u, 5 fricative).
+    in each image), mouth_shape (int [n], -1 closed, 0..4 vowel a e i o u, 5 fricative),
+    voiced_frames (bool [n]: at least half of the frame's audio is a vowel of either voice,
+    after the constant offset; drift, a partial shift or a step are not followed).
     """
     n_frames = int(round(seconds * VIDEO_FPS))
     if n_frames < 1:
@@ -562,11 +568,13 @@ def synth_arrays(
 
     offscreen = np.zeros(n_frames, dtype=bool)
     off_start = off_end = 0
-    mix = speech
+    mix, mix_labels = speech, labels
     if offscreen_fraction > 0:
         off_start, off_end = _stretch(rng_off, offscreen_fraction, n_frames)
         offscreen[off_start:off_end] = True
-        speech, labels, mix = _with_offscreen_voice(speech, labels, pitch, offscreen, rng_other)
+        speech, labels, mix, mix_labels = _with_offscreen_voice(
+            speech, labels, pitch, offscreen, rng_other
+        )
 
     opening, shape = _mouth(speech, labels, n_frames)
     face = _draw_face(rng_face, size)
@@ -608,6 +616,11 @@ def synth_arrays(
     audio = (audio + rng_level.normal(0, noise_rms, n_samples)).astype(np.float32)
 
     silence = frame_silence(audio, n_frames)
+    # voiced truth: at least half of the frame's samples belong to a vowel (either voice),
+    # moved by the constant offset (drift, a partial shift or a step are not followed)
+    vowel = ((mix_labels >= 0) & (mix_labels < FRICATIVE)).astype(np.float64)
+    vowel = shift_audio(vowel, int(offset_frames))
+    voiced = vowel.reshape(n_frames, SAMPLES_PER_FRAME).mean(axis=1) >= 0.5
     truth = {
         "seed": int(seed),
         "seconds": float(seconds),
@@ -633,6 +646,7 @@ def synth_arrays(
         "offset_step_s": None if step_s is None else float(step_s),
         "offset_step_frames": int(step_frames),
         "offset_track": offset_track.astype(np.float32),
+        "voiced_frames": voiced,
     }
     return images, audio, truth
 
@@ -666,7 +680,7 @@ def _shift_stretch(
 # --- files -------------------------------------------------------------------------------
 def _record(truth: dict) -> dict:
     """The truth dict with numpy arrays turned into plain lists (manifest-ready)."""
-    internal = ("shown_frame", "mouth_open", "mouth_shape", "offset_track")
+    internal = ("shown_frame", "mouth_open", "mouth_shape", "offset_track", "voiced_frames")
     keep = {k: v for k, v in truth.items() if k not in internal}
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in keep.items()}
 
