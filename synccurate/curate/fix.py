@@ -54,6 +54,7 @@ from synccurate.curate.filtering import clip_path, mirror_paths
 from synccurate.io.audio import VIDEO_FPS, delay_samples
 from synccurate.io.files import default_file_mode, write_table
 from synccurate.io.media import MediaError, MediaInfo, ffmpeg_binary, probe
+from synccurate.store.schema import OFFSET_OVER_TIME_COLUMNS
 
 LOG_NAME = "fixes.parquet"
 MAX_CODEC_DELAY = 8192  # samples; larger measured lags are not believed
@@ -827,18 +828,8 @@ def _reusable(
     )
 
 
-# scores columns that describe the offset over time (pipeline.timeline); older tables lack them
-TIMELINE_COLUMNS = (
-    "drift_ms_per_min",
-    "offset_start_ms",
-    "drift_residual_ms",
-    "offset_min",
-    "offset_max",
-    "offset_steps",
-    "offset_step_at_s",
-    "duration_s",
-    "n_frames",
-)
+# the scores columns a drift fix reads (the offset over time, and the clip's length)
+TIMELINE_COLUMNS = (*OFFSET_OVER_TIME_COLUMNS, "duration_s", "n_frames")
 
 
 def _clip_seconds(row: dict, source: Path) -> float | None:

@@ -50,6 +50,7 @@ from synccurate.curate import compare, filtering
 from synccurate.io import media
 from synccurate.io.files import default_file_mode, same_file
 from synccurate.models import provenance
+from synccurate.store.schema import OFFSET_OVER_TIME_COLUMNS
 
 SCALAR_COLUMNS = (
     "root",
@@ -134,13 +135,7 @@ MEANINGLESS_COLUMNS = (
     "profile",
     "face_track",
     "face_tracks",
-    "drift_ms_per_min",
-    "offset_start_ms",
-    "drift_residual_ms",
-    "offset_min",
-    "offset_max",
-    "offset_steps",
-    "offset_step_at_s",
+    *OFFSET_OVER_TIME_COLUMNS,
 )
 UNAFFECTED_COLUMNS = (
     "status",

@@ -143,6 +143,16 @@ _KEYS = {"root": "string", "path": "string", "status": "string"}
 _STAMPS = {"scored_at": "datetime64[us, UTC]", "run_id": "string"}
 
 SCORES = TableSchema("scores", COLUMNS, _LIST_TYPES)
+# The scores columns of the offset over time (pipeline.timeline); older tables lack them.
+OFFSET_OVER_TIME_COLUMNS = (
+    "drift_ms_per_min",
+    "offset_start_ms",
+    "drift_residual_ms",
+    "offset_min",
+    "offset_max",
+    "offset_steps",
+    "offset_step_at_s",
+)
 # The offset over time (pipeline.timeline): one row per clip × stretch; a clip that could
 # not be scored gets one row with its status and no stretch.
 TIMELINE = TableSchema(
