@@ -63,6 +63,12 @@ def test_a_step_is_counted_where_it_happens_and_is_no_drift():
     assert (found["offset_min"], found["offset_max"]) == (0, 6)
 
 
+def test_a_jump_of_two_frames_is_a_step_and_one_frame_is_not():
+    two = offset_over_time(timeline([1] * 6 + [3] * 6))
+    assert two["offset_steps"] == 1 and list(two["offset_step_at_s"]) == [60.0]
+    assert offset_over_time(timeline([1] * 6 + [2] * 6))["offset_steps"] == 0
+
+
 def test_only_confident_stretches_count():
     stretches = timeline([0, 0, 0, 9, 0, 0])
     stretches[3]["prob_at_offset"] = 0.2  # a stretch where nobody on screen speaks
