@@ -54,13 +54,11 @@ def draw_sync_maps(
             continue
         (scored,) = driver.score_clip_faces(model, [clip], batch, device, max_offset)
         metrics = scored.columns
-        view = dict(clip.face_views())[metrics["face_track"]]
-        (S,) = batching.similarity_matrices(model, [view], batch, device, max_offset)
         name = Path(clip.ref.path).with_suffix("").as_posix().replace("/", "__")
         target = out_dir / f"{name}.syncmap.png"
         title = f"{clip.ref.path} ({model.model_id})"
         meaningless = provenance.mismatch(trained_on, clip.synthetic)
         if meaningless:
             title += " — SYNTHETIC-ONLY WEIGHTS ON A REAL CLIP: MEANINGLESS"
-        plot.plot_sync_map(S.cpu().numpy(), metrics, title, target, scored.timeline)
+        plot.plot_sync_map(scored.similarity.cpu().numpy(), metrics, title, target, scored.timeline)
         yield SyncMap(clip.ref, clip.status, None, target, metrics["offset_frames"], meaningless)

@@ -40,10 +40,11 @@ from synccurate.pipeline.timeline import (
 
 @dataclass
 class ScoredClip:
-    """A clip's metric columns (the speaker's) and its timeline (the speaker's stretches)."""
+    """A clip's metric columns, its timeline and S, all of the speaker's face."""
 
     columns: dict
     timeline: list[dict]
+    similarity: torch.Tensor  # S [T, 2K+1] of the speaker's windows
 
 
 def score_faces(
@@ -83,7 +84,7 @@ def score_clip_faces(
         columns = _speaker(clip, found)
         S, valid = seen[c, columns["face_track"]]
         timeline = stretches(model, S, valid, segment_seconds, offset_method)
-        scored.append(ScoredClip(columns | offset_over_time(timeline), timeline))
+        scored.append(ScoredClip(columns | offset_over_time(timeline), timeline, S))
     return scored
 
 
