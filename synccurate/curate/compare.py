@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from synccurate.curate.filtering import is_ok, numeric
 from synccurate.models import provenance
 
 DDOF = 1  # sample standard deviation
@@ -40,21 +41,11 @@ DIFFERENCE_METRICS = {
 KEY_METRICS = ("lse_c", "prob_at_offset")
 
 
-def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in table.columns:
-        return np.full(len(table), np.nan)
-    return pd.to_numeric(table[column], errors="coerce").astype("float64").to_numpy()
-
-
-def _is_ok(table: pd.DataFrame) -> np.ndarray:
-    return table["status"].eq("ok").fillna(False).to_numpy(dtype=bool)
-
-
 def metric_values(table: pd.DataFrame, name: str) -> np.ndarray:
     """A metric per row as floats (NaN where missing); abs_offset = |offset_frames|."""
     if name == "abs_offset":
-        return np.abs(_numeric(table, "offset_frames"))
-    return _numeric(table, name)
+        return np.abs(numeric(table, "offset_frames"))
+    return numeric(table, name)
 
 
 def spread(values: np.ndarray) -> dict:
@@ -75,7 +66,7 @@ def per_model(table: pd.DataFrame) -> list[dict]:
         return []
     models = table["model"] if "model" in table.columns else pd.Series(NO_MODEL, table.index)
     codes, names = pd.factorize(models.astype("string").fillna(NO_MODEL), sort=True)
-    ok = _is_ok(table)
+    ok = is_ok(table)
     flagged = provenance.synthetic_on_real_rows(table)
     values = {name: metric_values(table, name) for name in MODEL_METRICS}
     result = []
@@ -155,7 +146,7 @@ def _pairs(here: pd.DataFrame, there: pd.DataFrame) -> pd.DataFrame:
     if not len(common):
         return pairs
     a, b = here.loc[common], there.loc[common]
-    ok = _is_ok(a) & _is_ok(b)
+    ok = is_ok(a) & is_ok(b)
     for side, frame in (("", a), ("_ref", b)):
         pairs[f"status{side}"] = frame["status"].astype("string").fillna("missing").to_numpy()
         models = frame["model"] if "model" in frame.columns else pd.Series(NO_MODEL, common)

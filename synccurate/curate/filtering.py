@@ -169,7 +169,7 @@ def load_scores(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
+def numeric(table: pd.DataFrame, column: str) -> np.ndarray:
     """Column as float64 with NaN for missing values (handles nullable dtypes and pd.NA)."""
     if column not in table.columns:
         return np.full(len(table), np.nan)
@@ -182,7 +182,7 @@ def _flag(table: pd.DataFrame, column: str) -> np.ndarray:
     return table[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
-def _is_ok(table: pd.DataFrame) -> np.ndarray:
+def is_ok(table: pd.DataFrame) -> np.ndarray:
     return (table["status"].astype("string").fillna("") == "ok").to_numpy(dtype=bool)
 
 
@@ -199,9 +199,9 @@ def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarr
     NaN) and passes the drift and curation rules (see FilterRules). Vectorised, so
     `synccurate report` can evaluate the rules on millions of rows.
     """
-    prob = _numeric(table, "prob_at_offset")
-    offscreen = _numeric(table, "offscreen_ratio")
-    lse_c, lse_d = _numeric(table, "lse_c"), _numeric(table, "lse_d")
+    prob = numeric(table, "prob_at_offset")
+    offscreen = numeric(table, "offscreen_ratio")
+    lse_c, lse_d = numeric(table, "lse_c"), numeric(table, "lse_d")
     distance_rows = np.isnan(prob) & ~np.isnan(lse_c)  # SyncNet v2: no probability by design
     with np.errstate(invalid="ignore"):
         failures = {
@@ -213,31 +213,31 @@ def rule_failures(table: pd.DataFrame, rules: FilterRules) -> dict[str, np.ndarr
             if rules.max_lse_d is not None:
                 failures[REASON_HIGH_LSE_D] = distance_rows & ~(lse_d <= rules.max_lse_d)
         if rules.max_abs_offset is not None:
-            distance = np.abs(_numeric(table, "offset_frames") - rules.reference_offset)
+            distance = np.abs(numeric(table, "offset_frames") - rules.reference_offset)
             failures[REASON_LARGE_OFFSET] = ~(distance <= rules.max_abs_offset)
         if rules.max_silence is not None:
-            silence = _numeric(table, "silence_ratio")
+            silence = numeric(table, "silence_ratio")
             failures[REASON_SILENCE] = ~(silence <= rules.max_silence)
         if rules.drop_at_search_edge:
             failures[REASON_EDGE] = _flag(table, "at_search_edge")
         if rules.max_drift_ms_per_min is not None:  # unmeasured (NaN) passes: see FilterRules
-            drift = np.abs(_numeric(table, "drift_ms_per_min"))
+            drift = np.abs(numeric(table, "drift_ms_per_min"))
             failures[REASON_DRIFT] = drift > rules.max_drift_ms_per_min
         if rules.max_offset_spread is not None:
-            spread = _numeric(table, "offset_max") - _numeric(table, "offset_min")
+            spread = numeric(table, "offset_max") - numeric(table, "offset_min")
             failures[REASON_OFFSET_SPREAD] = spread > rules.max_offset_spread
         # what curators filter on besides sync: an empty value (NaN) passes (FilterRules)
         if rules.min_face_px is not None:
-            failures[REASON_SMALL_FACE] = _numeric(table, "face_px") < rules.min_face_px
+            failures[REASON_SMALL_FACE] = numeric(table, "face_px") < rules.min_face_px
         if rules.max_abs_yaw is not None:
-            failures[REASON_YAW] = np.abs(_numeric(table, "yaw_deg")) > rules.max_abs_yaw
+            failures[REASON_YAW] = np.abs(numeric(table, "yaw_deg")) > rules.max_abs_yaw
         if rules.max_jitter is not None:
-            failures[REASON_JITTER] = _numeric(table, "track_jitter") > rules.max_jitter
+            failures[REASON_JITTER] = numeric(table, "track_jitter") > rules.max_jitter
         if rules.min_speech_ratio is not None:
-            speech = _numeric(table, "speech_ratio")
+            speech = numeric(table, "speech_ratio")
             failures[REASON_LITTLE_SPEECH] = speech < rules.min_speech_ratio
         if rules.max_frozen_ratio is not None:
-            frozen = _numeric(table, "frozen_ratio")
+            frozen = numeric(table, "frozen_ratio")
             failures[REASON_FROZEN] = frozen > rules.max_frozen_ratio
     return failures
 
@@ -309,11 +309,11 @@ def confident_clips(
     lse_c >= min_lse_c (3). With neither value in the table no clip is confident.
     `rule` says in words which bar was used.
     """
-    ok = _is_ok(table) if "status" in table.columns else np.ones(len(table), dtype=bool)
-    offset = _numeric(table, "offset_frames")
+    ok = is_ok(table) if "status" in table.columns else np.ones(len(table), dtype=bool)
+    offset = numeric(table, "offset_frames")
     base = ok & np.isfinite(offset) & ~_flag(table, "at_search_edge")
-    prob = _numeric(table, "prob_at_offset")
-    lse_c = _numeric(table, "lse_c")
+    prob = numeric(table, "prob_at_offset")
+    lse_c = numeric(table, "lse_c")
     with np.errstate(invalid="ignore"):
         if np.isfinite(prob).any():
             return base & (prob >= min_prob), f"prob_at_offset ≥ {min_prob:g}"
@@ -342,7 +342,7 @@ def dataset_offset(
     the offset histogram away from 0; `filter`/`fix` can treat that value as in sync.
     """
     mask, _ = confident_clips(table, min_prob, min_lse_c)
-    values = _numeric(table, "offset_frames")[mask].round().astype(int)
+    values = numeric(table, "offset_frames")[mask].round().astype(int)
     if not len(values):
         return DatasetOffset(None, 0, {})
     offsets, counts = np.unique(values, return_counts=True)
@@ -439,7 +439,7 @@ def summarize(
                 reasons[part] = reasons.get(part, 0) + 1
             if len(parts) == 1:
                 only_reason[parts[0]] = only_reason.get(parts[0], 0) + 1
-    ok = _is_ok(table)
+    ok = is_ok(table)
     statuses = table["status"].astype("string").fillna("missing").value_counts()
     ok_rows = table.loc[ok]
     summary = {
@@ -452,11 +452,11 @@ def summarize(
         "statuses": {str(k): int(v) for k, v in statuses.items()},
         "at_search_edge": int(_flag(ok_rows, "at_search_edge").sum()),
         "distributions": {
-            metric: _distribution(_numeric(ok_rows, metric), metric) for metric in METRICS
+            metric: _distribution(numeric(ok_rows, metric), metric) for metric in METRICS
         },
     }
     mask, rule = confident_clips(table)
-    confident = _numeric(table, "offset_frames")[mask]
+    confident = numeric(table, "offset_frames")[mask]
     summary["confident_offsets"] = {
         "rule": rule,
         "n": int(len(confident)),

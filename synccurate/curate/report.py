@@ -47,6 +47,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from synccurate.curate import compare, filtering
+from synccurate.curate.filtering import is_ok, numeric
 from synccurate.io import media
 from synccurate.io.files import default_file_mode, same_file
 from synccurate.models import provenance
@@ -266,20 +267,10 @@ def read_lists(scores: Scores, picks: pd.DataFrame) -> dict[tuple[int, int], dic
 # --- summarise --------------------------------------------------------------------------
 
 
-def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in table.columns:
-        return np.full(len(table), np.nan)
-    return pd.to_numeric(table[column], errors="coerce").astype("float64").to_numpy()
-
-
 def _strings(table: pd.DataFrame, column: str, missing: str = "") -> np.ndarray:
     if column not in table.columns:
         return np.full(len(table), missing, dtype=object)
     return table[column].astype("string").fillna(missing).to_numpy(dtype=object)
-
-
-def _is_ok(table: pd.DataFrame) -> np.ndarray:
-    return table["status"].eq("ok").fillna(False).to_numpy(dtype=bool)
 
 
 def _counts(table: pd.DataFrame, column: str, missing: str | None = None) -> dict[str, int]:
@@ -303,7 +294,7 @@ def _flag(table: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _has_values(table: pd.DataFrame, column: str) -> bool:
-    return column in table.columns and bool(np.isfinite(_numeric(table, column)).any())
+    return column in table.columns and bool(np.isfinite(numeric(table, column)).any())
 
 
 def _number(value) -> float | None:
@@ -340,7 +331,7 @@ def _normalised(message: str) -> str:
 def error_groups(table: pd.DataFrame) -> tuple[list[dict], int]:
     """(status, kind, clips, example) for the rows that are not ok, largest first, and how
     many rows fall in the kinds left off after MAX_ERROR_KINDS."""
-    failed = np.flatnonzero(~_is_ok(table))
+    failed = np.flatnonzero(~is_ok(table))
     if not len(failed):
         return [], 0
     sub = table.iloc[failed]
@@ -382,7 +373,7 @@ def histogram(values: np.ndarray, low: float, high: float, bins: int) -> dict:
 
 def histograms(table: pd.DataFrame) -> tuple[dict, int]:
     """One histogram per metric (every row with a value) and the offset range ±K shown."""
-    offsets = _numeric(table, "offset_frames")
+    offsets = numeric(table, "offset_frames")
     seen = np.abs(offsets[np.isfinite(offsets)])
     max_offset = max(MIN_HISTOGRAM_OFFSET, int(seen.max()) if len(seen) else 0)
     result = {
@@ -390,16 +381,16 @@ def histograms(table: pd.DataFrame) -> tuple[dict, int]:
     }
     for metric in UNIT_METRICS:
         if metric in ALWAYS_SHOWN or _has_values(table, metric):
-            result[metric] = histogram(_numeric(table, metric), 0.0, 1.0, UNIT_BINS)
+            result[metric] = histogram(numeric(table, metric), 0.0, 1.0, UNIT_BINS)
     for metric in FREE_METRICS:
         if _has_values(table, metric):
-            values = _numeric(table, metric)
+            values = numeric(table, metric)
             low, high = float(np.nanmin(values)), float(np.nanmax(values))
             bins = FREE_BINS if high > low else 1
             result[metric] = histogram(values, low, max(high, low + 1e-9), bins)
     for metric, (low, high, bins) in RANGED_METRICS.items():
         if _has_values(table, metric):
-            values = _numeric(table, metric)
+            values = numeric(table, metric)
             if high is None:
                 top = float(np.nanquantile(values, RANGE_QUANTILE))
                 high = _round_up(max(top, float(np.nanmax(values)) * 1e-3, 1e-9))
@@ -433,7 +424,7 @@ def thresholds(table: pd.DataFrame) -> dict:
     """
     rules = filtering.FilterRules()
     total = max(len(table), 1)
-    ok = _is_ok(table)
+    ok = is_ok(table)
     failures = filtering.rule_failures(table, rules)
     prob_rule, offscreen_rule = filtering.REASON_LOW_PROB, filtering.REASON_OFFSCREEN
 
@@ -444,7 +435,7 @@ def thresholds(table: pd.DataFrame) -> dict:
                 mask &= ~failed
         return mask
 
-    prob, offscreen = _numeric(table, "prob_at_offset"), _numeric(table, "offscreen_ratio")
+    prob, offscreen = numeric(table, "prob_at_offset"), numeric(table, "offscreen_ratio")
     grid_p = np.union1d(np.round(np.linspace(0, 1, 101), 2), [rules.min_prob])
     grid_o = np.union1d(np.round(np.linspace(0, 1, 101), 2), [rules.max_offscreen])
     both = passing(prob_rule, offscreen_rule)
@@ -498,10 +489,10 @@ def _pick(values: np.ndarray, mask: np.ndarray, n: int, largest: bool = False) -
 
 def worst_clips(table: pd.DataFrame, n: int) -> dict[str, dict]:
     """{name: {title, metric, total, positions}} for each list the table has clips for."""
-    ok = _is_ok(table)
-    prob = _numeric(table, "prob_at_offset")
+    ok = is_ok(table)
+    prob = numeric(table, "prob_at_offset")
     # at the search edge: lowest probability first (distance tables: largest |offset| first)
-    edge_key = np.where(np.isfinite(prob), prob, -np.abs(_numeric(table, "offset_frames")))
+    edge_key = np.where(np.isfinite(prob), prob, -np.abs(numeric(table, "offset_frames")))
     specs = [
         ("lowest_prob", "Lowest probability at the offset", "prob_at_offset", prob, ok, False),
         ("highest_offscreen", "Highest off-screen ratio", "offscreen_ratio", None, ok, True),
@@ -510,7 +501,7 @@ def worst_clips(table: pd.DataFrame, n: int) -> dict[str, dict]:
     ]
     result = {}
     for name, title, metric, values, mask, largest in specs:
-        values = _numeric(table, metric) if values is None else values
+        values = numeric(table, metric) if values is None else values
         mask = ok & _flag(table, "at_search_edge") if mask is None else mask
         total = int((mask & np.isfinite(values)).sum())
         if total:
@@ -547,7 +538,7 @@ def _drift_clip(table: pd.DataFrame, position: int) -> dict:
     row = table.iloc[position]
 
     def number(column: str) -> float | None:
-        return _number(_numeric(table.iloc[[position]], column)[0])
+        return _number(numeric(table.iloc[[position]], column)[0])
 
     drift, duration = number("drift_ms_per_min"), number("duration_s")
     steps = number("offset_steps")
@@ -575,11 +566,11 @@ def drift_summary(table: pd.DataFrame, n: int) -> tuple[dict, dict[str, list[int
     scored before these columns existed."""
     if "drift_ms_per_min" not in table.columns:
         return {"columns": False}, {}
-    ok = _is_ok(table)
-    drift = _numeric(table, "drift_ms_per_min")
+    ok = is_ok(table)
+    drift = numeric(table, "drift_ms_per_min")
     measured = ok & np.isfinite(drift)
-    steps = _numeric(table, "offset_steps")
-    spread = _numeric(table, "offset_max") - _numeric(table, "offset_min")
+    steps = numeric(table, "offset_steps")
+    spread = numeric(table, "offset_max") - numeric(table, "offset_min")
     with np.errstate(invalid="ignore"):
         stepping = ok & (steps >= 1)
     largest = _pick(np.abs(drift), ok, n, largest=True)
@@ -632,18 +623,18 @@ def summarise(
         comparison["reference_duplicates_dropped"] = reference.duplicates_dropped
     groups, other_errors = error_groups(table)
     hists, max_offset = histograms(table)
-    offsets = _numeric(table, "offset_frames")
+    offsets = numeric(table, "offset_frames")
     offsets = offsets[np.isfinite(offsets)]
     median_offset = float(np.median(offsets)) if len(offsets) else None
     lists = worst_clips(table, worst)
-    duration = _numeric(table, "duration_s")
+    duration = numeric(table, "duration_s")
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": len(scores.files),
         "rows_read": scores.rows_read,
         "duplicates_dropped": scores.duplicates_dropped,
         "n_clips": len(table),
-        "n_ok": int(_is_ok(table).sum()),
+        "n_ok": int(is_ok(table).sum()),
         "hours": float(np.nansum(duration) / 3600) if len(duration) else 0.0,
         "models": _counts(table, "model"),
         "face_detectors": _counts(table, "face_detector"),
@@ -652,7 +643,7 @@ def summarise(
         "errors_left_off": other_errors,
         "max_offset": max_offset,
         "median_offset": median_offset,
-        "at_search_edge": int((_flag(table, "at_search_edge") & _is_ok(table)).sum()),
+        "at_search_edge": int((_flag(table, "at_search_edge") & is_ok(table)).sum()),
         "histograms": hists,
         "thresholds": thresholds(table),
         "synthetic_on_real": synthetic_on_real(table),
@@ -673,7 +664,7 @@ def summarise(
                     }
                     for p, value in zip(
                         item["positions"],
-                        _numeric(table, item["metric"])[item["positions"]],
+                        numeric(table, item["metric"])[item["positions"]],
                         strict=True,
                     )
                 ],
