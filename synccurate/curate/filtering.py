@@ -284,10 +284,6 @@ def apply_filter(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame,
 
 # --- the data set's own offset -----------------------------------------------------------
 
-# SyncNet v2 tables (distance models) have no probability; LSE-C >= 3 is the usual bar
-# for a confident clip there (LatentSync's "confidence >= 3", SPEC §11).
-DEFAULT_MIN_LSE_C = 3.0
-
 
 class DatasetOffset(NamedTuple):
     """`dataset_offset`'s answer."""
