@@ -135,7 +135,7 @@ def test_frames_stream_in_bounded_chunks_and_early_stop_kills_ffmpeg(tmp_path: P
     assert scaled.shape == (8, 20, 30, 3) and scaled.flags.writeable
     stream = media.iter_video_frames(info, chunk_frames=4)
     next(stream)
-    process = stream.gi_frame.f_locals["process"]
+    process = stream.gi_yieldfrom.gi_frame.f_locals["process"]  # the pipe reader's ffmpeg
     stream.close()
     assert process.poll() is not None
 

@@ -275,15 +275,15 @@ def test_face_in_scattered_frames_only_is_no_face(monkeypatch, tmp_path):
     from synccurate.faces import extract
 
     synth.synth_clip(tmp_path / "clip.mp4", seconds=2.0, seed=5)
-    real_extract = extract.extract_face_tracks
+    real_cut = extract.cut_all_crops
 
     def every_other_frame(*args, **kwargs):
-        tracks = real_extract(*args, **kwargs)
+        tracks = real_cut(*args, **kwargs)
         tracks[0].has_face[1::2] = False
         tracks[0].has_face[::4] = True
         return tracks
 
-    monkeypatch.setattr(extract, "extract_face_tracks", every_other_frame)
+    monkeypatch.setattr(extract, "cut_all_crops", every_other_frame)
     clip = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     assert clip.status == "no_face" and "clip.mp4" in clip.error
 

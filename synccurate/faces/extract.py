@@ -1,14 +1,15 @@
 """Two passes over a clip: detect faces on small frames, then cut each track's crops.
 
-Both passes stream the video: the first keeps only boxes, the second only the small
-crops, so memory stays bounded for long clips. `extract_mouths` keeps the main face;
-`extract_face_tracks` returns every face long enough to score, cropped in the same pass.
+Both passes stream the video. The first (`locate_faces`) keeps only boxes; the second
+(`iter_crops`) yields the crops chunk by chunk, so a long recording is scored while it is
+cut and never held whole. `extract_mouths` keeps the main face; `extract_face_tracks`
+returns every face long enough to score with all its crops (a short clip, in one piece).
 The crop itself is the model's (its input recipe); this module only decides where.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +57,7 @@ class MouthTrack:
     `yaw` are the per-frame facts `faces.quality.track_columns` reduces.
     """
 
-    crops: np.ndarray  # uint8 [n, H, W, 3], RGB
+    crops: np.ndarray | None  # uint8 [n, H, W, 3], RGB; None until the crop pass cut them
     has_face: np.ndarray  # bool [n]
     boxes: np.ndarray  # float [n, 4] face boxes in frame_size(info) pixels, NaN where no face
     detector: str
@@ -64,29 +65,43 @@ class MouthTrack:
     yaw: np.ndarray | None = None  # float [n] degrees, NaN where none; None: no landmarks
 
 
-def _whole_frame_crops(info: MediaInfo, recipe: CropRecipe, chunk_frames: int) -> MouthTrack:
+def _whole_frame_chunks(
+    info: MediaInfo, recipe: CropRecipe, chunk_frames: int
+) -> Iterator[np.ndarray]:
     """Pre-cropped faces: ffmpeg cuts the region when the recipe has a filter, else numpy."""
     from synccurate.io.media import frame_size, iter_video_frames
 
     height, width = frame_size(info)
     video_filter = getattr(recipe, "whole_frame_filter", None)
     if video_filter is not None:
-        chunks = iter_video_frames(
+        yield from iter_video_frames(
             info,
             size=recipe.crop_hw,
             video_filter=video_filter(width, height),
             chunk_frames=chunk_frames,
         )
-    else:
-        chunks = (
-            np.stack([recipe.whole_frame(frame) for frame in chunk])
-            for chunk in iter_video_frames(info, chunk_frames=chunk_frames)
-        )
-    crops = np.concatenate(list(chunks))
-    n = len(crops)
-    boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
-    changes = quality.crop_changes(crops)  # one region all along: consecutive crops compare
-    return MouthTrack(crops, np.ones(n, dtype=bool), boxes, WholeFrameDetector.name, changes)
+        return
+    for chunk in iter_video_frames(info, chunk_frames=chunk_frames):
+        yield np.stack([recipe.whole_frame(frame) for frame in chunk])
+
+
+def _iter_whole_frame(
+    info: MediaInfo, track: MouthTrack, recipe: CropRecipe, chunk_frames: int
+) -> Iterator[list[np.ndarray]]:
+    """The whole frame is the face: its one track grows as the frames decode, complete
+    (has_face, boxes, changes) when the stream ends."""
+    from synccurate.io.media import frame_size
+
+    height, width = frame_size(info)
+    changes, last = [], None
+    for crops in _whole_frame_chunks(info, recipe, chunk_frames):
+        changes.append(quality.crop_changes(crops, last))  # one region: consecutive crops
+        last = crops[-1].copy()
+        yield [crops]
+    track.changes = np.concatenate(changes) if changes else np.zeros(0)
+    n = len(track.changes)
+    track.has_face = np.ones(n, dtype=bool)
+    track.boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
 
 
 def _detect_all(
@@ -135,24 +150,27 @@ def _crop_scale(sides: np.ndarray, recipe: CropRecipe) -> float:
     return min(1.0, CROP_OVERSAMPLE * recipe.crop_hw[1] / smallest_crop)
 
 
-def _cut_crops(
-    info: MediaInfo, tracks: Sequence[FaceTrack], recipe: CropRecipe, chunk_frames: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _iter_tracks(
+    info: MediaInfo, tracks: Sequence[MouthTrack], recipe: CropRecipe, chunk_frames: int
+) -> Iterator[list[np.ndarray]]:
     """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face).
 
-    Also, per track, how much the face changed since the previous frame: this frame's face
-    box cut from this frame and from the previous one (`quality.change_in_box`; the same
-    box, so a box that moves while the image stands still does not hide a frozen frame;
-    NaN where either frame has no face).
+    Also fills, per track, how much the face changed since the previous frame: this
+    frame's face box cut from this frame and from the previous one
+    (`quality.change_in_box`; the same box, so a box that moves while the image stands
+    still does not hide a frozen frame; NaN where either frame has no face).
     """
     from synccurate.io.media import frame_size, iter_video_frames
 
     height, width = frame_size(info)
     n = len(tracks[0].has_face) if tracks else 0
-    crops = [np.zeros((n, *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
-    changes = [np.full(n, np.nan) for _ in tracks]
+    for track in tracks:
+        track.changes = np.full(n, np.nan)
     if not any(track.has_face.any() for track in tracks):
-        return crops, changes
+        for start in range(0, n, chunk_frames):  # nothing to cut: no need to decode
+            size = min(chunk_frames, n - start)
+            yield [np.zeros((size, *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
+        return
     faces = np.concatenate([track.boxes[track.has_face] for track in tracks])
     crop_scale = _crop_scale(np.maximum(*(faces[:, 2:] - faces[:, :2]).T), recipe)
     crop_frame_hw = (max(1, round(height * crop_scale)), max(1, round(width * crop_scale)))
@@ -160,16 +178,31 @@ def _cut_crops(
     t = 0
     previous = None
     for chunk in iter_video_frames(info, size=crop_frame_hw, chunk_frames=chunk_frames):
-        for frame in chunk:
-            for track, out, changed in zip(tracks, crops, changes, strict=True):
+        crops = [np.zeros((len(chunk), *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
+        for i, frame in enumerate(chunk):
+            for track, out in zip(tracks, crops, strict=True):
                 if t < n and track.has_face[t]:
                     box = track.boxes[t] * to_crop_frame
-                    out[t] = recipe.crop(frame, box)
+                    out[i] = recipe.crop(frame, box)
                     if previous is not None and track.has_face[t - 1]:
-                        changed[t] = quality.change_in_box(previous, frame, box)
+                        track.changes[t] = quality.change_in_box(previous, frame, box)
             previous = frame.copy()  # a copy: a view would keep the whole chunk
             t += 1
-    return crops, changes
+        yield crops
+
+
+def iter_crops(
+    info: MediaInfo, tracks: Sequence[MouthTrack], recipe: CropRecipe, chunk_frames: int = 64
+) -> Iterator[list[np.ndarray]]:
+    """Pass 2 as a stream: consecutive chunks [n <= chunk_frames, H, W, 3] of every track's
+    crops (one list entry per track), cut from one decode of the clip.
+
+    Fills each track's `changes` as it goes; the whole frame's track (`locate_faces` with
+    the ``none`` detector) gets its frames, boxes and changes when the stream ends.
+    """
+    if len(tracks) == 1 and tracks[0].detector == WholeFrameDetector.name:
+        return _iter_whole_frame(info, tracks[0], recipe, chunk_frames)
+    return _iter_tracks(info, tracks, recipe, chunk_frames)
 
 
 def _check_args(info: MediaInfo, detect_every: int, caller: str) -> None:
@@ -186,6 +219,49 @@ def _smoothed(tracks: list[FaceTrack], recipe: CropRecipe) -> list[FaceTrack]:
     return [FaceTrack(recipe.smooth_track(t.boxes, t.has_face), t.has_face, t.yaw) for t in tracks]
 
 
+def locate_faces(
+    info: MediaInfo,
+    detector: FaceDetector,
+    recipe: CropRecipe,
+    *,
+    detect_size: int = 320,
+    detect_every: int = 1,
+    chunk_frames: int = 64,
+    max_faces: int | None = MAX_FACES,
+    min_frames: int = MIN_TRACK_FRAMES,
+) -> list[MouthTrack]:
+    """Pass 1: each face track of the clip long enough to score, main face first, no crops yet.
+
+    The tracks are those of `track_all_faces` (at least `min_frames` frames; at most
+    `max_faces` of them, None = all). When no track is that long, the main face's track
+    alone (it may be short or empty). With the ``none`` detector there is exactly one
+    track, the whole frame, which `iter_crops` completes (no pass 1 is needed).
+    """
+    _check_args(info, detect_every, "locate_faces")
+    if detector.name == WholeFrameDetector.name:
+        empty = np.zeros(0, dtype=bool)
+        return [MouthTrack(None, empty, np.zeros((0, 4)), WholeFrameDetector.name)]
+    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
+    n = len(detections)
+    # No track long enough: the main face however short, so callers still see the frames.
+    tracks = track_all_faces(detections, n, min_frames=min_frames) or [track_faces(detections, n)]
+    tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
+    return [MouthTrack(None, t.has_face, t.boxes, detector.name, yaw=t.yaw) for t in tracks]
+
+
+def cut_all_crops(
+    info: MediaInfo, tracks: list[MouthTrack], recipe: CropRecipe, chunk_frames: int = 64
+) -> list[MouthTrack]:
+    """The tracks with all their crops, cut in one pass (a clip short enough to hold)."""
+    chunks = list(iter_crops(info, tracks, recipe, chunk_frames))
+    for i, track in enumerate(tracks):
+        parts = [chunk[i] for chunk in chunks]
+        track.crops = (
+            np.concatenate(parts) if parts else np.zeros((0, *recipe.crop_hw, 3), np.uint8)
+        )
+    return tracks
+
+
 def extract_face_tracks(
     info: MediaInfo,
     detector: FaceDetector,
@@ -197,26 +273,19 @@ def extract_face_tracks(
     max_faces: int | None = MAX_FACES,
     min_frames: int = MIN_TRACK_FRAMES,
 ) -> list[MouthTrack]:
-    """Crops of each face track of the clip long enough to score, main face first, at 25 fps.
-
-    The tracks are those of `track_all_faces` (at least `min_frames` frames; at most
-    `max_faces` of them, None = all); the recipe cuts their crops in one decoding pass.
-    When no track is that long, the main face's track alone (it may be short or empty).
-    With the ``none`` detector there is exactly one track, the whole frame.
-    """
-    _check_args(info, detect_every, "extract_face_tracks")
-    if detector.name == WholeFrameDetector.name:
-        return [_whole_frame_crops(info, recipe, chunk_frames)]
-    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
-    n = len(detections)
-    # No track long enough: the main face however short, so callers still see the frames.
-    tracks = track_all_faces(detections, n, min_frames=min_frames) or [track_faces(detections, n)]
-    tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
-    crops, changes = _cut_crops(info, tracks, recipe, chunk_frames)
-    return [
-        MouthTrack(c, track.has_face, track.boxes, detector.name, f, track.yaw)
-        for c, f, track in zip(crops, changes, tracks, strict=True)
-    ]
+    """Crops of each face track of the clip long enough to score (`locate_faces`), main
+    face first, at 25 fps; the recipe cuts them in one decoding pass."""
+    tracks = locate_faces(
+        info,
+        detector,
+        recipe,
+        detect_size=detect_size,
+        detect_every=detect_every,
+        chunk_frames=chunk_frames,
+        max_faces=max_faces,
+        min_frames=min_frames,
+    )
+    return cut_all_crops(info, tracks, recipe, chunk_frames)
 
 
 def extract_mouths(
@@ -237,8 +306,10 @@ def extract_mouths(
     """
     _check_args(info, detect_every, "extract_mouths")
     if detector.name == WholeFrameDetector.name:
-        return _whole_frame_crops(info, recipe, chunk_frames)
-    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
-    [track] = _smoothed([track_faces(detections, len(detections))], recipe)
-    [crops], [changes] = _cut_crops(info, [track], recipe, chunk_frames)
-    return MouthTrack(crops, track.has_face, track.boxes, detector.name, changes, track.yaw)
+        [track] = locate_faces(info, detector, recipe, chunk_frames=chunk_frames)
+    else:
+        detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
+        [main] = _smoothed([track_faces(detections, len(detections))], recipe)
+        track = MouthTrack(None, main.has_face, main.boxes, detector.name, yaw=main.yaw)
+    [track] = cut_all_crops(info, [track], recipe, chunk_frames)
+    return track

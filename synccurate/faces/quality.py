@@ -50,10 +50,11 @@ def change_in_box(previous: np.ndarray, current: np.ndarray, box: np.ndarray) ->
     return change(previous[y0:y1, x0:x1], current[y0:y1, x0:x1])
 
 
-def crop_changes(crops: np.ndarray) -> np.ndarray:
-    """Float [n]: `change` from crop t - 1 to crop t (crops of one fixed region); NaN for 0."""
+def crop_changes(crops: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+    """Float [n]: `change` from crop t - 1 to crop t (crops of one fixed region); crop 0 is
+    compared with `before` (the crop preceding these, when a clip comes in chunks), else NaN."""
     changes = np.full(len(crops), np.nan)
-    previous = None
+    previous = None if before is None else thumbnail(before)
     for t, crop in enumerate(crops):  # one thumbnail at a time: long clips stay small
         current = thumbnail(crop)
         if previous is not None:

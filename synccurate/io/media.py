@@ -287,28 +287,42 @@ def iter_video_frames(
         vf=",".join(filters),
         **{_passthrough_option(): "passthrough"},
     )
-    frame_bytes = height * width * RGB_CHANNELS
+    frame_shape = (height, width, RGB_CHANNELS)
+    args = ffmpeg.get_args(stream)
+    yield from _pipe_arrays(args, frame_shape, np.uint8, chunk_frames, info.path, "video frame")
+
+
+def _pipe_arrays(
+    args: list[str],
+    item_shape: tuple[int, ...],
+    dtype,
+    chunk_items: int,
+    path: Path,
+    required: str | None = None,
+) -> Iterator[np.ndarray]:
+    """ffmpeg's raw output as arrays [n <= chunk_items, *item_shape]; stopping early kills it.
+
+    A failure, also after some output, raises MediaError("decode_error") carrying ffmpeg's
+    last line; so does an empty output when a `required` item (its name) is missing.
+    """
+    item_bytes = int(np.prod(item_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     decoded = 0
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty ffmpeg cannot block
-        process = subprocess.Popen(
-            _ffmpeg_command(ffmpeg.get_args(stream)), stdout=subprocess.PIPE, stderr=stderr
-        )
+        process = subprocess.Popen(_ffmpeg_command(args), stdout=subprocess.PIPE, stderr=stderr)
         try:
             while True:
-                chunk = np.empty((chunk_frames, height, width, RGB_CHANNELS), dtype=np.uint8)
-                n = _read_into(process.stdout, memoryview(chunk).cast("B")) // frame_bytes
+                chunk = np.empty((chunk_items, *item_shape), dtype=dtype)
+                n = _read_into(process.stdout, memoryview(chunk).cast("B")) // item_bytes
                 if n:
                     decoded += n
                     yield chunk[:n]
-                if n < chunk_frames:
+                if n < chunk_items:
                     break
             if process.wait() != 0:
                 stderr.seek(0)
-                raise MediaError(
-                    "decode_error", f"{info.path}: {_last_line(stderr.read(), info.path)}"
-                )
-            if decoded == 0:
-                raise MediaError("decode_error", f"{info.path}: no video frame could be decoded")
+                raise MediaError("decode_error", f"{path}: {_last_line(stderr.read(), path)}")
+            if decoded == 0 and required:
+                raise MediaError("decode_error", f"{path}: no {required} could be decoded")
         finally:
             if process.poll() is None:
                 process.kill()
@@ -316,22 +330,37 @@ def iter_video_frames(
             process.stdout.close()
 
 
-def decode_audio(info: MediaInfo, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at `sample_rate` whose sample 0 is the first video frame's instant.
+AUDIO_BLOCK_SAMPLES = 1 << 18  # samples per decoded block: 16 s at 16 kHz, 1 MB
+
+
+def iter_audio(
+    info: MediaInfo, *, sample_rate: int = SAMPLE_RATE, block_samples: int = AUDIO_BLOCK_SAMPLES
+) -> Iterator[np.ndarray]:
+    """Mono float32 audio at `sample_rate` in blocks, sample 0 at the first video frame's instant.
 
     Audio that starts before the video is trimmed, audio that starts after it is
-    preceded by silence (SPEC §1: audio and frames share one time base).
+    preceded by silence (SPEC §1: audio and frames share one time base). Blocks keep a long
+    recording's audio out of memory; an empty stream yields nothing.
     """
     if not info.has_audio:
         raise MediaError("no_audio", f"{info.path}: no audio stream")
     stream = ffmpeg.input(str(info.path))["a:0"].output(
         "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate
     )
-    samples = np.frombuffer(run_ffmpeg(ffmpeg.get_args(stream), str(info.path)), dtype="<f4")
     lead = round((info.video_start_s - info.audio_start_s) * sample_rate) if info.has_video else 0
-    if lead >= 0:
-        return samples[lead:].astype(np.float32)  # a writable copy
-    return np.concatenate([np.zeros(-lead, dtype=np.float32), samples])
+    if lead < 0:
+        yield np.zeros(-lead, dtype=np.float32)
+    for block in _pipe_arrays(ffmpeg.get_args(stream), (), "<f4", block_samples, info.path):
+        if lead > 0:
+            block, lead = block[lead:], max(0, lead - len(block))
+        if len(block):
+            yield block.astype(np.float32)
+
+
+def decode_audio(info: MediaInfo, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole of `iter_audio` as one array."""
+    blocks = list(iter_audio(info, sample_rate=sample_rate))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def _as_chunk(frames: np.ndarray) -> np.ndarray:

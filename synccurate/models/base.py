@@ -89,7 +89,9 @@ class SyncModel(Protocol):
     #: "description": …} (synccurate.models.provenance); read with provenance.of_model
     trained_on: dict
     # Optional: `audio_batch_size`, a larger batch for audio windows when they are much
-    # smaller than the visual ones (score.similarity_matrices uses the larger of the two).
+    # smaller than the visual ones (batching.similarity_matrices uses the larger of the two);
+    # `zero_audio_outside_clip`, True when S compares with zero vectors, not with silence,
+    # where the clip's audio windows end (SyncNet v2, as upstream pads).
 
     def to(self, device: torch.device) -> SyncModel: ...
 

@@ -298,10 +298,13 @@ def distance_matrix(V: torch.Tensor, A: torch.Tensor, max_offset: int = MAX_OFFS
 
     Upstream's calc_pdist: the zero rows are distances too and count in every mean.
     """
+    zeros = A.new_zeros(max_offset, A.shape[1])
+    return padded_distances(V, torch.cat([zeros, A, zeros]), max_offset)
+
+
+def padded_distances(V: torch.Tensor, padded: torch.Tensor, max_offset: int) -> torch.Tensor:
+    """d [N, 2K+1] as `distance_matrix`, given the audio embeddings of windows −K … N+K−1."""
     n = V.shape[0]
-    padded = torch.cat(
-        [A.new_zeros(max_offset, A.shape[1]), A, A.new_zeros(max_offset, A.shape[1])]
-    )
     columns = [
         torch.linalg.vector_norm(V - padded[k : k + n] + PAIRWISE_EPS, dim=1)
         for k in range(2 * max_offset + 1)
@@ -427,6 +430,9 @@ class SyncNetV2Model(NetworkModel):
     # MFCC windows are 1 KB: at 4 per batch two threads run the audio CNN at 3.7 ms per
     # window, at 64 at 2.5 ms.
     audio_batch_size = 64
+    # Upstream compares the lips with zero vectors where the clip's audio windows end, not
+    # with the embedding of silence: the batching code zeroes those embeddings.
+    zero_audio_outside_clip = True
 
     def __init__(self, network: SyncNetV2Net, model_id: str, trained_on: dict | None = None):
         trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])
@@ -444,9 +450,9 @@ class SyncNetV2Model(NetworkModel):
     def similarity(
         self, visual: torch.Tensor, audio: torch.Tensor, max_offset: int
     ) -> torch.Tensor:
-        """−d with columns in offset order; only the clip's own audio windows take part."""
-        real = audio[max_offset : max_offset + len(visual)]
-        return -distance_matrix(visual.float(), real.float(), max_offset).flip(1)
+        """−d with columns in offset order; audio windows outside the clip arrive as zero
+        vectors (`zero_audio_outside_clip`), as upstream pads them."""
+        return -padded_distances(visual.float(), audio.float(), max_offset).flip(1)
 
     def metrics(self, similarity: torch.Tensor, valid: np.ndarray, offset_method="mean") -> dict:
         """Upstream's numbers; with offset_method "vote", LSE-D / LSE-C are read at the vote."""

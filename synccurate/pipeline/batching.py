@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from typing import Protocol
 
+import numpy as np
 import torch
 
 from synccurate.io import audio
 from synccurate.models.base import SyncModel
 from synccurate.models.sync import MAX_OFFSET
-from synccurate.pipeline.prepare import PreparedClip
 
 CPU_BATCH_BYTES = 1 << 30  # activations a default model batch may hold on CPU: 1 GiB
 
@@ -58,9 +59,25 @@ def embed_batched(
     return [torch.cat(parts) if parts else torch.empty(0) for parts in outputs]
 
 
+class WindowSource(Protocol):
+    """The windows of a clip, or of one chunk of a long one, that a model batch reads.
+
+    A whole clip (`prepare.PreparedClip`) starts at window 0 and its features at frame 0;
+    a chunk (`streaming.WindowChunk`) holds the crops of its own windows and the audio
+    features of a stretch around them, placed on the clip's time line by these numbers.
+    """
+
+    crops: np.ndarray  # uint8 [frames, H, W, 3] from frame `first_window` on
+    features: np.ndarray  # audio features from video frame `feature_start` on
+    n_windows: int  # visual windows here: first_window … first_window + n_windows - 1
+    first_window: int
+    feature_start: int
+    clip_windows: int | None  # windows of the whole clip (None: more than this chunk reaches)
+
+
 def similarity_matrices(
     model: SyncModel,
-    clips: list[PreparedClip],
+    clips: list[WindowSource],
     batch_size: int,
     device: torch.device,
     max_offset: int = MAX_OFFSET,
@@ -79,7 +96,9 @@ def similarity_matrices(
         return recipe.visual_windows(crops[item], start, stop)
 
     def audio_(item: int, start: int, stop: int) -> torch.Tensor:
-        return recipe.audio_windows(clips[item].features, start - max_offset, stop - start)
+        clip = clips[item]
+        first = clip.first_window + start - max_offset - clip.feature_start
+        return recipe.audio_windows(clip.features, first, stop - start)
 
     if amp is None:
         amp = device.type == "cuda"
@@ -94,7 +113,19 @@ def similarity_matrices(
             a = embed_batched(
                 model.embed_audio, audio_, [t + 2 * max_offset for t in T], audio_batch, device
             )
+        if getattr(model, "zero_audio_outside_clip", False):
+            a = [_outside_zeroed(ai, clip, max_offset) for ai, clip in zip(a, clips, strict=True)]
         return [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
+
+
+def _outside_zeroed(audio: torch.Tensor, clip: WindowSource, max_offset: int) -> torch.Tensor:
+    """Audio embeddings [T + 2K, D] with those of windows outside the clip set to zero
+    (SyncNet v2 compares with zero vectors there, as upstream pads)."""
+    window = torch.arange(len(audio)) + clip.first_window - max_offset  # each row's window
+    outside = window < 0
+    if clip.clip_windows is not None:
+        outside |= window >= clip.clip_windows
+    return audio.masked_fill(outside[:, None].to(audio.device), 0.0)
 
 
 def default_batch_size(model: SyncModel, device: torch.device) -> int:

@@ -26,10 +26,11 @@ from synccurate.io.inputs import ClipRef
 from synccurate.models import provenance
 from synccurate.models.base import SyncModel
 from synccurate.models.sync import MAX_OFFSET
+from synccurate.pipeline import streaming
 from synccurate.pipeline.batching import default_batch_size, similarity_matrices
 from synccurate.pipeline.executors import Executor
 from synccurate.pipeline.executors.local import LocalExecutor
-from synccurate.pipeline.prepare import PreparedClip, PrepareStep
+from synccurate.pipeline.prepare import CHUNK_SECONDS, PreparedClip, PrepareStep, face_windows
 from synccurate.pipeline.timeline import (
     SEGMENT_SECONDS,
     offset_over_time,
@@ -74,18 +75,60 @@ def score_clip_faces(
     windows are also scored stretch by stretch: the offset over time."""
     views = [(c, i, view) for c, clip in enumerate(clips) for i, view in clip.face_views()]
     matrices = similarity_matrices(model, [v for *_, v in views], batch_size, device, max_offset)
-    per_clip: list[list[tuple[int, dict]]] = [[] for _ in clips]
-    seen: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}  # (clip, track) → S, valid
-    for (c, i, view), S in zip(views, matrices, strict=True):
-        seen[c, i] = S, view.valid_windows()
-        per_clip[c].append((i, model.metrics(S, seen[c, i][1], offset_method)))
-    scored = []
-    for c, (clip, found) in enumerate(zip(clips, per_clip, strict=True)):
-        columns = _speaker(clip, found)
-        S, valid = seen[c, columns["face_track"]]
-        timeline = stretches(model, S, valid, segment_seconds, offset_method)
-        scored.append(ScoredClip(columns | offset_over_time(timeline), timeline, S))
-    return scored
+    per_clip: list[dict[int, torch.Tensor]] = [{} for _ in clips]
+    for (c, i, _), S in zip(views, matrices, strict=True):
+        per_clip[c][i] = S
+    return [
+        reduce_clip(model, clip, found, offset_method, segment_seconds)
+        for clip, found in zip(clips, per_clip, strict=True)
+    ]
+
+
+def score_in_chunks(
+    model: SyncModel,
+    clip: PreparedClip,
+    batch_size: int,
+    device: torch.device,
+    max_offset: int = MAX_OFFSET,
+    offset_method: str = "mean",
+    segment_seconds: float = SEGMENT_SECONDS,
+    chunk_seconds: float = CHUNK_SECONDS,
+) -> ScoredClip:
+    """`score_clip_faces` of one located clip (`PreparedClip.in_chunks`), its crops and
+    audio cut and embedded chunk by chunk (`streaming`); the same numbers, flat memory."""
+    matrices = streaming.similarities_in_chunks(
+        model, clip, batch_size, device, max_offset, chunk_seconds
+    )
+    tracks = range(len(clip.tracks))
+    valid = {i: face_windows(clip.tracks[i].has_face, clip.n_windows) for i in tracks}
+    found = {i: S for i, S in zip(tracks, matrices, strict=True) if valid[i].any()}
+    if not found:
+        from synccurate.io.media import MediaError
+
+        raise MediaError("no_face", f"{clip.ref.file}: no run of 5 consecutive frames with a face")
+    return reduce_clip(model, clip, found, offset_method, segment_seconds)
+
+
+def reduce_clip(
+    model: SyncModel,
+    clip: PreparedClip,
+    matrices: dict[int, torch.Tensor],
+    offset_method: str = "mean",
+    segment_seconds: float = SEGMENT_SECONDS,
+) -> ScoredClip:
+    """The clip's columns and timeline from S of each face track that shows a face."""
+    valid = {i: face_windows(_track_faces(clip, i), clip.n_windows) for i in matrices}
+    found = [(i, model.metrics(S, valid[i], offset_method)) for i, S in matrices.items()]
+    columns = _speaker(clip, found)
+    speaker = columns["face_track"]
+    S = matrices[speaker]
+    timeline = stretches(model, S, valid[speaker], segment_seconds, offset_method)
+    return ScoredClip(columns | offset_over_time(timeline), timeline, S)
+
+
+def _track_faces(clip: PreparedClip, track: int) -> np.ndarray:
+    """Which frames show the face of `track` (the clip's own flags when it has one track)."""
+    return clip.tracks[track].has_face if clip.tracks else clip.has_face
 
 
 def _sync_strength(metrics: dict) -> float:
@@ -141,7 +184,7 @@ def _row(
         "status": clip.status,
         "error": clip.error or None,
         "duration_s": clip.duration_s,
-        "n_frames": clip.n_frames if clip.crops is not None else None,
+        "n_frames": clip.n_frames if clip.crops is not None or clip.frames_seen else None,
         "source_fps": clip.source_fps,
         "model": model_id,
         "weights_trained_on": trained_on,
@@ -199,6 +242,7 @@ def score_clips(
     offset_method: str = "mean",
     segment_seconds: float = SEGMENT_SECONDS,
     timeline_writer=None,
+    chunk_seconds: float = CHUNK_SECONDS,
 ) -> RunStats:
     """Score every clip whose (root, path) is not in `done`; `writer.add(row)` as clips finish.
 
@@ -207,12 +251,15 @@ def score_clips(
     offset_method: what decides offset_frames, "mean" (SPEC §6) or "vote" (`sync.vote_offset`).
     timeline_writer: also `add` each clip's stretches of `segment_seconds` (one row each;
     a clip that could not be scored, one row with its status), before its scores row.
+    chunk_seconds: a longer clip is scored here chunk by chunk (`score_in_chunks`) while
+    the workers prepare the next clips; shorter ones share model batches.
     """
     batch_size = batch_size or default_batch_size(model, device)
     executor = executor or LocalExecutor(0, device.type)
     stats = RunStats()
     todo = [ref for ref in refs if (ref.root, ref.path) not in done]
-    prepared = executor.run(PrepareStep(model.recipe, detector_name, detect_every), todo)
+    step = PrepareStep(model.recipe, detector_name, detect_every, chunk_seconds)
+    prepared = executor.run(step, todo)
     model.to(device)
     pending: list[PreparedClip] = []
 
@@ -240,9 +287,32 @@ def score_clips(
             finish(clip, found)
         pending.clear()
 
+    def run_in_chunks(clip: PreparedClip) -> None:
+        from synccurate.io.media import MediaError
+
+        start = time.perf_counter()
+        try:
+            scored = score_in_chunks(
+                model,
+                clip,
+                batch_size,
+                device,
+                max_offset,
+                offset_method,
+                segment_seconds,
+                chunk_seconds,
+            )
+        except MediaError as error:
+            clip.status, clip.error, scored = error.status, str(error).splitlines()[0], None
+        stats.seconds["model"] += time.perf_counter() - start - clip.timings.get("decode", 0)
+        finish(clip, scored)
+
     for clip in prepared:
         if clip.status != "ok":
             finish(clip)
+            continue
+        if clip.in_chunks:
+            run_in_chunks(clip)
             continue
         pending.append(clip)
         del clip  # a scored clip's crops are freed before the next clip is awaited

@@ -7,6 +7,7 @@ never raises for a bad clip, it returns a clip with a status instead.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,9 +23,13 @@ from synccurate.io.inputs import ClipRef, unreadable
 if TYPE_CHECKING:
     from synccurate.faces.detectors import FaceDetector
     from synccurate.faces.extract import MouthTrack
+    from synccurate.io.media import MediaInfo
     from synccurate.models.base import InputRecipe
 
 MIN_FACE_RATIO = 0.5  # below this fraction of frames with a face the clip is `no_face`
+# A clip longer than this is scored in chunks of this many seconds (`pipeline.streaming`):
+# 20 s of SyncNet v2's 224² crops are 75 MB; a whole hour would be 13 GB.
+CHUNK_SECONDS = 20.0
 
 
 @dataclass
@@ -46,10 +51,26 @@ class PreparedClip:
     # Every face track (main face first); crops / has_face above are the main face's.
     tracks: list[MouthTrack] = field(default_factory=list)
     synthetic: bool | None = None  # a `synccurate synth` clip (its tag); None = not probed
+    # A long clip comes back located, not cut: its tracks hold boxes, no crops, and the
+    # driver scores it chunk by chunk (`pipeline.streaming`), which then fills in the
+    # frames, audio facts and windows counted on the way.
+    in_chunks: bool = False
+    media: MediaInfo | None = None  # what the chunks are decoded from
+    frames_seen: int | None = None  # frames of a clip scored in chunks
 
     @property
     def n_frames(self) -> int:
-        return 0 if self.crops is None else len(self.crops)
+        if self.crops is None:
+            return self.frames_seen or 0
+        return len(self.crops)
+
+    # A whole clip as a `batching.WindowSource`: its windows and features start at 0.
+    first_window = 0
+    feature_start = 0
+
+    @property
+    def clip_windows(self) -> int:
+        return self.n_windows
 
     def valid_windows(self) -> np.ndarray:
         """The scored visual windows whose five frames all show the face."""
@@ -67,9 +88,17 @@ class PreparedClip:
 
 
 def prepare_clip(
-    ref: ClipRef, recipe: InputRecipe, detector: FaceDetector, detect_every: int = 1
+    ref: ClipRef,
+    recipe: InputRecipe,
+    detector: FaceDetector,
+    detect_every: int = 1,
+    chunk_seconds: float = CHUNK_SECONDS,
 ) -> PreparedClip:
-    """Decode audio and the model's crops of one clip; never raises for a bad clip."""
+    """Decode audio and the model's crops of one clip; never raises for a bad clip.
+
+    A clip longer than `chunk_seconds` is only located (probed, its faces tracked), so
+    that its crops and audio can be cut chunk by chunk where it is scored.
+    """
     from synccurate.faces import extract
     from synccurate.io import media
 
@@ -85,14 +114,25 @@ def prepare_clip(
             raise media.MediaError("no_video", f"{ref.file}: no video stream")
         if not info.has_audio:
             raise media.MediaError("no_audio", f"{ref.file}: no audio stream")
-        samples = media.decode_audio(info)
-        clip.features, clip.n_samples = recipe.audio_features(samples), len(samples)
+        clip.in_chunks = info.duration_s > chunk_seconds
+        if clip.in_chunks:
+            clip.media = info
+        else:
+            samples = media.decode_audio(info)
+            clip.features, clip.n_samples = recipe.audio_features(samples), len(samples)
         clip.timings["audio"] = time.perf_counter() - start
         start = time.perf_counter()
-        clip.tracks = extract.extract_face_tracks(info, detector, recipe, detect_every=detect_every)
-        clip.timings["faces"] = time.perf_counter() - start
+        clip.tracks = extract.locate_faces(info, detector, recipe, detect_every=detect_every)
         main = clip.tracks[0]
-        clip.crops, clip.has_face, clip.detector = main.crops, main.has_face, main.detector
+        clip.has_face, clip.detector = main.has_face, main.detector
+        if clip.in_chunks:
+            clip.timings["faces"] = time.perf_counter() - start
+            if len(main.has_face):  # a detector ran: its faces are known before any crop
+                _check_faces(clip, ref, face_windows(clip.has_face).any())
+            return clip
+        extract.cut_all_crops(info, clip.tracks, recipe)
+        clip.timings["faces"] = time.perf_counter() - start
+        clip.crops, clip.has_face = main.crops, main.has_face
         clip.silence = audio.frame_silence(samples, clip.n_frames)
         clip.voiced = audio.frame_voicing(samples, clip.n_frames)
         clip.n_windows = recipe.n_windows(clip.n_frames, clip.n_samples)
@@ -100,17 +140,24 @@ def prepare_clip(
             raise media.MediaError(
                 "too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps"
             )
-        if clip.has_face.mean() < MIN_FACE_RATIO or not clip.valid_windows().any():
-            raise media.MediaError(
-                "no_face",
-                f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames "
-                "(or in no run of 5 consecutive frames)",
-            )
+        _check_faces(clip, ref, clip.valid_windows().any())
     except media.MediaError as error:
         clip.status, clip.error = error.status, str(error).splitlines()[0]
     except Exception as error:  # one bad clip must never stop a batch
         clip.status, clip.error = "error", f"{ref.file}: {type(error).__name__}: {error}"
     return clip
+
+
+def _check_faces(clip: PreparedClip, ref: ClipRef, any_window: bool) -> None:
+    """Raise `no_face` for a clip whose face is seen too seldom to score."""
+    from synccurate.io.media import MediaError
+
+    if clip.has_face.mean() < MIN_FACE_RATIO or not any_window:
+        raise MediaError(
+            "no_face",
+            f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames "
+            "(or in no run of 5 consecutive frames)",
+        )
 
 
 def face_windows(has_face: np.ndarray, count: int | None = None) -> np.ndarray:
@@ -126,6 +173,7 @@ class PrepareStep:
     recipe: InputRecipe
     detector_name: str = "auto"
     detect_every: int = 1
+    chunk_seconds: float = CHUNK_SECONDS
     detector: FaceDetector | None = field(default=None, repr=False, compare=False)
 
     def setup(self, device: str = "cpu") -> None:
@@ -135,7 +183,7 @@ class PrepareStep:
         self.detector = make_detector(self.detector_name, device=device)
 
     def __call__(self, ref: ClipRef) -> PreparedClip:
-        return prepare_clip(ref, self.recipe, self.detector, self.detect_every)
+        return prepare_clip(ref, self.recipe, self.detector, self.detect_every, self.chunk_seconds)
 
     def failed(self, ref: ClipRef, why: str) -> PreparedClip:
         """The status row of a clip whose worker died (a decoder crash must not end the run)."""
@@ -152,9 +200,14 @@ def prepare_clips(
     device: str = "cpu",
     workers: int = 0,
     detect_every: int = 1,
+    chunk_seconds: float = math.inf,
 ) -> Iterator[PreparedClip]:
-    """Prepared clips in completion order, on this machine (0 workers = in this process)."""
+    """Prepared clips in completion order, on this machine (0 workers = in this process).
+
+    Whole clips by default (training and evaluation read their crops); with
+    `chunk_seconds`, longer clips come back located only, to be scored in chunks.
+    """
     from synccurate.pipeline.executors.local import LocalExecutor
 
-    step = PrepareStep(recipe, detector_name, detect_every)
+    step = PrepareStep(recipe, detector_name, detect_every, chunk_seconds)
     return LocalExecutor(workers, device).run(step, refs)

@@ -1,0 +1,269 @@
+"""A long recording scored in chunks: cropped, embedded and reduced a stretch at a time.
+
+Whole-clip scoring holds every crop and the whole spectrogram until the model has run:
+about 80 MB a minute with IC-SyncNet's crops, 9 GB an hour with SyncNet v2's. Here the
+crop pass (`faces.extract.iter_crops`) and the audio decode run alongside the model. A
+chunk of `chunk_frames` visual windows gets the crops its windows cover (the
+WINDOW_FRAMES - 1 frames after its last window start included) and the audio features of
+the stretch its ±K audio windows read, widened by AUDIO_REACH_FRAMES and started on a
+FEATURE_ALIGN_FRAMES boundary, so that every feature column it uses is the one whole-clip
+features would hold. Its rows of S are computed, then the chunk is let go.
+
+What stays is S itself (2K+1 numbers a window, per face track) and a few facts a frame
+(boxes, face flags, silence): the clip metrics, `p_t` and the timeline are computed from
+the whole S, exactly as for a short clip. The decode of the next chunk runs in a thread
+while the model embeds this one (ffmpeg decodes in its own process meanwhile).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from synccurate.io import audio
+from synccurate.io.audio import SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
+from synccurate.models.base import SyncModel
+from synccurate.pipeline.batching import similarity_matrices
+from synccurate.pipeline.prepare import PreparedClip
+
+# An audio window paired with visual window j reads the audio of video frames j - 3 …
+# j + 9 at most (IC-SyncNet: 8 mel frames of context and the STFT's half window on each
+# side; SyncNet v2's MFCC: j … j + 6). Features are computed this far beyond the audio
+# windows a chunk needs, so their edge columns are never used.
+AUDIO_REACH_FRAMES = 10
+# 5 video frames = 16 mel frames = 20 MFCC columns: features of a stretch that starts on a
+# multiple of 5 frames line up column for column with those of the whole clip.
+FEATURE_ALIGN_FRAMES = 5
+PREFETCH_CHUNKS = 1  # chunks decoded ahead while the model embeds one
+
+
+def min_chunk_frames(max_offset: int) -> int:
+    """The shortest chunk: longer than the reach of its audio windows, so a chunk's
+    neighbour decides whether the clip goes on past them."""
+    return 2 * (max_offset + AUDIO_REACH_FRAMES + WINDOW_FRAMES)
+
+
+@dataclass
+class WindowChunk:
+    """One face track's windows first_window … first_window + n_windows - 1 (a
+    `batching.WindowSource`)."""
+
+    crops: np.ndarray  # uint8 [n_windows + WINDOW_FRAMES - 1, H, W, 3]
+    features: np.ndarray  # audio features from video frame `feature_start` on
+    n_windows: int
+    first_window: int
+    feature_start: int
+    clip_windows: int  # the clip's windows as far as decoded (exact once both streams end)
+
+
+class _Samples:
+    """The clip's 16 kHz audio as it decodes: samples from `start` on, earlier ones let go."""
+
+    def __init__(self, blocks: Iterator[np.ndarray]):
+        self.blocks = blocks
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.start = 0
+        self.ended = False
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.buffer)
+
+    def decode_to(self, sample: int) -> None:
+        parts, end = [self.buffer], self.end
+        while end < sample and not self.ended:
+            block = next(self.blocks, None)
+            if block is None:
+                self.ended = True
+            else:
+                parts.append(block)
+                end += len(block)
+        if len(parts) > 1:
+            self.buffer = np.concatenate(parts)
+
+    def piece(self, start: int, stop: int) -> np.ndarray:
+        return self.buffer[start - self.start : max(0, stop - self.start)]
+
+    def forget_before(self, sample: int) -> None:
+        if sample > self.start:
+            self.buffer = self.buffer[sample - self.start :].copy()
+            self.start = sample
+
+
+class _Crops:
+    """Every track's crops as they are cut: frames from `start` on, earlier ones let go."""
+
+    def __init__(self, chunks: Iterator[list[np.ndarray]], n_tracks: int):
+        self.chunks = chunks
+        self.buffers: list[np.ndarray | None] = [None] * n_tracks
+        self.start = 0
+        self.ended = False
+
+    @property
+    def end(self) -> int:
+        first = self.buffers[0]
+        return self.start + (0 if first is None else len(first))
+
+    def cut_to(self, frame: int) -> None:
+        parts: list[list[np.ndarray]] = [[] if b is None else [b] for b in self.buffers]
+        end = self.end
+        while end < frame and not self.ended:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.ended = True
+                break
+            for track, crops in zip(parts, chunk, strict=True):
+                track.append(crops)
+            end += len(chunk[0])
+        self.buffers = [
+            None if not track else track[0] if len(track) == 1 else np.concatenate(track)
+            for track in parts
+        ]
+
+    def crops(self, track: int, start: int, stop: int) -> np.ndarray:
+        return self.buffers[track][start - self.start : stop - self.start]
+
+    def forget_before(self, frame: int) -> None:
+        if frame > self.start:
+            self.buffers = [None if b is None else b[frame - self.start :] for b in self.buffers]
+            self.start = frame
+
+
+def iter_window_chunks(
+    clip: PreparedClip, model: SyncModel, chunk_frames: int, max_offset: int
+) -> Iterator[list[WindowChunk]]:
+    """The clip's windows in chunks of `chunk_frames`, one `WindowChunk` per face track.
+
+    When the stream ends, the clip holds its frame and sample counts, its windows and its
+    per-frame silence and voicing, as a whole-clip `prepare_clip` would have set them.
+    Raises MediaError when a stream cannot be decoded (also part way through).
+    """
+    from synccurate.faces.extract import iter_crops
+    from synccurate.io import media
+
+    if chunk_frames < min_chunk_frames(max_offset):
+        shortest = min_chunk_frames(max_offset)
+        raise ValueError(f"chunks of {chunk_frames} frames: at least {shortest} are needed")
+    recipe = model.recipe
+    crops = _Crops(iter_crops(clip.media, clip.tracks, recipe), len(clip.tracks))
+    samples = _Samples(media.iter_audio(clip.media))
+    reach = max_offset + AUDIO_REACH_FRAMES
+    silence, voiced = [], []
+    t0 = 0
+    while True:
+        # Read one chunk further than this one needs: while a stream goes on past it, the
+        # clip's windows go on past every audio window this chunk reads.
+        crops.cut_to(t0 + 2 * chunk_frames + WINDOW_FRAMES)
+        samples.decode_to((t0 + 2 * chunk_frames + reach + WINDOW_FRAMES) * SAMPLES_PER_FRAME)
+        windows = recipe.n_windows(crops.end, samples.end)  # exact once both streams ended
+        t1 = min(t0 + chunk_frames, windows)
+        if t1 <= t0:
+            break
+        first = _feature_start(t0, reach)
+        stretch = samples.piece(first * SAMPLES_PER_FRAME, (t1 + reach) * SAMPLES_PER_FRAME)
+        features = recipe.audio_features(stretch)
+        last = t1 + WINDOW_FRAMES - 1
+        yield [
+            WindowChunk(crops.crops(i, t0, last), features, t1 - t0, t0, first, windows)
+            for i in range(len(clip.tracks))
+        ]
+        silence_, voiced_ = _frame_audio(samples, t0, t1)
+        silence.append(silence_)
+        voiced.append(voiced_)
+        t0 = t1
+        crops.forget_before(t0)
+        samples.forget_before(_feature_start(t0, reach) * SAMPLES_PER_FRAME)
+    if t0 == 0:
+        raise media.MediaError("too_short", f"{clip.ref.file}: only {crops.end} frames at 25 fps")
+    silence_, voiced_ = _frame_audio(samples, t0, crops.end)
+    clip.silence = np.concatenate([*silence, silence_])
+    clip.voiced = np.concatenate([*voiced, voiced_])
+    clip.frames_seen, clip.n_samples, clip.n_windows = crops.end, samples.end, t0
+    clip.has_face = clip.tracks[0].has_face  # the whole frame's track is complete now
+
+
+def _feature_start(first_window: int, reach: int) -> int:
+    """The frame where the audio features of a chunk from `first_window` on start."""
+    return max(0, (first_window - reach) // FEATURE_ALIGN_FRAMES * FEATURE_ALIGN_FRAMES)
+
+
+def _frame_audio(samples: _Samples, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Silence and voicing of video frames start … stop - 1 (silent past the audio's end)."""
+    piece = samples.piece(start * SAMPLES_PER_FRAME, stop * SAMPLES_PER_FRAME)
+    return audio.frame_silence(piece, stop - start), audio.frame_voicing(piece, stop - start)
+
+
+def similarities_in_chunks(
+    model: SyncModel,
+    clip: PreparedClip,
+    batch_size: int,
+    device: torch.device,
+    max_offset: int,
+    chunk_seconds: float,
+) -> list[torch.Tensor]:
+    """S of every face track of a located clip (`PreparedClip.in_chunks`), chunk by chunk.
+
+    Raises MediaError when the clip cannot be decoded; `clip.frames_seen` then says how
+    far it got (its S rows up to there are lost with the exception: see `partial`).
+    """
+    chunk_frames = max(min_chunk_frames(max_offset), round(chunk_seconds * VIDEO_FPS))
+    rows: list[list[torch.Tensor]] = [[] for _ in clip.tracks]
+    waited = 0.0
+    chunks = _prefetched(iter_window_chunks(clip, model, chunk_frames, max_offset))
+    while True:
+        start = time.perf_counter()
+        views = next(chunks, None)
+        waited += time.perf_counter() - start
+        if views is None:
+            break
+        matrices = similarity_matrices(model, views, batch_size, device, max_offset)
+        for track, S in zip(rows, matrices, strict=True):
+            track.append(S)
+    clip.timings["decode"] = waited  # the model's wait for crops and audio
+    return [torch.cat(track) for track in rows]
+
+
+def _prefetched(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Iterator:
+    """`items` made in a thread, at most `depth` ahead of the consumer; its exceptions
+    are raised in the consumer. Closing this generator stops the thread."""
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(message: tuple) -> bool:
+        """Hand one message over unless the consumer has gone."""
+        while not stop.is_set():
+            try:
+                handoff.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(("item", item)):
+                    return
+            offer(("end", None))
+        except BaseException as error:  # carried to the consumer
+            offer(("error", error))
+
+    thread = threading.Thread(target=produce, daemon=True, name="synccurate-chunks")
+    thread.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,174 @@
+"""Long recordings scored in chunks: the numbers of whole-clip scoring, buffers that stay small.
+
+Each test scores one clip twice, whole (`prepare_clip` with no chunking, then
+`score_clip_faces`) and located then chunked (`score_in_chunks`), and asks for the same S,
+row and per-frame facts. The chunks are short (a few seconds), so a short clip has many
+seams: a window, an audio window or a feature column read across a seam from the wrong
+side would change S.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_models_scoring import MouthEnergyV2Net
+from test_score import TwoFacesDetector
+
+from synccurate.faces.detectors import make_detector
+from synccurate.io import media
+from synccurate.io.inputs import ClipRef
+from synccurate.models.icsyncnet import ICSyncNetModel, MouthRecipe
+from synccurate.models.syncnet_v2 import SyncNetV2Model
+from synccurate.models.weights import find_weights
+from synccurate.pipeline import streaming
+from synccurate.pipeline.driver import score_clip_faces, score_in_chunks
+from synccurate.pipeline.prepare import prepare_clip
+from synccurate.training import synth
+
+CPU = torch.device("cpu")
+BATCH = 64
+
+
+def _both(model, path: Path, chunk_seconds: float, detector=None, max_offset: int = 15):
+    """(whole clip, its scores), (located clip, its scores in chunks of chunk_seconds)."""
+    ref = ClipRef(str(path.parent), path.name)
+    detector = detector or make_detector("none")
+    whole = prepare_clip(ref, model.recipe, detector, 1, math.inf)
+    assert whole.status == "ok" and not whole.in_chunks, whole.error
+    (scored,) = score_clip_faces(model, [whole], BATCH, CPU, max_offset)
+    located = prepare_clip(ref, model.recipe, detector, 1, chunk_seconds)
+    assert located.status == "ok" and located.in_chunks and located.crops is None
+    chunked = score_in_chunks(model, located, BATCH, CPU, max_offset, chunk_seconds=chunk_seconds)
+    return (whole, scored), (located, chunked)
+
+
+def _assert_same_scores(whole, chunked) -> None:
+    (clip_a, a), (clip_b, b) = whole, chunked
+    assert a.similarity.shape == b.similarity.shape
+    torch.testing.assert_close(a.similarity, b.similarity, atol=1e-5, rtol=0)
+    _assert_same_columns(a.columns, b.columns)
+    assert len(a.timeline) == len(b.timeline)
+    for stretch_a, stretch_b in zip(a.timeline, b.timeline, strict=True):
+        _assert_same_columns(stretch_a, stretch_b)
+    assert (clip_a.n_frames, clip_a.n_samples, clip_a.n_windows) == (
+        clip_b.n_frames,
+        clip_b.n_samples,
+        clip_b.n_windows,
+    )
+    np.testing.assert_array_equal(clip_a.silence, clip_b.silence)
+    np.testing.assert_array_equal(clip_a.voiced, clip_b.voiced)
+    np.testing.assert_array_equal(clip_a.has_face, clip_b.has_face)
+
+
+def _assert_same_columns(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name, value in a.items():
+        other = b[name]
+        if isinstance(value, np.ndarray):
+            np.testing.assert_allclose(np.asarray(other, float), value.astype(float), atol=1e-4)
+        elif isinstance(value, float):
+            assert other == pytest.approx(value, abs=1e-5), name
+        else:
+            assert other == value, name
+
+
+def test_icsyncnet_three_minutes_in_20_second_chunks_equal_the_whole_clip(tmp_path):
+    """The issue's figure: a 3-minute clip, whole and in 20 s chunks, the same row and p_t."""
+    synth.synth_clip(tmp_path / "long.mp4", seconds=180.0, seed=3, offset_frames=2)
+    model = ICSyncNetModel.load(find_weights())
+    whole, chunked = _both(model, tmp_path / "long.mp4", 20.0)
+    _assert_same_scores(whole, chunked)
+    assert chunked[1].columns["offset_frames"] == 2
+    assert len(chunked[1].columns["p_t"]) == chunked[0].n_windows == 180 * 25 - 4
+
+
+def test_v2_chunks_equal_the_whole_clip_when_the_audio_ends_first(tmp_path):
+    """SyncNet v2's windows depend on the audio's length and compare with zero vectors past
+    the clip's last window: both must come out the same at a clip end inside a chunk."""
+    frames, sound, _ = synth.synth_arrays(seconds=14.0, seed=8, offset_frames=-3)
+    short = sound[: len(sound) - 37 * 640 - 123]  # the audio stops 1.5 s before the video
+    media.write_clip(tmp_path / "v2.mp4", frames, short)
+    model = SyncNetV2Model(MouthEnergyV2Net(), "stand-in")
+    whole, chunked = _both(model, tmp_path / "v2.mp4", 2.4, max_offset=8)
+    _assert_same_scores(whole, chunked)
+    located = chunked[0]
+    assert located.n_windows == located.n_samples // 640 - 5 < located.n_frames - 5
+    assert chunked[1].columns["offset_frames"] == -3
+
+
+def test_two_face_tracks_carry_across_chunk_seams(tmp_path):
+    """Two tracks from a detector, cut in 2.4 s chunks: each track's S, the speaker choice and
+    the per-track summary equal the whole clip's."""
+    speaker, sound, _ = synth.synth_arrays(seconds=9.0, seed=31, offset_frames=3)
+    other, _, _ = synth.synth_arrays(seconds=9.0, seed=77)
+    gap = np.zeros((len(speaker), 96, 32, 3), dtype=np.uint8)
+    media.write_clip(tmp_path / "two.mp4", np.concatenate([other, gap, speaker], axis=2), sound)
+    model = ICSyncNetModel.load(find_weights())
+    model.recipe = MouthRecipe(crop_hw=(32, 64), margin=0.0)  # the face box is the face
+    whole, chunked = _both(model, tmp_path / "two.mp4", 2.4, TwoFacesDetector())
+    _assert_same_scores(whole, chunked)
+    assert chunked[1].columns["face_track"] == 1 and chunked[1].columns["n_faces"] == 2
+    assert chunked[1].columns["offset_frames"] == 3
+
+
+def test_chunks_hold_a_bounded_stretch_of_crops_and_audio(tmp_path, monkeypatch):
+    """However long the clip, the crops and samples held at once stay within a few chunks."""
+    synth.synth_clip(tmp_path / "clip.mp4", seconds=30.0, seed=4)
+    model = ICSyncNetModel.load(find_weights())
+    ref = ClipRef(str(tmp_path), "clip.mp4")
+    clip = prepare_clip(ref, model.recipe, make_detector("none"), 1, 2.4)
+    chunk_frames = streaming.min_chunk_frames(15)
+    held = {"frames": 0, "samples": 0}
+    real_cut_to, real_decode_to = streaming._Crops.cut_to, streaming._Samples.decode_to
+
+    def cut_to(self, frame):
+        real_cut_to(self, frame)
+        held["frames"] = max(held["frames"], len(self.buffers[0]))
+
+    def decode_to(self, sample):
+        real_decode_to(self, sample)
+        held["samples"] = max(held["samples"], len(self.buffer))
+
+    monkeypatch.setattr(streaming._Crops, "cut_to", cut_to)
+    monkeypatch.setattr(streaming._Samples, "decode_to", decode_to)
+    chunks = list(streaming.iter_window_chunks(clip, model, chunk_frames, 15))
+    assert sum(views[0].n_windows for views in chunks) == clip.n_windows == 30 * 25 - 4
+    assert all(len(views[0].crops) <= chunk_frames + 4 for views in chunks)
+    # one chunk, one chunk read ahead, a 64-frame decode block and the window tail
+    assert held["frames"] <= 2 * chunk_frames + 64 + 4
+    seconds_held = held["samples"] / 16_000
+    assert seconds_held <= (3 * chunk_frames + 2 * (15 + streaming.AUDIO_REACH_FRAMES)) / 25 + 17
+
+
+def test_prefetch_raises_the_producers_error_and_stops_its_thread():
+    def numbers():
+        yield 1
+        yield 2
+        raise media.MediaError("decode_error", "clip.mp4: broken")
+
+    stream = streaming._prefetched(numbers())
+    assert [next(stream), next(stream)] == [1, 2]
+    with pytest.raises(media.MediaError, match="broken"):
+        next(stream)
+    endless = streaming._prefetched(iter(range(10**9)))
+    assert next(endless) == 0
+    endless.close()  # must not hang on the producer blocked on a full queue
+
+
+def test_v2_audio_outside_the_clip_is_zeroed_on_the_clips_time_line():
+    """Rows of the audio embeddings [T + 2K, D] belong to windows first - K …: those before
+    window 0 and from the clip's last window on are zero, wherever the chunk lies."""
+    from types import SimpleNamespace
+
+    from synccurate.pipeline.batching import _outside_zeroed
+
+    whole = SimpleNamespace(first_window=0, clip_windows=3)  # windows 0, 1, 2; K = 2
+    zeroed = _outside_zeroed(torch.ones(7, 2), whole, 2)
+    assert zeroed[:, 0].tolist() == [0, 0, 1, 1, 1, 0, 0]
+    end_chunk = SimpleNamespace(first_window=10, clip_windows=12)  # windows 10, 11, 12 …
+    zeroed = _outside_zeroed(torch.ones(7, 2), end_chunk, 2)
+    assert zeroed[:, 0].tolist() == [1, 1, 1, 1, 0, 0, 0]  # rows for windows 8 … 14
