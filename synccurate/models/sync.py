@@ -87,17 +87,43 @@ def vote_offset(
     vote_share = votes for the winner / number of face windows. histogram[i] counts the
     votes for offset i - K (the column order of S).
     """
-    S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
+    S = _float32(similarity)
     K = (S.shape[1] - 1) // 2
+    valid = _valid_rows(S, valid)
+    order = offset_preference(face_profile(S, valid))
+    votes = np.concatenate(  # the first maximum in preference order, a block at a time
+        [order[S[rows][valid[rows]][:, order].argmax(1)] for rows in _blocks(len(S))]
+    )
+    histogram = np.bincount(votes, minlength=S.shape[1])
+    winner = int(order[histogram[order].argmax()])
+    return winner - K, float(histogram[winner] / len(votes)), histogram
+
+
+# Windows whose rows of S are turned into float64 at once by the clip metrics: an hour's S
+# whole in float64 took 112 MB at its peak (five copies), a block takes 2 MB.
+METRICS_BLOCK = 8192
+
+
+def _blocks(n: int) -> list[slice]:
+    return [slice(start, min(n, start + METRICS_BLOCK)) for start in range(0, n, METRICS_BLOCK)]
+
+
+def _float32(similarity: torch.Tensor | np.ndarray) -> np.ndarray:
+    """S as a float32 NumPy array (the tensor's own memory when it already is one)."""
+    return np.asarray(torch.as_tensor(similarity).detach().float().cpu())
+
+
+def _valid_rows(S: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     valid = np.ones(len(S), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     if not valid.any():
         raise ValueError("no visual window shows a face")
-    faces = S[valid]
-    order = offset_preference(faces.mean(0))
-    votes = order[faces[:, order].argmax(1)]  # first maximum in preference order
-    histogram = np.bincount(votes, minlength=S.shape[1])
-    winner = int(order[histogram[order].argmax()])
-    return winner - K, float(histogram[winner] / len(faces)), histogram
+    return valid
+
+
+def face_profile(S: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """mean_t S[t, k] over the face windows, in float64 (summed a block at a time)."""
+    total = sum(S[rows][valid[rows]].astype(np.float64).sum(0) for rows in _blocks(len(S)))
+    return total / valid.sum()
 
 
 def _gaussian_smooth(similarity: np.ndarray) -> np.ndarray:
@@ -194,23 +220,21 @@ def clip_metrics(
     """
     if offset_method not in OFFSET_METHODS:
         raise ValueError(f"offset_method must be one of {OFFSET_METHODS}, got {offset_method!r}")
-    S = np.asarray(torch.as_tensor(similarity).float().cpu(), dtype=np.float64)
+    S = _float32(similarity)
     K = (S.shape[1] - 1) // 2
-    valid = np.ones(len(S), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    if not valid.any():
-        raise ValueError("no visual window shows a face")
-    profile = S[valid].mean(0)
+    valid = _valid_rows(S, valid)
+    profile = face_profile(S, valid)
     voted, share, _ = vote_offset(S, valid)
     offset = voted if offset_method == "vote" else best_offset(profile)
     column = offset + K
     if probability is None:
         probability = lambda similarity: 1 / (1 + np.exp(-similarity / tau))  # noqa: E731
-    smooth = _gaussian_smooth(S)
-    probs = probability(smooth)
     near = slice(max(0, column - 1), min(S.shape[1], column + 2))
-    pick = probs[:, near].argmax(1)
-    p_t = np.where(valid, probs[:, near][np.arange(len(S)), pick], 0.0)
-    c_t = smooth[:, near][np.arange(len(S)), pick][valid]
+    smooth = _gaussian_smooth(S[:, near].astype(np.float64))  # along t: column by column
+    probs = probability(smooth)
+    pick = probs.argmax(1)
+    p_t = np.where(valid, probs[np.arange(len(S)), pick], 0.0)
+    c_t = smooth[np.arange(len(S)), pick][valid]
     onscreen = onscreen_labels(p_t, cleanup)
     return ClipMetrics(
         offset_frames=offset,
