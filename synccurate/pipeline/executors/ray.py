@@ -75,6 +75,20 @@ class StepActor:
         return self.step(item)
 
 
+def connect(address: str | None, cpus: int = 0) -> bool:
+    """Joins the cluster at `address`, or starts one on this machine with `cpus` CPUs (0 =
+    all cores); True when this call started Ray (and must stop it). Nothing when connected."""
+    if ray.is_initialized():
+        return False
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **quiet)
+    else:  # "local": never join some other cluster running on this machine by accident
+        cpus = cpus or os.cpu_count() or 1
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+    return True
+
+
 class RayExecutor:
     """Runs a step on a Ray cluster: an existing one (`address`) or a local one."""
 
@@ -83,18 +97,6 @@ class RayExecutor:
     def __init__(self, workers: int = 0, address: str | None = None):
         self.workers = workers
         self.address = address
-
-    def _connect(self) -> bool:
-        """Joins or starts a cluster; True when this call started Ray (and must stop it)."""
-        if ray.is_initialized():
-            return False
-        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-        if self.address:
-            ray.init(address=self.address, **quiet)
-        else:  # "local": never join some other cluster running on this machine by accident
-            cpus = self.workers or os.cpu_count() or 1
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
-        return True
 
     def _actor_count(self) -> int:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -106,7 +108,7 @@ class RayExecutor:
         return self._run(step, items)
 
     def _run(self, step: Step, items: list) -> Iterator:
-        started = self._connect()
+        started = connect(self.address, self.workers)
         step_ref = ray.put(step)
 
         def new_actor():
