@@ -57,6 +57,79 @@ def test_nested_boxes_on_one_face_are_one_track_that_follows_the_largest_box():
     assert_boxes(tracks[0], face)
 
 
+ZOOM_FRAMES = 100  # frames of the zoom and cut cases
+DETECT_EVERY = 4  # the detector runs on every 4th frame, as `score` does by default
+
+
+def zooming_face(t: int) -> np.ndarray:
+    """A camera push-in within one shot: the face doubles from 60 to 120 px over frames
+    25 … 75 (2 s), smoothly, drifting away from the zoom's centre as it grows."""
+    side = 60.0 * 2 ** (np.clip(t - 25, 0, 50) / 50)
+    centre_x, centre_y = 160 + 0.3 * (side - 60), 100.0
+    return np.array(
+        [centre_x - side / 2, centre_y - side / 2, centre_x + side / 2, centre_y + side / 2]
+    )
+
+
+def sparse_detections(box_at, n_frames: int, missed: range = range(0)) -> list:
+    """Detections on every DETECT_EVERY-th frame (None elsewhere); none in `missed`."""
+    return [
+        None if t % DETECT_EVERY else [] if t in missed else [(*box_at(t), 1.0)]
+        for t in range(n_frames)
+    ]
+
+
+def runs(has_face: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], has_face.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def test_a_face_doubling_in_two_seconds_is_one_track_across_a_missed_stretch():
+    """The TEDx case: the face is missed for 16 frames in the middle of a 2× zoom. Both
+    sides are one face: one track, the long gap (frames 41 … 59) no-face, not two tracks."""
+    detections = sparse_detections(zooming_face, ZOOM_FRAMES, missed=range(42, 58))
+    tracks = tracking.track_all_faces(detections, ZOOM_FRAMES)
+    assert len(tracks) == 1
+    assert runs(tracks[0].has_face) == [(0, 41), (60, ZOOM_FRAMES)]
+    assert np.abs(tracks[0].boxes[90] - zooming_face(90)).max() < 3
+
+
+def test_a_face_doubling_in_two_seconds_detected_every_frame_is_one_track():
+    detections = [[(*zooming_face(t), 1.0)] for t in range(ZOOM_FRAMES)]
+    tracks = tracking.track_all_faces(detections, ZOOM_FRAMES)
+    assert len(tracks) == 1 and tracks[0].has_face.all()
+
+
+def test_a_cut_to_a_closer_shot_starts_a_new_track_without_being_told():
+    """The size doubles between two frames (frame 50): a cut, not a zoom."""
+
+    def cut_closer(t: int) -> np.ndarray:
+        return face(0, side=60.0) if t < 50 else face(0, x=85.0, y=45.0, side=120.0)
+
+    detections = [[(*cut_closer(t), 1.0)] for t in range(ZOOM_FRAMES)]
+    tracks = tracking.track_all_faces(detections, ZOOM_FRAMES)
+    assert sorted(runs(t.has_face)[0] for t in tracks) == [(0, 50), (50, ZOOM_FRAMES)]
+
+
+def test_a_shot_cut_ends_a_track_even_when_the_face_stays_in_place():
+    """Two shots of the same framing (a cut between two takes at frame 50, not examined):
+    with the cut one track per shot, neither reaching into the other; without, one."""
+    detections = sparse_detections(lambda t: face(0), ZOOM_FRAMES)
+    assert len(tracking.track_all_faces(detections, ZOOM_FRAMES)) == 1
+    tracks = tracking.track_all_faces(detections, ZOOM_FRAMES, cuts=[50])
+    assert sorted(runs(t.has_face) for t in tracks) == [[(0, 50)], [(50, ZOOM_FRAMES)]]
+
+
+def test_tracks_of_different_shots_are_never_joined():
+    """The face leaves (frames 30 … 69) and the same box comes back: joined within a shot,
+    two tracks when a cut (frame 50) lies in the gap."""
+    detections = [[(*face(0), 1.0)] if not 30 <= t < 70 else [] for t in range(ZOOM_FRAMES)]
+    (one,) = tracking.track_all_faces(detections, ZOOM_FRAMES)
+    assert runs(one.has_face) == [(0, 30), (70, ZOOM_FRAMES)]
+    tracks = tracking.track_all_faces(detections, ZOOM_FRAMES, cuts=[50])
+    assert sorted(runs(t.has_face) for t in tracks) == [[(0, 30)], [(70, ZOOM_FRAMES)]]
+
+
 def test_overlapping_faces_whose_centres_lie_outside_each_other_are_two_tracks():
     """Face B's top-left corner lies inside face A's box, its centre does not: two faces.
     A: x 100…190, y 60…150 (centre 145, 105); B: x 160…240, y 110…190 (centre 200, 150)."""

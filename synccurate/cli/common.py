@@ -76,6 +76,17 @@ class RelativeTo(str, Enum):
     dataset = "dataset"
 
 
+class ShotDetectorName(str, Enum):
+    """PySceneDetect's detectors (faces.shots.SHOT_DETECTORS), none, or auto (content
+    when segments are asked for, else none)."""
+
+    auto = "auto"
+    content = "content"
+    adaptive = "adaptive"
+    threshold = "threshold"
+    none = "none"
+
+
 class Detector(str, Enum):
     auto = "auto"
     face_alignment = "face-alignment"

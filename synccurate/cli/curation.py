@@ -1,4 +1,4 @@
-"""The curation commands: filter, fix, plot, report."""
+"""The curation commands: filter, fix, cut, plot, report."""
 
 from __future__ import annotations
 
@@ -314,6 +314,40 @@ def _fix_with_progress(
     counts.add_column("clips", justify="right")
     for status, count in log["status"].value_counts().items():
         counts.add_row(str(status), str(count))
+    console.print(counts)
+
+
+def cut(
+    segments: Path = typer.Argument(
+        ..., exists=True, help="Segments folder (or table) of speaker segments."
+    ),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Folder for the segment clips."),
+    only_kept: Path | None = typer.Option(
+        None, help="Cut only the segments in this `filter` output of the segments table."
+    ),
+) -> None:
+    """Write each speaker segment as a clip, its audio shifted by the segment's offset.
+
+    The audio is shifted exactly as `fix` shifts it; the video stream is copied when the
+    segment starts on a keyframe and re-encoded otherwise. Resumable: a rerun skips the
+    segments already cut (log: OUT_DIR/cuts.parquet); one bad segment never stops the batch.
+    """
+    from synccurate.curate import runs
+    from synccurate.curate.cut import CUT_LOG_NAME, DONE_STATUS
+
+    def report_problem(done: int, total: int, row: dict) -> None:
+        if row["status"] not in (DONE_STATUS, "skipped_not_kept"):
+            console.print(f"[yellow]{row['status']}[/yellow] {escape(str(row['error']))}")
+
+    try:
+        log = runs.cut_segments(segments, out_dir, only_kept=only_kept, progress=report_problem)
+    except (ValueError, OSError) as error:
+        fail(str(error))
+    counts = Table(title=escape(f"cut → {out_dir} (log: {out_dir / CUT_LOG_NAME})"))
+    for column in ("status", "video", "segments"):
+        counts.add_column(column, justify="right" if column == "segments" else "left")
+    for (status, video), count in log.groupby(["status", "video"], dropna=False).size().items():
+        counts.add_row(str(status), video if isinstance(video, str) else "", str(count))
     console.print(counts)
 
 

@@ -21,6 +21,7 @@ from synccurate.cli.common import (
     LibraryDefault,
     ModelKind,
     OffsetMethod,
+    ShotDetectorName,
     console,
     fail,
     load_model_or_fail,
@@ -103,8 +104,8 @@ def score(
     workers: int = typer.Option(
         LibraryDefault("synccurate.pipeline.run:WORKERS"),
         min=0,
-        help="Processes decoding and cropping (0 = in-process); with --executor ray, "
-        "Ray actors (0 = one per CPU of the cluster).",
+        help="Processes decoding and cropping (0 = in-process); with --executor ray and no "
+        "--ray-address, the CPUs of the Ray instance started for the run (0 = all cores).",
     ),
     max_offset: int = typer.Option(MAX_OFFSET, min=1, max=60, help="Search ±this many frames."),
     retry_failed: bool = typer.Option(False, help="Score again the clips whose status is not ok."),
@@ -115,11 +116,17 @@ def score(
     ),
     executor: Executor = typer.Option(
         Executor.local,
-        help="Where decoding and face cropping run: local processes, or a Ray cluster "
-        "(pip install 'synccurate[ray]').",
+        help="Where clips are scored: here (decoding and cropping in local processes), or "
+        "whole by model actors on a Ray cluster (pip install 'synccurate[ray]'; docs/cluster.md).",
     ),
     ray_address: str | None = typer.Option(
         None, help="Ray cluster to join (default: start a local one); with --executor ray."
+    ),
+    model_actors: int | None = typer.Option(
+        None,
+        min=1,
+        help="With --executor ray: Ray actors that hold the model and score whole clips into "
+        "-o (default: one per GPU of the cluster, else 1; on CPU each takes one core).",
     ),
     part_seconds: float = typer.Option(
         LibraryDefault("synccurate.store.parts:SECONDS_PER_PART"),
@@ -145,8 +152,50 @@ def score(
         help="Length of one stretch of the offset over time (the timeline and the drift_* / "
         "offset_* columns).",
     ),
+    chunk_seconds: float = typer.Option(
+        LibraryDefault("synccurate.pipeline.prepare:CHUNK_SECONDS"),
+        min=2.0,
+        help="A clip longer than this is decoded, cropped and embedded this many seconds at a "
+        "time, so memory stays flat however long it is (the numbers are the same).",
+    ),
+    segments: Path | None = typer.Option(
+        None,
+        help="Also write each clip's speaker segments here: a folder of Parquet parts, one "
+        "row per stretch of one shot where one face speaks in sync (its own offset, "
+        "why it ended), resumed like -o; `synccurate cut` makes clips of them "
+        "(docs/segments.md).",
+    ),
+    max_gap_seconds: float = typer.Option(
+        LibraryDefault("synccurate.pipeline.segments:MAX_GAP_SECONDS"),
+        min=0.0,
+        help="Pauses in a speaker's in-sync evidence up to this long stay in one segment.",
+    ),
+    min_segment_seconds: float = typer.Option(
+        LibraryDefault("synccurate.pipeline.segments:MIN_SEGMENT_SECONDS"),
+        min=0.2,
+        help="Shorter speaker segments are left out.",
+    ),
+    max_segment_seconds: float = typer.Option(
+        LibraryDefault("synccurate.pipeline.segments:MAX_SEGMENT_SECONDS"),
+        min=1.0,
+        help="Longer speaker segments are split.",
+    ),
+    segment_threshold: float | None = typer.Option(
+        None,
+        help="Window evidence of a speaking face: p_t for probability models (default 0.5), "
+        "the frame-wise confidence for SyncNet v2 (default 3).",
+    ),
+    shot_detector: ShotDetectorName = typer.Option(
+        ShotDetectorName.auto,
+        help="How shot cuts are found on the face detection's frames (PySceneDetect); no "
+        "face track crosses a cut. auto: content with --segments, else none (n_shots null).",
+    ),
+    shot_threshold: float | None = typer.Option(
+        None, help="The shot detector's threshold, in its own units (default: its own)."
+    ),
 ) -> None:
     from synccurate.pipeline.run import ScoreOptions
+    from synccurate.pipeline.segments import SegmentOptions
 
     if not paths and manifest_path is None:
         fail("give folders or video files to score, or --manifest")
@@ -162,6 +211,9 @@ def score(
         executor=executor.value,
         workers=workers,
         ray_address=ray_address,
+        model_actors=model_actors,
+        model_kind=model.value if model else None,
+        weights=weights,
         detector=face_detector.value,
         detect_every=detect_every,
         batch_size=batch_size,
@@ -169,6 +221,13 @@ def score(
         offset_method=offset_method.value,
         timeline=timeline,
         segment_seconds=segment_seconds,
+        chunk_seconds=chunk_seconds,
+        segments=segments,
+        segment_options=SegmentOptions(
+            segment_threshold, max_gap_seconds, min_segment_seconds, max_segment_seconds
+        ),
+        shot_detector=None if shot_detector.value == "none" else shot_detector.value,
+        shot_threshold=shot_threshold,
     )
     score_with_progress(net, options, progress)
 
@@ -227,7 +286,7 @@ def _print_score_summary(stats: RunStats, output: Path) -> None:
     summary.add_row(
         "video scored", f"{stats.video_seconds:.1f} s ({stats.video_seconds / wall:.1f} s/s)"
     )
-    for stage in ("audio", "faces", "model"):
+    for stage in ("audio", "faces", "decode", "model"):  # decode: long clips' chunks
         if stats.seconds[stage]:
             summary.add_row(f"time in {stage}", f"{stats.seconds[stage]:.1f} s")
     console.print(summary)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from synccurate.io.files import same_file
-from synccurate.store.readers import read_scores
+from synccurate.store.readers import holds_segments, read_scores, read_segments
 
 # Defaults (SPEC §9: the paper's recommended values are lost in its text; these are ours).
 DEFAULT_MIN_PROB = 0.5
@@ -160,9 +160,11 @@ REQUIRED_COLUMNS = ("root", "path", "status", "offset_frames", "prob_at_offset",
 def load_scores(path: str | Path) -> pd.DataFrame:
     """Read a scores table (folder of parts or one file) and check it has what filtering needs.
 
-    Reads through `readers.read_scores`, so a clip scored twice appears once (latest row).
+    Reads through `readers.read_scores`, so a clip scored twice appears once (latest row);
+    a segments table (`pipeline.segments`, key root, path, segment) through
+    `readers.read_segments`, one row per segment, so the same rules judge each segment.
     """
-    table = read_scores(path)
+    table = read_segments(path) if holds_segments(path) else read_scores(path)
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"{path}: not a scores table (missing columns: {', '.join(missing)})")

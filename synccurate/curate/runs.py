@@ -1,4 +1,4 @@
-"""`filter` and `fix` runs as the commands ask for them: read and check the scores table,
+"""`filter`, `fix` and `cut` runs as the commands ask for them: read and check the table,
 choose the offset taken as in sync, then filter or fix.
 
 Everything that can refuse a run (an output inside the scores folder, meaningless scores,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synccurate.curate import filtering, fix
+from synccurate.curate import cut, filtering, fix
 from synccurate.curate.synthetic_scores import refuse_synthetic_scores
 from synccurate.io.files import write_table
 
@@ -122,3 +122,26 @@ def filter_scores(
     if rejected:
         write_table(dropped, rejected, protect=[source, output])
     return FilterResult(table, kept, dropped, rules, how)
+
+
+def cut_segments(
+    source: Path,
+    out_dir: Path,
+    *,
+    only_kept: Path | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> pd.DataFrame:
+    """Cut each speaker segment of the segments table at `source` into `out_dir`
+    (`cut.cut_table`), only those of `only_kept` (a `filter` output of it) when given; the log.
+
+    Raises ValueError or OSError for a table that cannot be cut; nothing is written then.
+    """
+    if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
+        raise ValueError(f"{out_dir}: inside the segments folder {source}; write elsewhere")
+    segments = filtering.load_scores(source)
+    if "segment" not in segments.columns:
+        raise ValueError(f"{source}: not a segments table (no segment column)")
+    kept = filtering.load_scores(only_kept) if only_kept else None
+    if kept is not None and "segment" not in kept.columns:
+        raise ValueError(f"{only_kept}: not a filter output of a segments table")
+    return cut.cut_table(segments, out_dir, only_kept=kept, progress=progress)

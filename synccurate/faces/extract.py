@@ -17,6 +17,7 @@ import numpy as np
 
 from synccurate.faces import quality
 from synccurate.faces.detectors import Box, FaceDetector, WholeFrameDetector
+from synccurate.faces.shots import ShotDetector
 from synccurate.faces.tracks import MIN_TRACK_FRAMES, FaceTrack, track_all_faces, track_faces
 
 # synccurate.io.media (PyAV) is imported inside the functions that decode, which run in
@@ -110,12 +111,14 @@ def _detect_all(
     detect_size: int,
     detect_every: int,
     chunk_frames: int,
+    shots: ShotDetector | None = None,
 ) -> list[list[Box] | None]:
     """Pass 1: the faces of every `detect_every`-th frame (None for the others), in source px.
 
     Frames are decoded with their longest side at most `detect_size` px. A detector that
     returns five landmarks after the score (x, y each: CenterFace) gets each face's yaw
-    (`quality.yaw_from_landmarks`, in source px) as a sixth value.
+    (`quality.yaw_from_landmarks`, in source px) as a sixth value. `shots` sees every
+    frame on the way, so finding the cuts needs no decode of its own.
     """
     from synccurate.io.media import frame_size, iter_video_frames
 
@@ -125,6 +128,8 @@ def _detect_all(
     to_source = np.array([width / detect_hw[1], height / detect_hw[0]] * 2)
     detections: list[list[Box] | None] = []
     for chunk in iter_video_frames(info, size=detect_hw, chunk_frames=chunk_frames):
+        if shots is not None:
+            shots.add(chunk)
         picked = [i for i in range(len(chunk)) if (len(detections) + i) % detect_every == 0]
         found = dict(zip(picked, detector.detect(chunk[picked]), strict=True)) if picked else {}
         for i in range(len(chunk)):
@@ -229,24 +234,32 @@ def locate_faces(
     chunk_frames: int = 64,
     max_faces: int | None = MAX_FACES,
     min_frames: int = MIN_TRACK_FRAMES,
-) -> list[MouthTrack]:
-    """Pass 1: each face track of the clip long enough to score, main face first, no crops yet.
+    shot_detector: str | None = None,
+    shot_threshold: float | None = None,
+) -> tuple[list[MouthTrack], list[int] | None]:
+    """Pass 1: each face track of the clip long enough to score, main face first, no crops
+    yet; and the shot cuts (frames where a new shot starts), which no track crosses.
 
     The tracks are those of `track_all_faces` (at least `min_frames` frames; at most
     `max_faces` of them, None = all). When no track is that long, the main face's track
     alone (it may be short or empty). With the ``none`` detector there is exactly one
-    track, the whole frame, which `iter_crops` completes (no pass 1 is needed).
+    track, the whole frame, which `iter_crops` completes (no pass 1 is needed, and no
+    shots are looked for: the cuts are None, as with `shot_detector` None).
     """
     _check_args(info, detect_every, "locate_faces")
     if detector.name == WholeFrameDetector.name:
         empty = np.zeros(0, dtype=bool)
-        return [MouthTrack(None, empty, np.zeros((0, 4)), WholeFrameDetector.name)]
-    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
+        return [MouthTrack(None, empty, np.zeros((0, 4)), WholeFrameDetector.name)], None
+    shots = ShotDetector(shot_detector, shot_threshold) if shot_detector else None
+    detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames, shots)
     n = len(detections)
+    cuts = shots.cuts() if shots else None
     # No track long enough: the main face however short, so callers still see the frames.
-    tracks = track_all_faces(detections, n, min_frames=min_frames) or [track_faces(detections, n)]
+    found = track_all_faces(detections, n, min_frames=min_frames, cuts=cuts or ())
+    tracks = found or [track_faces(detections, n)]
     tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
-    return [MouthTrack(None, t.has_face, t.boxes, detector.name, yaw=t.yaw) for t in tracks]
+    located = [MouthTrack(None, t.has_face, t.boxes, detector.name, yaw=t.yaw) for t in tracks]
+    return located, cuts
 
 
 def cut_all_crops(
@@ -275,7 +288,7 @@ def extract_face_tracks(
 ) -> list[MouthTrack]:
     """Crops of each face track of the clip long enough to score (`locate_faces`), main
     face first, at 25 fps; the recipe cuts them in one decoding pass."""
-    tracks = locate_faces(
+    tracks, _ = locate_faces(
         info,
         detector,
         recipe,
@@ -306,7 +319,7 @@ def extract_mouths(
     """
     _check_args(info, detect_every, "extract_mouths")
     if detector.name == WholeFrameDetector.name:
-        [track] = locate_faces(info, detector, recipe, chunk_frames=chunk_frames)
+        [track], _ = locate_faces(info, detector, recipe, chunk_frames=chunk_frames)
     else:
         detections = _detect_all(info, detector, detect_size, detect_every, chunk_frames)
         [main] = _smoothed([track_faces(detections, len(detections))], recipe)

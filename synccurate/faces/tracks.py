@@ -1,9 +1,11 @@
 """Face tracks: detections linked frame to frame, gaps filled, boxes smoothed.
 
 A box continues a track when it is close to the track's typical box (median centre and
-size of its last few detections) and not much larger or smaller, so a single spurious
-box neither ends nor derails a face. Tracks of one face separated by a long gap are
-joined.
+size of its last few detections) and not much larger or smaller than a zoom could make it
+in the time between them, so a single spurious box neither ends nor derails a face, and a
+camera zoom within a shot does not split one. Tracks of one face separated
+by a long gap are joined. A shot cut (`faces.shots`) ends every track: no track crosses
+one, and tracks of different shots are never joined.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synccurate.faces.detectors import Box
+from synccurate.faces.shots import shot_index
 from synccurate.io.audio import VIDEO_FPS
 
 MAX_GAP_FRAMES = VIDEO_FPS // 2  # 12 frames (0.48 s): shorter face gaps are interpolated
@@ -23,6 +26,12 @@ MAX_GAP_FRAMES = VIDEO_FPS // 2  # 12 frames (0.48 s): shorter face gaps are int
 LINK_CENTRE = 0.5
 LINK_SIZE_RATIO = 1.5
 SUMMARY_DETECTIONS = 5
+# A camera zoom changes the face's size smoothly: the size gate widens by a factor
+# MAX_ZOOM_PER_SECOND per second between the typical box and the box it is compared with
+# (at most MAX_ZOOM_FRAMES apart), so a face growing 2× in 2 s stays one track while a cut
+# to a closer shot (the size jumps between two frames) still starts a new one.
+MAX_ZOOM_PER_SECOND = 2.0
+MAX_ZOOM_FRAMES = VIDEO_FPS  # 1 s
 MIN_TRACK_FRAMES = VIDEO_FPS  # 1 s: shorter tracks are not returned by track_all_faces
 MEDIAN_FRAMES = 5  # frames: removes single-frame box outliers
 SMOOTH_SIGMA_FRAMES = 1.5  # frames: Gaussian smoothing of box centre and size
@@ -57,12 +66,13 @@ def _median_box(boxes: Sequence[np.ndarray]) -> np.ndarray:
     )
 
 
-def _link_cost(box: np.ndarray, typical: np.ndarray) -> float | None:
+def _link_cost(box: np.ndarray, typical: np.ndarray, frames_apart: float = 0.0) -> float | None:
     """How far `box` is from continuing a face whose typical box is `typical`; None if it cannot.
 
     It can when its centre lies within LINK_CENTRE of the typical side and its size
     (the square root of its area) is within a factor LINK_SIZE_RATIO of the typical
-    size; the cost adds the two deviations, each relative.
+    size, widened by the zoom allowed over the `frames_apart` between the two
+    (MAX_ZOOM_PER_SECOND); the cost adds the two deviations, each relative.
     """
     box_p, typical_p = _params(box), _params(typical)
     side = max(typical_p[2], typical_p[3])
@@ -70,7 +80,9 @@ def _link_cost(box: np.ndarray, typical: np.ndarray) -> float | None:
         return None
     distance = np.hypot(*(box_p[:2] - typical_p[:2])) / side
     size_jump = abs(np.log(np.sqrt(box_p[2] * box_p[3] / (typical_p[2] * typical_p[3]))))
-    if distance > LINK_CENTRE or size_jump > np.log(LINK_SIZE_RATIO):
+    zoom_frames = min(abs(frames_apart), MAX_ZOOM_FRAMES)
+    allowed = np.log(LINK_SIZE_RATIO) + np.log(MAX_ZOOM_PER_SECOND) * zoom_frames / VIDEO_FPS
+    if distance > LINK_CENTRE or size_jump > allowed:
         return None
     return float(distance + size_jump)
 
@@ -86,10 +98,11 @@ class _Track:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def typical(self, at_start: bool = False) -> np.ndarray:
-        """Median box of the last (or first) SUMMARY_DETECTIONS detections."""
-        ends = self.boxes[:SUMMARY_DETECTIONS] if at_start else self.boxes[-SUMMARY_DETECTIONS:]
-        return _median_box(ends)
+    def typical(self, at_start: bool = False) -> tuple[np.ndarray, float]:
+        """Median box of the last (or first) SUMMARY_DETECTIONS detections, and the median
+        of their frames (where that box stands in time)."""
+        part = slice(None, SUMMARY_DETECTIONS) if at_start else slice(-SUMMARY_DETECTIONS, None)
+        return _median_box(self.boxes[part]), float(np.median(self.frames[part]))
 
     def weight(self) -> float:
         """Sum over detections of the box side: the most persistent, largest face is the main."""
@@ -120,7 +133,7 @@ def _assign(t: int, boxes: list[np.ndarray], active: list[_Track]) -> list[_Trac
         (cost, -len(track), j, i)
         for i, box in enumerate(boxes)
         for j, track in enumerate(active)
-        if (cost := _link_cost(box, typical[j])) is not None
+        if (cost := _link_cost(box, typical[j][0], t - typical[j][1])) is not None
     )
     used_boxes: set[int] = set()
     used_tracks: set[int] = set()
@@ -133,8 +146,11 @@ def _assign(t: int, boxes: list[np.ndarray], active: list[_Track]) -> list[_Trac
     return [_Track([t], [box]) for i, box in enumerate(boxes) if i not in used_boxes]
 
 
-def _link(detections: Sequence[Sequence[Box] | None]) -> list[_Track]:
+def _link(detections: Sequence[Sequence[Box] | None], cuts: Sequence[int] = ()) -> list[_Track]:
     """Link boxes frame to frame into tracks, then join the tracks of one face.
+
+    A shot cut (a frame of `cuts`) ends every open track; tracks of different shots are
+    never joined.
 
     A track stays open while its last detection is at most MAX_GAP_FRAMES + 1 frames
     back, or was in the last examined frame (detect-every-n), so missed frames do
@@ -145,9 +161,12 @@ def _link(detections: Sequence[Sequence[Box] | None]) -> list[_Track]:
     tracks: list[_Track] = []
     active: list[_Track] = []
     previous = -1  # the last examined frame
+    shot_of = shot_index(cuts, len(detections))
     for t, faces in enumerate(detections):
         if faces is None:  # frame not examined
             continue
+        if previous >= 0 and shot_of[t] != shot_of[previous]:
+            active = []  # a new shot: no face continues across the cut
         active = [
             track
             for track in active
@@ -157,26 +176,30 @@ def _link(detections: Sequence[Sequence[Box] | None]) -> list[_Track]:
         started = _assign(t, _distinct(faces), active)
         tracks += started
         active += started
-    return _join(tracks)
+    return _join(tracks, shot_of)
 
 
-def _join(tracks: list[_Track]) -> list[_Track]:
+def _join(tracks: list[_Track], shot_of: np.ndarray) -> list[_Track]:
     """Chain tracks of one face that follow each other in time.
 
     A face that leaves for longer than MAX_GAP_FRAMES (or is missed that long) and
     comes back in place is the same face; the gap itself stays no-face. A track is
     chained to an earlier one that ended before it began when its typical box at
-    the start continues that track's typical box at the end (`_link_cost`).
+    the start continues that track's typical box at the end (`_link_cost`, the zoom
+    allowed over the time between the two). Only tracks of the same shot are joined.
     """
     joined: list[_Track] = []
     for track in sorted(tracks, key=lambda tr: tr.frames[0]):
-        start = track.typical(at_start=True)
-        options = [
-            (cost, -len(earlier), k)
-            for k, earlier in enumerate(joined)
-            if earlier.frames[-1] < track.frames[0]
-            and (cost := _link_cost(start, earlier.typical())) is not None
-        ]
+        first = track.frames[0]
+        start, start_frame = track.typical(at_start=True)
+        options = []
+        for k, earlier in enumerate(joined):
+            if earlier.frames[-1] >= first or shot_of[earlier.frames[-1]] != shot_of[first]:
+                continue
+            end, end_frame = earlier.typical()
+            cost = _link_cost(start, end, start_frame - end_frame)
+            if cost is not None:
+                options.append((cost, -len(earlier), k))
         if options:
             earlier = joined[min(options)[2]]
             earlier.frames += track.frames
@@ -202,12 +225,12 @@ def _smooth(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([params[:, :2] - params[:, 2:] / 2, params[:, :2] + params[:, 2:] / 2], 1)
 
 
-def _fill(track: _Track, examined: np.ndarray) -> FaceTrack:
+def _fill(track: _Track, examined: np.ndarray, shot_of: np.ndarray) -> FaceTrack:
     """Per-frame boxes of one track: gaps filled where allowed, then smoothed run by run.
 
     Gaps of at most MAX_GAP_FRAMES frames, or made only of unexamined frames, are
     interpolated; longer ones stay no-face. The first and last boxes are held to the
-    clip's ends on the same condition.
+    ends of the track's shot (`shot_of`: each frame's shot) on the same condition.
     """
     n_frames = len(examined)
     boxes = np.full((n_frames, 4), np.nan)
@@ -222,10 +245,12 @@ def _fill(track: _Track, examined: np.ndarray) -> FaceTrack:
             weight = (np.arange(1, gap + 1) / (gap + 1))[:, None]
             boxes[start + 1 : stop] = (1 - weight) * detected[k] + weight * detected[k + 1]
     first, last = frames[0], frames[-1]
-    if first <= MAX_GAP_FRAMES or not examined[:first].any():
-        boxes[:first] = detected[0]
-    if n_frames - 1 - last <= MAX_GAP_FRAMES or not examined[last + 1 :].any():
-        boxes[last + 1 :] = detected[-1]
+    shot = np.flatnonzero(shot_of == shot_of[first])
+    shot_start, shot_stop = int(shot[0]), int(shot[-1]) + 1
+    if first - shot_start <= MAX_GAP_FRAMES or not examined[shot_start:first].any():
+        boxes[shot_start:first] = detected[0]
+    if shot_stop - 1 - last <= MAX_GAP_FRAMES or not examined[last + 1 : shot_stop].any():
+        boxes[last + 1 : shot_stop] = detected[-1]
     has_face = ~np.isnan(boxes[:, 0])
     edges = np.flatnonzero(np.diff(np.concatenate([[0], has_face.astype(np.int8), [0]])))
     for start, stop in zip(edges[::2], edges[1::2], strict=True):
@@ -240,7 +265,11 @@ def _examined(detections: Sequence[Sequence[Box] | None], n_frames: int) -> np.n
 
 
 def track_all_faces(
-    detections: Sequence[Sequence[Box] | None], n_frames: int, min_frames: int = MIN_TRACK_FRAMES
+    detections: Sequence[Sequence[Box] | None],
+    n_frames: int,
+    min_frames: int = MIN_TRACK_FRAMES,
+    *,
+    cuts: Sequence[int] = (),
 ) -> list[FaceTrack]:
     """Every face track of the clip that covers at least `min_frames` frames, main face first.
 
@@ -248,13 +277,15 @@ def track_all_faces(
     examined (detect-every-n). Tracks are ordered by the sum over their detections
     of the box side (the main face, as `track_faces` picks it, is the most
     persistent and largest). A track covers the frames from its first to its last
-    detection that have a face after gap filling (see `_fill`).
+    detection that have a face after gap filling (see `_fill`). `cuts`: the frames where
+    a new shot starts (`faces.shots.ShotDetector.cuts`); no track crosses one.
     """
     examined = _examined(detections, n_frames)
-    tracks = sorted(_link(detections[:n_frames]), key=_Track.weight, reverse=True)
+    shot_of = shot_index(cuts, n_frames)
+    tracks = sorted(_link(detections[:n_frames], cuts), key=_Track.weight, reverse=True)
     kept = []
     for track in tracks:
-        face = _fill(track, examined)
+        face = _fill(track, examined, shot_of)
         if face.has_face[track.frames[0] : track.frames[-1] + 1].sum() >= min_frames:
             kept.append(face)
     return kept

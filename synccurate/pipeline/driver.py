@@ -31,6 +31,12 @@ from synccurate.pipeline.batching import default_batch_size, similarity_matrices
 from synccurate.pipeline.executors import Executor
 from synccurate.pipeline.executors.local import LocalExecutor
 from synccurate.pipeline.prepare import CHUNK_SECONDS, PreparedClip, PrepareStep, face_windows
+from synccurate.pipeline.segments import (
+    SegmentOptions,
+    TrackEvidence,
+    segment_rows,
+    speaker_segments,
+)
 from synccurate.pipeline.timeline import (
     SEGMENT_SECONDS,
     offset_over_time,
@@ -41,11 +47,13 @@ from synccurate.pipeline.timeline import (
 
 @dataclass
 class ScoredClip:
-    """A clip's metric columns, its timeline and S, all of the speaker's face."""
+    """A clip's metric columns, its timeline and S, all of the speaker's face; and, when
+    asked for, its speaker segments (every face track's)."""
 
     columns: dict
     timeline: list[dict]
     similarity: torch.Tensor  # S [T, 2K+1] of the speaker's windows
+    segments: list[dict] = field(default_factory=list)
 
 
 def score_faces(
@@ -69,6 +77,7 @@ def score_clip_faces(
     max_offset: int = MAX_OFFSET,
     offset_method: str = "mean",
     segment_seconds: float = SEGMENT_SECONDS,
+    segment_options: SegmentOptions | None = None,
 ) -> list[ScoredClip]:
     """Every face track is scored (in shared batches) and the most in-sync one, the
     speaker, describes the clip; the others are summarised in `face_tracks`. The speaker's
@@ -79,7 +88,7 @@ def score_clip_faces(
     for (c, i, _), S in zip(views, matrices, strict=True):
         per_clip[c][i] = S
     return [
-        reduce_clip(model, clip, found, offset_method, segment_seconds)
+        reduce_clip(model, clip, found, offset_method, segment_seconds, segment_options)
         for clip, found in zip(clips, per_clip, strict=True)
     ]
 
@@ -93,6 +102,7 @@ def score_in_chunks(
     offset_method: str = "mean",
     segment_seconds: float = SEGMENT_SECONDS,
     chunk_seconds: float = CHUNK_SECONDS,
+    segment_options: SegmentOptions | None = None,
 ) -> ScoredClip:
     """`score_clip_faces` of one located clip (`PreparedClip.in_chunks`), its crops and
     audio cut and embedded chunk by chunk (`streaming`); the same numbers, flat memory."""
@@ -106,7 +116,7 @@ def score_in_chunks(
         from synccurate.io.media import MediaError
 
         raise MediaError("no_face", f"{clip.ref.file}: no run of 5 consecutive frames with a face")
-    return reduce_clip(model, clip, found, offset_method, segment_seconds)
+    return reduce_clip(model, clip, found, offset_method, segment_seconds, segment_options)
 
 
 def reduce_clip(
@@ -115,15 +125,39 @@ def reduce_clip(
     matrices: dict[int, torch.Tensor],
     offset_method: str = "mean",
     segment_seconds: float = SEGMENT_SECONDS,
+    segment_options: SegmentOptions | None = None,
 ) -> ScoredClip:
-    """The clip's columns and timeline from S of each face track that shows a face."""
+    """The clip's columns and timeline from S of each face track that shows a face; with
+    `segment_options`, also its speaker segments."""
     valid = {i: face_windows(_track_faces(clip, i), clip.n_windows) for i in matrices}
     found = [(i, model.metrics(S, valid[i], offset_method)) for i, S in matrices.items()]
     columns = _speaker(clip, found)
     speaker = columns["face_track"]
     S = matrices[speaker]
     timeline = stretches(model, S, valid[speaker], segment_seconds, offset_method)
-    return ScoredClip(columns | offset_over_time(timeline), timeline, S)
+    scored = ScoredClip(columns | offset_over_time(timeline), timeline, S)
+    if segment_options is not None:
+        evidence = [
+            TrackEvidence(i, S, valid[i], _track_faces(clip, i), _track_boxes(clip, i))
+            for i, S in matrices.items()
+        ]
+        scored.segments = speaker_segments(
+            model,
+            evidence,
+            clip.cuts or (),
+            clip.n_frames,
+            clip.voiced,
+            offset_method=offset_method,
+            **vars(segment_options),
+        )
+    return scored
+
+
+def _track_boxes(clip: PreparedClip, track: int) -> np.ndarray:
+    """The face boxes of `track` in source px (NaN where none)."""
+    if clip.tracks:
+        return clip.tracks[track].boxes
+    return np.full((len(clip.has_face), 4), np.nan)
 
 
 def _track_faces(clip: PreparedClip, track: int) -> np.ndarray:
@@ -193,6 +227,7 @@ def _row(
         "face_ratio": float(clip.has_face.mean()) if clip.has_face is not None else None,
         "silence_ratio": float(clip.silence.mean()) if clip.silence is not None else None,
         "speech_ratio": float(clip.voiced.mean()) if clip.voiced is not None else None,
+        "n_shots": None if clip.cuts is None else len(clip.cuts) + 1,
     }
     if clip.tracks:  # the main face's, as face_ratio; a scored clip's speaker's replace them
         row |= quality.track_columns(clip.tracks[0])
@@ -226,6 +261,14 @@ class RunStats:
             self.seconds[name] += seconds
 
 
+# Tables written beside the scores, one row per clip × item: name → the rows of a scored
+# clip (`score --timeline`, `--segments`).
+SIDE_TABLES: dict[str, Callable[[ScoredClip, dict, str], list[dict]]] = {
+    "timeline": lambda scored, key, model_id: timeline_rows(scored.timeline, key, model_id),
+    "segments": lambda scored, key, model_id: segment_rows(scored.segments, key, model_id),
+}
+
+
 def score_clips(
     refs: list[ClipRef],
     writer,
@@ -241,25 +284,38 @@ def score_clips(
     on_clip: Callable[[dict, RunStats], None] | None = None,
     offset_method: str = "mean",
     segment_seconds: float = SEGMENT_SECONDS,
-    timeline_writer=None,
+    side_writers: dict | None = None,
     chunk_seconds: float = CHUNK_SECONDS,
+    segment_options: SegmentOptions | None = None,
+    shot_detector: str | None = None,
+    shot_threshold: float | None = None,
 ) -> RunStats:
     """Score every clip whose (root, path) is not in `done`; `writer.add(row)` as clips finish.
 
     The executor runs the prepare step (default: in this process); windows of several
     clips share model batches here, in the driver, which is also the only writer.
     offset_method: what decides offset_frames, "mean" (SPEC §6) or "vote" (`sync.vote_offset`).
-    timeline_writer: also `add` each clip's stretches of `segment_seconds` (one row each;
-    a clip that could not be scored, one row with its status), before its scores row.
+    side_writers: table name (SIDE_TABLES) → writer: also `add` each clip's rows of that
+    table (the timeline's stretches of `segment_seconds`, the speaker segments cut by
+    `segment_options`; a clip with none, one row with its status), before its scores row.
     chunk_seconds: a longer clip is scored here chunk by chunk (`score_in_chunks`) while
     the workers prepare the next clips; shorter ones share model batches.
+    shot_detector / shot_threshold: how the
+    face detection pass finds shot cuts (`faces.shots`; None: it does not).
     """
     batch_size = batch_size or default_batch_size(model, device)
     executor = executor or LocalExecutor(0, device.type)
     stats = RunStats()
     todo = [ref for ref in refs if (ref.root, ref.path) not in done]
-    step = PrepareStep(model.recipe, detector_name, detect_every, chunk_seconds)
+    step = PrepareStep(
+        model.recipe, detector_name, detect_every, chunk_seconds, shot_detector, shot_threshold
+    )
     prepared = executor.run(step, todo)
+    side_writers = side_writers or {}
+    if "segments" in side_writers and segment_options is None:
+        segment_options = SegmentOptions()
+    if "segments" not in side_writers:
+        segment_options = None  # not asked for: not computed
     model.to(device)
     pending: list[PreparedClip] = []
 
@@ -267,11 +323,11 @@ def score_clips(
 
     def finish(clip: PreparedClip, scored: ScoredClip | None = None) -> None:
         row = _row(clip, model.model_id, scored.columns if scored else None, trained_on)
-        if timeline_writer is not None:
-            key = {"root": row["root"], "path": row["path"], "status": row["status"]}
-            rows = timeline_rows(scored.timeline if scored else [], key, model.model_id)
-            for timeline_row in rows or [key | {"model": model.model_id}]:
-                timeline_writer.add(timeline_row)
+        key = {"root": row["root"], "path": row["path"], "status": row["status"]}
+        for name, side in side_writers.items():
+            rows = SIDE_TABLES[name](scored, key, model.model_id) if scored else []
+            for side_row in rows or [key | {"model": model.model_id}]:  # resume knows it
+                side.add(side_row)
         writer.add(row)
         stats.count(clip, row)
         if on_clip:
@@ -280,7 +336,14 @@ def score_clips(
     def run_model() -> None:
         start = time.perf_counter()
         scored = score_clip_faces(
-            model, pending, batch_size, device, max_offset, offset_method, segment_seconds
+            model,
+            pending,
+            batch_size,
+            device,
+            max_offset,
+            offset_method,
+            segment_seconds,
+            segment_options,
         )
         stats.seconds["model"] += time.perf_counter() - start
         for clip, found in zip(pending, scored, strict=True):
@@ -301,6 +364,7 @@ def score_clips(
                 offset_method,
                 segment_seconds,
                 chunk_seconds,
+                segment_options,
             )
         except MediaError as error:
             clip.status, clip.error, scored = error.status, str(error).splitlines()[0], None

@@ -57,6 +57,7 @@ class PreparedClip:
     in_chunks: bool = False
     media: MediaInfo | None = None  # what the chunks are decoded from
     frames_seen: int | None = None  # frames of a clip scored in chunks
+    cuts: list[int] | None = None  # frames where a new shot starts; None: not looked for
 
     @property
     def n_frames(self) -> int:
@@ -93,11 +94,14 @@ def prepare_clip(
     detector: FaceDetector,
     detect_every: int = 1,
     chunk_seconds: float = CHUNK_SECONDS,
+    shot_detector: str | None = None,
+    shot_threshold: float | None = None,
 ) -> PreparedClip:
     """Decode audio and the model's crops of one clip; never raises for a bad clip.
 
     A clip longer than `chunk_seconds` is only located (probed, its faces tracked), so
-    that its crops and audio can be cut chunk by chunk where it is scored.
+    that its crops and audio can be cut chunk by chunk where it is scored. Shots are
+    found on the face detection's frames (`faces.shots`; None: not looked for).
     """
     from synccurate.faces import extract
     from synccurate.io import media
@@ -122,7 +126,14 @@ def prepare_clip(
             clip.features, clip.n_samples = recipe.audio_features(samples), len(samples)
         clip.timings["audio"] = time.perf_counter() - start
         start = time.perf_counter()
-        clip.tracks = extract.locate_faces(info, detector, recipe, detect_every=detect_every)
+        clip.tracks, clip.cuts = extract.locate_faces(
+            info,
+            detector,
+            recipe,
+            detect_every=detect_every,
+            shot_detector=shot_detector,
+            shot_threshold=shot_threshold,
+        )
         main = clip.tracks[0]
         clip.has_face, clip.detector = main.has_face, main.detector
         if clip.in_chunks:
@@ -174,6 +185,8 @@ class PrepareStep:
     detector_name: str = "auto"
     detect_every: int = 1
     chunk_seconds: float = CHUNK_SECONDS
+    shot_detector: str | None = None
+    shot_threshold: float | None = None
     detector: FaceDetector | None = field(default=None, repr=False, compare=False)
 
     def setup(self, device: str = "cpu") -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow
 import torch
 
+from synccurate.faces.shots import DEFAULT_SHOT_DETECTOR
 from synccurate.io import inputs
 from synccurate.io.inputs import ClipRef
 from synccurate.models import provenance
@@ -24,11 +25,13 @@ from synccurate.models.base import SyncModel
 from synccurate.models.sync import MAX_OFFSET
 from synccurate.pipeline import batching, driver
 from synccurate.pipeline.executors import Executor, make_executor
+from synccurate.pipeline.prepare import CHUNK_SECONDS
+from synccurate.pipeline.segments import SegmentOptions
 from synccurate.pipeline.timeline import SEGMENT_SECONDS
 from synccurate.store import parts
 from synccurate.store.folder import parse_shard
 from synccurate.store.manifest import read_manifest
-from synccurate.store.schema import TIMELINE
+from synccurate.store.schema import SEGMENTS, TIMELINE
 
 DETECT_EVERY = 4  # frames per face detection: a quarter of the cost, no measured loss on real clips
 WORKERS = min(4, os.cpu_count() or 1)  # worker processes by default: one per CPU, at most 4
@@ -49,6 +52,9 @@ class ScoreOptions:
     executor: str = "local"
     workers: int = WORKERS
     ray_address: str | None = None
+    model_actors: int | None = None  # with executor "ray": None = one per GPU, else 1
+    model_kind: str | None = None  # with executor "ray": what each model actor loads …
+    weights: Path | None = None  # … from this file, as `models.load_model` reads them
     detector: str = "auto"
     detect_every: int = DETECT_EVERY
     batch_size: int | None = None  # None: the model's own (`batching.default_batch_size`)
@@ -56,6 +62,21 @@ class ScoreOptions:
     offset_method: str = "mean"
     timeline: Path | None = None  # also write each clip's offset over time here
     segment_seconds: float = SEGMENT_SECONDS  # one timeline stretch
+    chunk_seconds: float = CHUNK_SECONDS  # a longer clip is scored in chunks this long
+    segments: Path | None = None  # also write each clip's speaker segments here …
+    segment_options: SegmentOptions = SegmentOptions()  # … cut this way
+    # "auto": the default detector when segments are asked for, else none. Tracks never
+    # cross a cut, so with cuts the row's face_ratio is the speaker's shot's; without
+    # segments it stays SPEC's fraction of the clip's frames with the face.
+    shot_detector: str | None = "auto"  # None: shots are not looked for
+    shot_threshold: float | None = None  # None: the detector's own
+
+    @property
+    def shots(self) -> str | None:
+        """The shot detector this run uses (None: shots are not looked for)."""
+        if self.shot_detector == "auto":
+            return DEFAULT_SHOT_DETECTOR if self.segments is not None else None
+        return self.shot_detector
 
 
 @dataclass
@@ -69,9 +90,12 @@ class ScoreRun:
     done: set[tuple[str, str]]
     device: torch.device
     writer: parts.PartsWriter
-    timeline_writer: parts.PartsWriter | None
+    side_writers: dict[str, parts.PartsWriter]  # table name → writer (driver.SIDE_TABLES)
     executor: Executor
     warning: str | None  # synthetic-only weights meet real clips (read off the first clips)
+    # What scores the clips: `driver.score_clips` here, or a callable taking the same
+    # arguments (`pipeline.cluster.ClusterScorer`: model actors on a Ray cluster).
+    score_clips: Callable[..., driver.RunStats] = driver.score_clips
 
     def score(
         self,
@@ -96,8 +120,10 @@ class ScoreRun:
                 on_clip(row, stats)
 
         options = self.options
-        with self.writer, self.timeline_writer or nullcontext():
-            return driver.score_clips(
+        with ExitStack() as writers:
+            for writer in (self.writer, *self.side_writers.values()):
+                writers.enter_context(writer)
+            return self.score_clips(
                 self.refs,
                 self.writer,
                 self.model,
@@ -111,7 +137,11 @@ class ScoreRun:
                 on_clip=clip_done,
                 offset_method=options.offset_method,
                 segment_seconds=options.segment_seconds,
-                timeline_writer=self.timeline_writer,
+                chunk_seconds=options.chunk_seconds,
+                segment_options=options.segment_options,
+                shot_detector=options.shots,
+                shot_threshold=options.shot_threshold,
+                side_writers=self.side_writers,
             )
 
     def closing_warning(self, stats: driver.RunStats) -> str | None:
@@ -149,19 +179,28 @@ def open_run(model: SyncModel, options: ScoreOptions) -> ScoreRun:
         retry_failed=options.retry_failed,
         seconds_per_part=options.seconds_per_part,
     )
-    timeline_writer = None
-    if options.timeline is not None:
-        if options.timeline.resolve() == options.output.resolve():
-            raise ValueError(f"{options.timeline}: the timeline needs a folder of its own")
-        timeline_writer, timeline_done = parts.open_output(
-            options.timeline,
-            pinned | {"segment_seconds": options.segment_seconds},
+    side_writers = {}
+    sides = {
+        "timeline": (options.timeline, TIMELINE, {"segment_seconds": options.segment_seconds}),
+        "segments": (options.segments, SEGMENTS, _segment_pins(options.segment_options)),
+    }
+    for name, (folder, table, pins) in sides.items():
+        if folder is None:
+            continue
+        if folder.resolve() in {
+            options.output.resolve(),
+            *(w.folder.resolve() for w in side_writers.values()),
+        }:
+            raise ValueError(f"{folder}: the {name} needs a folder of its own")
+        side_writers[name], side_done = parts.open_output(
+            folder,
+            pinned | pins,
             shard=options.shard,
             retry_failed=options.retry_failed,
             seconds_per_part=options.seconds_per_part,
-            table=TIMELINE,
+            table=table,
         )
-        done &= timeline_done  # a clip killed between its two tables is scored again
+        done &= side_done  # a clip killed between its tables is scored again
     executor = make_executor(
         options.executor,
         workers=options.workers,
@@ -171,8 +210,42 @@ def open_run(model: SyncModel, options: ScoreOptions) -> ScoreRun:
     todo = [ref for ref in refs if (ref.root, ref.path) not in done]
     warning = synthetic_weights_warning(model, todo, SYNTH_CHECK_SAMPLE)
     return ScoreRun(
-        model, options, refs, todo, done, device, writer, timeline_writer, executor, warning
+        model,
+        options,
+        refs,
+        todo,
+        done,
+        device,
+        writer,
+        side_writers,
+        executor,
+        warning,
+        _cluster_scorer(model, options) if options.executor == "ray" else driver.score_clips,
     )
+
+
+def _cluster_scorer(model: SyncModel, options: ScoreOptions) -> Callable[..., driver.RunStats]:
+    """Model actors on a Ray cluster score whole clips into the output (pipeline.cluster)."""
+    from synccurate.pipeline.cluster import ClusterScorer, ModelSource
+
+    return ClusterScorer(
+        ModelSource(options.model_kind, options.weights, model.model_id, Path.cwd()),
+        device=options.device,
+        model_actors=options.model_actors,
+        address=options.ray_address,
+        local_cpus=options.workers,
+        shard=options.shard,
+    )
+
+
+def _segment_pins(options: SegmentOptions) -> dict:
+    """What a segments folder is pinned to: segments cut another way are another table."""
+    return {
+        "max_gap_seconds": options.max_gap_seconds,
+        "min_segment_seconds": options.min_seconds,
+        "max_segment_seconds": options.max_seconds,
+        "segment_threshold": options.threshold,
+    }
 
 
 def _clip_list(paths: Sequence[Path], manifest: Path | None) -> list[ClipRef]:

@@ -65,11 +65,20 @@ def stretches(
         seen = float(np.mean(valid[start:end]))
         row = {"start_s": start / VIDEO_FPS, "end_s": end / VIDEO_FPS, "face_share": seen}
         if seen >= MIN_FACE_SHARE:
-            found = model.metrics(similarity[start:end], valid[start:end], offset_method)
-            row |= {name: found.get(name) for name in STRETCH_METRICS}
-            row["offset_fine"] = fine_offset(found["offset_frames"], found.get("profile"))
+            row |= window_metrics(model, similarity[start:end], valid[start:end], offset_method)
         rows.append(row)
     return rows
+
+
+def window_metrics(
+    model: SyncModel, similarity: np.ndarray, valid: np.ndarray, offset_method: str = "mean"
+) -> dict:
+    """The model's own metrics (STRETCH_METRICS and offset_fine) of some windows alone,
+    by the function that makes a clip's row."""
+    found = model.metrics(similarity, valid, offset_method)
+    return {name: found.get(name) for name in STRETCH_METRICS} | {
+        "offset_fine": fine_offset(found["offset_frames"], found.get("profile"))
+    }
 
 
 def fine_offset(offset: int, profile: np.ndarray | None) -> float:

@@ -44,6 +44,7 @@ from synccurate.store.schema import (
     KEY_COLUMNS,
     ROWS_PER_GROUP,
     SCORES,
+    SEGMENTS,
     TIMELINE,
     TableSchema,
     conform,
@@ -208,16 +209,37 @@ def read_timeline(path: str | Path) -> pd.DataFrame:
     A clip scored again has new rows: only those of its latest scoring are kept (the run
     of its latest row: a run scores a clip once).
     """
+    return _read_latest_run(path, TIMELINE, "stretch")
+
+
+def read_segments(path: str | Path) -> pd.DataFrame:
+    """A segments folder (`pipeline.segments`), one row per clip × speaker segment, in time
+    order; as with the timeline, only the rows of a clip's latest scoring are kept."""
+    return _read_latest_run(path, SEGMENTS, "segment")
+
+
+def holds_segments(path: str | Path) -> bool:
+    """Is the table at `path` (a folder of parts or one file) a segments table? Its rows are
+    keyed by (root, path, segment), so a reader must not keep one row per clip."""
+    files = list_parts(path)
+    return bool(files) and "segment" in pq.read_schema(files[0]).names
+
+
+def _read_latest_run(path: str | Path, table_schema: TableSchema, order: str) -> pd.DataFrame:
+    """The rows of a per-clip table written by the clip's latest run (all rows when the
+    table has no run stamps), sorted by clip and `order`."""
     files = list_parts(path)
     if not files:
-        return TIMELINE.rows_to_frame([])
-    table = pa.concat_tables(_read_each(files, _schema(files, TIMELINE)))
-    frame = _to_frame(table, TIMELINE.columns)
-    latest = frame.loc[latest_rows(table["root"], table["path"], table["scored_at"])]
-    runs = latest.set_index(["root", "path"])["run_id"]
-    clip_runs = runs.reindex(pd.MultiIndex.from_frame(frame[["root", "path"]])).to_numpy()
-    kept = frame[frame["run_id"].to_numpy() == clip_runs]
-    return kept.sort_values(["root", "path", "stretch"], na_position="first").reset_index(drop=True)
+        return table_schema.rows_to_frame([])
+    table = pa.concat_tables(_read_each(files, _schema(files, table_schema)))
+    frame = _to_frame(table, table_schema.columns)
+    kept = frame
+    if {"scored_at", "run_id"} <= set(frame.columns):  # a table written by hand has neither
+        latest = frame.loc[latest_rows(table["root"], table["path"], table["scored_at"])]
+        runs = latest.set_index(["root", "path"])["run_id"]
+        clip_runs = runs.reindex(pd.MultiIndex.from_frame(frame[["root", "path"]])).to_numpy()
+        kept = frame[frame["run_id"].to_numpy() == clip_runs]
+    return kept.sort_values(["root", "path", order], na_position="first").reset_index(drop=True)
 
 
 def compact(folder: str | Path) -> tuple[int, int, Path | None]:

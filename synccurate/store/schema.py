@@ -42,6 +42,7 @@ COLUMNS = {
     "n_faces": "Int64",  # face tracks long enough to score; the speaker's describes the row
     "face_track": "Int64",
     "face_tracks": "string",  # JSON: offset and strength of every track, when there are several
+    "n_shots": "Int64",  # shots between the cuts found (faces.shots); null: not looked for
     # what curators filter on besides sync (faces.quality, io.audio.frame_voicing): the
     # speaker's face size, track steadiness, frozen frames and yaw, and the voiced share
     "face_px": "float64",
@@ -173,6 +174,32 @@ TIMELINE = TableSchema(
         **_STAMPS,
     },
     pinned=("segment_seconds",),
+)
+# Speaker segments (pipeline.segments): one row per clip × segment, a stretch of one shot
+# where one face track is on screen and speaks in sync; a clip that could not be scored
+# gets one row with its status and no segment. (root, path, segment) is a segment's key.
+SEGMENTS = TableSchema(
+    "segments",
+    {
+        **_KEYS,
+        "segment": "Int64",  # 0, 1, … in time order within the clip
+        "shot": "Int64",  # 0, 1, … between the clip's shot cuts
+        "face_track": "Int64",
+        "start_s": "float64",
+        "end_s": "float64",
+        "offset_frames": "Int64",  # the model's metrics on the segment's windows alone
+        "offset_fine": "float64",
+        "vote_share": "float64",
+        "prob_at_offset": "float64",  # probability models
+        "lse_c": "float64",  # distance models
+        "offscreen_ratio": "float64",
+        "face_px": "float64",  # median face box height, source px
+        "speech_ratio": "float64",  # voiced share of the segment's frames
+        "end_reason": "string",  # pipeline.segments.END_REASONS
+        "model": "string",
+        **_STAMPS,
+    },
+    pinned=("max_gap_seconds", "min_segment_seconds", "max_segment_seconds", "segment_threshold"),
 )
 # The scores table's names, as most of the code reads the scores table.
 ARROW_TYPES = SCORES.arrow_types
