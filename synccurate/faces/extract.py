@@ -90,19 +90,21 @@ def _iter_whole_frame(
     info: MediaInfo, track: MouthTrack, recipe: CropRecipe, chunk_frames: int
 ) -> Iterator[list[np.ndarray]]:
     """The whole frame is the face: its one track grows as the frames decode, complete
-    (has_face, boxes, changes) when the stream ends."""
+    (has_face, boxes, changes) when the stream ends or breaks off."""
     from synccurate.io.media import frame_size
 
     height, width = frame_size(info)
     changes, last = [], None
-    for crops in _whole_frame_chunks(info, recipe, chunk_frames):
-        changes.append(quality.crop_changes(crops, last))  # one region: consecutive crops
-        last = crops[-1].copy()
-        yield [crops]
-    track.changes = np.concatenate(changes) if changes else np.zeros(0)
-    n = len(track.changes)
-    track.has_face = np.ones(n, dtype=bool)
-    track.boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
+    try:
+        for crops in _whole_frame_chunks(info, recipe, chunk_frames):
+            changes.append(quality.crop_changes(crops, last))  # one region: consecutive crops
+            last = crops[-1].copy()
+            yield [crops]
+    finally:  # also when the stream broke off: the frames decoded so far are the track
+        track.changes = np.concatenate(changes) if changes else np.zeros(0)
+        n = len(track.changes)
+        track.has_face = np.ones(n, dtype=bool)
+        track.boxes = np.tile(np.array([0.0, 0.0, width, height]), (n, 1))
 
 
 def _detect_all(
@@ -127,7 +129,9 @@ def _detect_all(
     detect_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
     to_source = np.array([width / detect_hw[1], height / detect_hw[0]] * 2)
     detections: list[list[Box] | None] = []
-    for chunk in iter_video_frames(info, size=detect_hw, chunk_frames=chunk_frames):
+    for chunk in _until_truncated(
+        iter_video_frames(info, size=detect_hw, chunk_frames=chunk_frames)
+    ):
         if shots is not None:
             shots.add(chunk)
         picked = [i for i in range(len(chunk)) if (len(detections) + i) % detect_every == 0]
@@ -136,6 +140,18 @@ def _detect_all(
             faces = found.get(i)
             detections.append(None if faces is None else [_to_source(f, to_source) for f in faces])
     return detections
+
+
+def _until_truncated(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The chunks of a stream that may break off: where it does, its faces end (the pass
+    that cuts the crops says where it broke)."""
+    from synccurate.io.media import MediaError
+
+    try:
+        yield from chunks
+    except MediaError as error:
+        if error.status != "truncated":
+            raise
 
 
 def _to_source(face: Sequence[float], to_source: np.ndarray) -> tuple[float, ...]:

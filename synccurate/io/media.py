@@ -289,7 +289,23 @@ def iter_video_frames(
     )
     frame_shape = (height, width, RGB_CHANNELS)
     args = ffmpeg.get_args(stream)
-    yield from _pipe_arrays(args, frame_shape, np.uint8, chunk_frames, info.path, "video frame")
+    declared = _Declared(info.duration_s, VIDEO_FPS)
+    yield from _pipe_arrays(
+        args, frame_shape, np.uint8, chunk_frames, info.path, "video frame", declared
+    )
+
+
+# A stream that decodes this much short of the duration its container declares, while
+# ffmpeg complains (and yet exits 0: "partial file", "File ended prematurely"), broke off.
+TRUNCATED_BY_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """How long the container says a stream is, and its items (frames, samples) a second."""
+
+    seconds: float
+    items_per_second: float
 
 
 def _pipe_arrays(
@@ -299,11 +315,14 @@ def _pipe_arrays(
     chunk_items: int,
     path: Path,
     required: str | None = None,
+    declared: _Declared | None = None,
 ) -> Iterator[np.ndarray]:
     """ffmpeg's raw output as arrays [n <= chunk_items, *item_shape]; stopping early kills it.
 
     A failure, also after some output, raises MediaError("decode_error") carrying ffmpeg's
-    last line; so does an empty output when a `required` item (its name) is missing.
+    last line; so does an empty output when a `required` item (its name) is missing. A
+    stream that broke off short of its `declared` length raises MediaError("truncated")
+    saying where, after every item that decoded was yielded.
     """
     item_bytes = int(np.prod(item_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     decoded = 0
@@ -323,11 +342,27 @@ def _pipe_arrays(
                 raise MediaError("decode_error", f"{path}: {_last_line(stderr.read(), path)}")
             if decoded == 0 and required:
                 raise MediaError("decode_error", f"{path}: no {required} could be decoded")
+            stderr.seek(0)
+            _raise_if_truncated(stderr.read(), decoded, declared, path)
         finally:
             if process.poll() is None:
                 process.kill()
             process.wait()
             process.stdout.close()
+
+
+def _raise_if_truncated(
+    complaint: bytes, decoded: int, declared: _Declared | None, path: Path
+) -> None:
+    if declared is None or not complaint.strip() or not declared.seconds:
+        return
+    reached = decoded / declared.items_per_second
+    if reached < declared.seconds - TRUNCATED_BY_S:
+        raise MediaError(
+            "truncated",
+            f"{path}: decoding stopped at {reached:.1f} s of the {declared.seconds:.1f} s the "
+            f"container declares ({_last_line(complaint, path)})",
+        )
 
 
 AUDIO_BLOCK_SAMPLES = 1 << 18  # samples per decoded block: 16 s at 16 kHz, 1 MB
@@ -350,7 +385,9 @@ def iter_audio(
     lead = round((info.video_start_s - info.audio_start_s) * sample_rate) if info.has_video else 0
     if lead < 0:
         yield np.zeros(-lead, dtype=np.float32)
-    for block in _pipe_arrays(ffmpeg.get_args(stream), (), "<f4", block_samples, info.path):
+    declared = _Declared(info.duration_s, sample_rate)
+    args = ffmpeg.get_args(stream)
+    for block in _pipe_arrays(args, (), "<f4", block_samples, info.path, None, declared):
         if lead > 0:
             block, lead = block[lead:], max(0, lead - len(block))
         if len(block):

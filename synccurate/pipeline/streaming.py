@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from synccurate.io.audio import SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models.base import SyncModel
 from synccurate.pipeline.batching import similarity_matrices
 from synccurate.pipeline.prepare import PreparedClip
+
+if TYPE_CHECKING:
+    from synccurate.io.media import MediaError
 
 # An audio window paired with visual window j reads the audio of video frames j - 3 …
 # j + 9 at most (IC-SyncNet: 8 mel frames of context and the STFT's half window on each
@@ -62,6 +66,20 @@ class WindowChunk:
     clip_windows: int  # the clip's windows as far as decoded (exact once both streams end)
 
 
+def _next_or_end(items: Iterator, stream: _Samples | _Crops):
+    """The next item, or None at the end; a stream that broke off ends where it broke
+    (`MediaError("truncated")`, kept as `stream.broken`)."""
+    from synccurate.io.media import MediaError
+
+    try:
+        return next(items, None)
+    except MediaError as error:
+        if error.status != "truncated":
+            raise
+        stream.broken = error
+        return None
+
+
 class _Samples:
     """The clip's 16 kHz audio as it decodes: samples from `start` on, earlier ones let go."""
 
@@ -70,6 +88,7 @@ class _Samples:
         self.buffer = np.zeros(0, dtype=np.float32)
         self.start = 0
         self.ended = False
+        self.broken: MediaError | None = None
 
     @property
     def end(self) -> int:
@@ -78,7 +97,7 @@ class _Samples:
     def decode_to(self, sample: int) -> None:
         parts, end = [self.buffer], self.end
         while end < sample and not self.ended:
-            block = next(self.blocks, None)
+            block = _next_or_end(self.blocks, self)
             if block is None:
                 self.ended = True
             else:
@@ -104,6 +123,7 @@ class _Crops:
         self.buffers: list[np.ndarray | None] = [None] * n_tracks
         self.start = 0
         self.ended = False
+        self.broken: MediaError | None = None
 
     @property
     def end(self) -> int:
@@ -114,7 +134,7 @@ class _Crops:
         parts: list[list[np.ndarray]] = [[] if b is None else [b] for b in self.buffers]
         end = self.end
         while end < frame and not self.ended:
-            chunk = next(self.chunks, None)
+            chunk = _next_or_end(self.chunks, self)
             if chunk is None:
                 self.ended = True
                 break
@@ -141,8 +161,9 @@ def iter_window_chunks(
     """The clip's windows in chunks of `chunk_frames`, one `WindowChunk` per face track.
 
     When the stream ends, the clip holds its frame and sample counts, its windows and its
-    per-frame silence and voicing, as a whole-clip `prepare_clip` would have set them.
-    Raises MediaError when a stream cannot be decoded (also part way through).
+    per-frame silence and voicing, as a whole-clip `prepare_clip` would have set them. A
+    file that broke off is scored as far as it decodes, and its status says where it broke
+    ("truncated"). Raises MediaError when a stream cannot be decoded otherwise.
     """
     from synccurate.faces.extract import iter_crops
     from synccurate.io import media
@@ -186,6 +207,8 @@ def iter_window_chunks(
     clip.voiced = np.concatenate([*voiced, voiced_])
     clip.frames_seen, clip.n_samples, clip.n_windows = crops.end, samples.end, t0
     clip.has_face = clip.tracks[0].has_face  # the whole frame's track is complete now
+    if broken := crops.broken or samples.broken:
+        clip.status, clip.error = broken.status, str(broken).splitlines()[0]
 
 
 def _feature_start(first_window: int, reach: int) -> int:
