@@ -30,7 +30,7 @@ MODELS = {
 ROUNDS = 2  # timed rounds per side after one warm-up
 
 
-def score(model, clips, device: torch.device, amp: bool) -> tuple[list[dict], list, float]:
+def score(model, clips, device: torch.device, precision: str) -> tuple[list[dict], list, float]:
     """Metrics and S of each clip, and windows per second (best of ROUNDS)."""
     from synccurate.pipeline.batching import default_batch_size, similarity_matrices
 
@@ -40,7 +40,7 @@ def score(model, clips, device: torch.device, amp: bool) -> tuple[list[dict], li
     best = float("inf")
     for _ in range(ROUNDS + 1):  # the first round warms up (cuDNN autotuning, allocator)
         start = time.perf_counter()
-        matrices = similarity_matrices(model, clips, batch, device, amp=amp)
+        matrices = similarity_matrices(model, clips, batch, device, precision=precision)
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
@@ -76,8 +76,8 @@ def main() -> None:
     for kind, weights in MODELS.items():
         model = load_model(kind, weights)
         clips = list(prepare_clips(refs, model.recipe, detector_name="none"))
-        base, base_S, base_rate = score(model, clips, torch.device("cpu"), amp=False)
-        test, test_S, test_rate = score(model, clips, other, amp=True)
+        base, base_S, base_rate = score(model, clips, torch.device("cpu"), "fp32")
+        test, test_S, test_rate = score(model, clips, other, "bf16" if options.bf16_cpu else "fp16")
         same = [a["offset_frames"] == b["offset_frames"] for a, b in zip(base, test, strict=True)]
         ds = max(float((a - b).abs().max()) for a, b in zip(base_S, test_S, strict=True))
         dn = max(abs(number(a) - number(b)) for a, b in zip(base, test, strict=True))

@@ -251,11 +251,26 @@ def test_mixed_precision_path_agrees_with_float32(tmp_path):
     tau = model.network.tau
     prepared = prepare_clip(ClipRef(str(tmp_path), "clip.mp4"), MOUTH, make_detector("none"))
     device = torch.device("cpu")
-    (full,) = similarity_matrices(model, [prepared], 32, device, amp=False)
-    (half,) = similarity_matrices(model, [prepared], 32, device, amp=True)
+    (full,) = similarity_matrices(model, [prepared], 32, device, precision="fp32")
+    (half,) = similarity_matrices(model, [prepared], 32, device, precision="bf16")
     assert half.dtype == torch.float32 and half.shape == full.shape
     assert (half - full).abs().max() < 0.05
     assert clip_metrics(half, tau).offset_frames == clip_metrics(full, tau).offset_frames == 4
+
+
+def test_score_precision_bf16_runs_the_encoders_in_bfloat16(tmp_path):
+    """--precision reaches the encoders: bf16 moves the numbers a little, not the offset."""
+    from scoring_cli import score_table
+
+    synth.synth_clip(tmp_path / "clips" / "clip.mp4", seconds=3.0, seed=21, offset_frames=4)
+    rows = {
+        precision: score_table(tmp_path / "clips", tmp_path / precision, "--precision", precision)
+        for precision in ("fp32", "bf16")
+    }
+    fp32, bf16 = (rows[p].loc["clip.mp4"] for p in ("fp32", "bf16"))
+    assert fp32.offset_frames == bf16.offset_frames == 4
+    assert fp32.prob_at_offset != bf16.prob_at_offset
+    assert abs(fp32.prob_at_offset - bf16.prob_at_offset) < 0.02
 
 
 def test_shards_partition_the_clips():

@@ -76,6 +76,15 @@ class RelativeTo(str, Enum):
     dataset = "dataset"
 
 
+class Precision(str, Enum):
+    """The encoders' arithmetic (pipeline.batching.PRECISIONS)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class ShotDetectorName(str, Enum):
     """PySceneDetect's detectors (faces.shots.SHOT_DETECTORS), none, or auto (content
     when segments are asked for, else none)."""

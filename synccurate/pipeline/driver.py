@@ -78,12 +78,14 @@ def score_clip_faces(
     offset_method: str = "mean",
     segment_seconds: float = SEGMENT_SECONDS,
     segment_options: SegmentOptions | None = None,
+    precision: str = "auto",
 ) -> list[ScoredClip]:
     """Every face track is scored (in shared batches) and the most in-sync one, the
     speaker, describes the clip; the others are summarised in `face_tracks`. The speaker's
     windows are also scored stretch by stretch: the offset over time."""
     views = [(c, i, view) for c, clip in enumerate(clips) for i, view in clip.face_views()]
-    matrices = similarity_matrices(model, [v for *_, v in views], batch_size, device, max_offset)
+    found = [v for *_, v in views]
+    matrices = similarity_matrices(model, found, batch_size, device, max_offset, precision)
     per_clip: list[dict[int, torch.Tensor]] = [{} for _ in clips]
     for (c, i, _), S in zip(views, matrices, strict=True):
         per_clip[c][i] = S
@@ -103,11 +105,12 @@ def score_in_chunks(
     segment_seconds: float = SEGMENT_SECONDS,
     chunk_seconds: float = CHUNK_SECONDS,
     segment_options: SegmentOptions | None = None,
+    precision: str = "auto",
 ) -> ScoredClip:
     """`score_clip_faces` of one located clip (`PreparedClip.in_chunks`), its crops and
     audio cut and embedded chunk by chunk (`streaming`); the same numbers, flat memory."""
     matrices = streaming.similarities_in_chunks(
-        model, clip, batch_size, device, max_offset, chunk_seconds
+        model, clip, batch_size, device, max_offset, chunk_seconds, precision
     )
     tracks = range(len(clip.tracks))
     valid = {i: face_windows(clip.tracks[i].has_face, clip.n_windows) for i in tracks}
@@ -289,6 +292,7 @@ def score_clips(
     segment_options: SegmentOptions | None = None,
     shot_detector: str | None = None,
     shot_threshold: float | None = None,
+    precision: str = "auto",
 ) -> RunStats:
     """Score every clip whose (root, path) is not in `done`; `writer.add(row)` as clips finish.
 
@@ -302,6 +306,7 @@ def score_clips(
     the workers prepare the next clips; shorter ones share model batches.
     shot_detector / shot_threshold: how the
     face detection pass finds shot cuts (`faces.shots`; None: it does not).
+    precision: the encoders' arithmetic (`batching.PRECISIONS`).
     """
     batch_size = batch_size or default_batch_size(model, device)
     executor = executor or LocalExecutor(0, device.type)
@@ -344,6 +349,7 @@ def score_clips(
             offset_method,
             segment_seconds,
             segment_options,
+            precision,
         )
         stats.seconds["model"] += time.perf_counter() - start
         for clip, found in zip(pending, scored, strict=True):
@@ -365,6 +371,7 @@ def score_clips(
                 segment_seconds,
                 chunk_seconds,
                 segment_options,
+                precision,
             )
         except MediaError as error:
             clip.status, clip.error, scored = error.status, str(error).splitlines()[0], None

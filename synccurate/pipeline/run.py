@@ -70,6 +70,7 @@ class ScoreOptions:
     # segments it stays SPEC's fraction of the clip's frames with the face.
     shot_detector: str | None = "auto"  # None: shots are not looked for
     shot_threshold: float | None = None  # None: the detector's own
+    precision: str = "auto"  # the encoders' arithmetic (batching.PRECISIONS)
 
     @property
     def shots(self) -> str | None:
@@ -141,6 +142,7 @@ class ScoreRun:
                 segment_options=options.segment_options,
                 shot_detector=options.shots,
                 shot_threshold=options.shot_threshold,
+                precision=options.precision,
                 side_writers=self.side_writers,
             )
 

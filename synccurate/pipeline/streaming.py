@@ -229,6 +229,7 @@ def similarities_in_chunks(
     device: torch.device,
     max_offset: int,
     chunk_seconds: float,
+    precision: str = "auto",
 ) -> list[torch.Tensor]:
     """S of every face track of a located clip (`PreparedClip.in_chunks`), chunk by chunk.
 
@@ -245,7 +246,7 @@ def similarities_in_chunks(
         waited += time.perf_counter() - start
         if views is None:
             break
-        matrices = similarity_matrices(model, views, batch_size, device, max_offset)
+        matrices = similarity_matrices(model, views, batch_size, device, max_offset, precision)
         for track, S in zip(rows, matrices, strict=True):
             track.append(S)
     clip.timings["decode"] = waited  # the model's wait for crops and audio
