@@ -13,7 +13,7 @@ from synccurate.io.media import write_clip
 from synccurate.training import synth
 
 
-def run_score(paths, out: Path, *extra: str, detector: str = "none", workers: int = 0):
+def run_score(paths, out: Path, *extra: str, detector: str = "none", workers: int | str = 0):
     """The CliRunner result of `synccurate score PATHS -o OUT …` (in this process)."""
     paths = paths if isinstance(paths, list | tuple) else [paths]
     args = ["score", *map(str, paths), "-o", str(out), "--workers", str(workers)]

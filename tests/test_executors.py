@@ -34,3 +34,20 @@ def test_a_crashed_worker_breaks_no_other_clip(tmp_path):
     assert statuses == {"a_crasher.mp4": "error", "good_0.mp4": "ok", "good_1.mp4": "ok"}
     (crashed,) = [clip for clip in clips if clip.status == "error"]
     assert "a_crasher.mp4: worker failed: " in crashed.error
+
+
+def test_workers_auto_starts_processes_only_where_they_pay():
+    from synccurate.pipeline.run import MAX_WORKERS, workers_for
+
+    assert workers_for(None, "none", 9, cpus=2) == 0  # pre-cropped: decoding is cheap
+    assert workers_for(None, "centerface", 1, cpus=2) == 0  # one clip: no pool to share
+    assert workers_for(None, "centerface", 9, cpus=2) == 2  # detection: one per CPU
+    assert workers_for(None, "auto", 9, cpus=64) == MAX_WORKERS
+    assert workers_for(3, "none", 9, cpus=2) == 3  # asked for: given
+
+
+def test_workers_option_takes_auto_or_a_count(tmp_path):
+    from scoring_cli import run_score
+
+    result = run_score(tmp_path, tmp_path / "out", "--workers", "two")
+    assert result.exit_code != 0 and "--workers" in result.output

@@ -102,11 +102,13 @@ def score(
         "on a GPU (256 IC-SyncNet, 64 Wav2Lip expert, 16 SyncNet v2); on CPU 64, 64 and 4, "
         "lowered further until a batch's activations fit in 1 GiB.",
     ),
-    workers: int = typer.Option(
-        LibraryDefault("synccurate.pipeline.run:WORKERS"),
-        min=0,
-        help="Processes decoding and cropping (0 = in-process); with --executor ray and no "
-        "--ray-address, the CPUs of the Ray instance started for the run (0 = all cores).",
+    workers: str = typer.Option(
+        "auto",
+        metavar="<auto|int>",
+        help="Processes decoding and cropping (0 = in-process). auto: none for pre-cropped "
+        "clips (--face-detector none) or a single clip, else one per CPU, at most 4. With "
+        "--executor ray and no --ray-address, the CPUs of the Ray instance started for the "
+        "run (auto or 0 = all cores).",
     ),
     max_offset: int = typer.Option(MAX_OFFSET, min=1, max=60, help="Search ±this many frames."),
     retry_failed: bool = typer.Option(False, help="Score again the clips whose status is not ok."),
@@ -207,6 +209,8 @@ def score(
     if not paths and manifest_path is None:
         fail("give folders or video files to score, or --manifest")
     net = load_model_or_fail(model, weights)
+    if workers != "auto" and not (workers.isdigit()):
+        fail(f"--workers: auto or a whole number >= 0, not {workers!r}")
     options = ScoreOptions(
         output,
         paths=paths or (),
@@ -216,7 +220,7 @@ def score(
         seconds_per_part=part_seconds,
         device=device.value,
         executor=executor.value,
-        workers=workers,
+        workers=None if workers == "auto" else int(workers),
         ray_address=ray_address,
         model_actors=model_actors,
         model_kind=model.value if model else None,

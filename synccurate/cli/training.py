@@ -60,7 +60,7 @@ def synth(
         metavar="SECONDS:FRAMES",
         help="From SECONDS on, the offset is FRAMES larger (an edit), e.g. 120:6.",
     ),
-    workers: int = typer.Option(LibraryDefault("synccurate.pipeline.run:WORKERS"), min=1),
+    workers: int = typer.Option(LibraryDefault("synccurate.pipeline.run:MAX_WORKERS"), min=1),
 ) -> None:
     """Generate synthetic talking-face clips with exact ground truth (manifest.parquet)."""
     from synccurate.training import synth as synthesis

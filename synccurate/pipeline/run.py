@@ -34,7 +34,7 @@ from synccurate.store.manifest import read_manifest
 from synccurate.store.schema import SEGMENTS, TIMELINE
 
 DETECT_EVERY = 4  # frames per face detection: a quarter of the cost, no measured loss on real clips
-WORKERS = min(4, os.cpu_count() or 1)  # worker processes by default: one per CPU, at most 4
+MAX_WORKERS = 4  # worker processes `--workers auto` starts at most: one per CPU
 SYNTH_CHECK_SAMPLE = 64  # clips whose synth tag is read before the run starts
 
 
@@ -50,7 +50,7 @@ class ScoreOptions:
     seconds_per_part: float = parts.SECONDS_PER_PART
     device: str = "auto"
     executor: str = "local"
-    workers: int = WORKERS
+    workers: int | None = None  # worker processes; None: `workers_for` chooses
     ray_address: str | None = None
     model_actors: int | None = None  # with executor "ray": None = one per GPU, else 1
     model_kind: str | None = None  # with executor "ray": what each model actor loads …
@@ -203,13 +203,14 @@ def open_run(model: SyncModel, options: ScoreOptions) -> ScoreRun:
             table=table,
         )
         done &= side_done  # a clip killed between its tables is scored again
+    todo = [ref for ref in refs if (ref.root, ref.path) not in done]
+    workers = workers_for(options.workers, options.detector, len(todo))
     executor = make_executor(
         options.executor,
-        workers=options.workers,
-        device="cpu" if options.workers else device.type,
+        workers=workers,
+        device="cpu" if workers else device.type,
         ray_address=options.ray_address,
     )
-    todo = [ref for ref in refs if (ref.root, ref.path) not in done]
     warning = synthetic_weights_warning(model, todo, SYNTH_CHECK_SAMPLE)
     return ScoreRun(
         model,
@@ -235,9 +236,25 @@ def _cluster_scorer(model: SyncModel, options: ScoreOptions) -> Callable[..., dr
         device=options.device,
         model_actors=options.model_actors,
         address=options.ray_address,
-        local_cpus=options.workers,
+        local_cpus=options.workers or 0,
         shard=options.shard,
     )
+
+
+def workers_for(requested: int | None, detector: str, clips: int, cpus: int | None = None) -> int:
+    """The worker processes of a run: `requested`, or for None the number that pays.
+
+    Pre-cropped clips (detector "none") are decoded faster than a worker starts (it
+    imports torch, ~2 s) and ships its crops back: on the 9 pre-cropped clips of
+    benchmarks/anchor_compare.py in-process scoring was 17.8-21.4x upstream's speed, with
+    2 workers 11.5x. With a face detector, detection is most of the time and one worker
+    per CPU (at most MAX_WORKERS) wins; one clip alone gains nothing from a pool.
+    """
+    if requested is not None:
+        return requested
+    if detector == "none" or clips < 2:
+        return 0
+    return min(MAX_WORKERS, cpus or os.cpu_count() or 1)
 
 
 def _segment_pins(options: SegmentOptions) -> dict:
