@@ -296,24 +296,13 @@ def extract_face_tracks(
     detector: FaceDetector,
     recipe: CropRecipe,
     *,
-    detect_size: int = 320,
-    detect_every: int = 1,
     chunk_frames: int = 64,
-    max_faces: int | None = MAX_FACES,
-    min_frames: int = MIN_TRACK_FRAMES,
+    **locate_options,
 ) -> list[MouthTrack]:
-    """Crops of each face track of the clip long enough to score (`locate_faces`), main
-    face first, at 25 fps; the recipe cuts them in one decoding pass."""
-    tracks, _ = locate_faces(
-        info,
-        detector,
-        recipe,
-        detect_size=detect_size,
-        detect_every=detect_every,
-        chunk_frames=chunk_frames,
-        max_faces=max_faces,
-        min_frames=min_frames,
-    )
+    """Crops of each face track of the clip long enough to score, main face first, at
+    25 fps, cut by the recipe in one decoding pass. `locate_options`: those of
+    `locate_faces` (detect_size, detect_every, max_faces, min_frames, shot_detector, …)."""
+    tracks, _ = locate_faces(info, detector, recipe, chunk_frames=chunk_frames, **locate_options)
     return cut_all_crops(info, tracks, recipe, chunk_frames)
 
 
