@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,8 @@ def clips(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
+@contextmanager
+def _ray_nodes(second_node_args: tuple[str, ...] = ()):
     """A head and a second node of one CPU each, as in docs/cluster.md, with a token."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: unix socket paths ≤ 107 bytes
     port = _free_port()
@@ -79,7 +80,7 @@ def two_nodes():
         address = f"127.0.0.1:{port}"
         nodes.append(
             subprocess.Popen(
-                ["ray", "start", "--address", address, *common],
+                ["ray", "start", "--address", address, *common, *second_node_args],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -90,6 +91,12 @@ def two_nodes():
         for node in reversed(nodes):  # `ray start --block` stops its node's processes on SIGTERM
             node.send_signal(signal.SIGTERM)
             node.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    with _ray_nodes() as cluster:
+        yield cluster
 
 
 def _table(folder) -> pd.DataFrame:
@@ -119,6 +126,54 @@ def test_two_nodes_give_the_rows_of_a_local_run_from_two_writers(two_nodes, clip
     assert got["run_id"].nunique() == 2  # one writer per actor, one actor per node
     names = [p.name for p in (tmp_path / "ray").glob("part-*.parquet")]
     assert len({name.rsplit("-", 1)[0] for name in names}) == 2
+
+
+def _raylet_pids(node_manager_port: int) -> list[int]:
+    """The raylet process of the node whose node manager listens on that port."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            args
+            and args[0].endswith(b"raylet")
+            and f"={node_manager_port}".encode()
+            in b" ".join(a for a in args if a.startswith(b"--node_manager_port"))
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_a_node_whose_raylet_is_killed_mid_run_loses_no_clip(tmp_path):
+    """The second node's raylet is SIGKILLed while its actor scores: the run finishes on the
+    head (or the rerun does), and every clip has exactly one row."""
+    manager_port = _free_port()
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=12, seconds=2.0, seed=9, workers=1)
+    with _ray_nodes(("--node-manager-port", str(manager_port))) as (address, env):
+        command = [sys.executable, "-m", "synccurate", "score", str(folder), "-o"]
+        command += [str(tmp_path / "scores"), "--face-detector", "none", "--no-progress"]
+        command += ["--executor", "ray", "--ray-address", address, "--model-actors", "2"]
+        command += ["--part-seconds", "0"]
+        run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "scores").glob("part-*.parquet")):  # scoring has begun
+            assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
+            time.sleep(0.2)
+        raylets = _raylet_pids(manager_port)
+        assert len(raylets) == 1
+        os.kill(raylets[0], signal.SIGKILL)
+        run.communicate(timeout=600)
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    table = pd.read_parquet(tmp_path / "scores")
+    assert sorted(table["path"]) == [f"clip_{i:05d}.mp4" for i in range(12)]  # each once
+    assert (table["status"] == "ok").all()
 
 
 @pytest.fixture
