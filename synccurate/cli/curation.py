@@ -422,12 +422,15 @@ def report(
         )
     except (FileNotFoundError, ValueError, OSError) as error:
         fail(str(error))
-    kept = summary["thresholds"]
-    console.print(
-        f"{output}: {summary['n_clips']:,} clips, {summary['n_ok']:,} ok, "
-        f"{kept['kept_at_defaults']:,} kept at the filter defaults "
-        f"({output.stat().st_size / 1024:.0f} KiB)",
-        highlight=False,
-    )
+    size = f"({output.stat().st_size / 1024:.0f} KiB)"
+    if summary.get("kind") == "segments":  # its counts are segments: the lines below say so
+        console.print(f"{output}: a segments report {size}", highlight=False)
+    else:
+        kept = summary["thresholds"]
+        console.print(
+            f"{output}: {summary['n_clips']:,} clips, {summary['n_ok']:,} ok, "
+            f"{kept['kept_at_defaults']:,} kept at the filter defaults {size}",
+            highlight=False,
+        )
     for line in reporting.console_lines(summary):
         console.print(line, highlight=False, markup=False)

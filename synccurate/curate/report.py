@@ -20,6 +20,10 @@ with their spread as papers print them (`compare.per_model`), a banner when rows
 by synthetic-only weights on real clips, and with `reference=` a second table compared
 model by model and clip by clip (`compare.compare_tables`).
 
+A segments table (`score --segments`, one row per clip × speaker segment, or the filter's
+output of one) gets a page of its own (`summarise_segments`, `render_segments`): hours in
+all and kept, segment lengths, end reasons, offsets, and the clips giving the most.
+
 The page loads nothing: no scripts, stylesheets, fonts or network images (inline SVG in
 HTML needs no namespace URL either); the only links are `file://` links to the clips.
 """
@@ -51,6 +55,8 @@ from synccurate.curate.filtering import is_ok, numeric
 from synccurate.io import media
 from synccurate.io.files import default_file_mode, same_file
 from synccurate.models import provenance
+from synccurate.pipeline.segments import END_REASONS, MAX_SEGMENT_SECONDS
+from synccurate.store.readers import holds_segments, read_segments
 from synccurate.store.schema import OFFSET_OVER_TIME_COLUMNS
 
 SCALAR_COLUMNS = (
@@ -149,6 +155,7 @@ UNAFFECTED_COLUMNS = (
 
 LABELS = {
     "offset_frames": "offset (frames; + = audio leads)",
+    "segment_length_s": "segment length (s; end_s − start_s)",
     "prob_at_offset": "probability at the offset",
     "offscreen_ratio": "off-screen ratio",
     "face_ratio": "face ratio",
@@ -224,9 +231,23 @@ def _latest_rows(table: pa.Table) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
+def is_segments_table(source: str | Path) -> bool:
+    """Does `source` hold speaker segments (several rows per clip)? False for a table that
+    cannot be read: `load` then says why."""
+    try:
+        return holds_segments(source)
+    except (OSError, ValueError):
+        return False
+
+
 def load(source: str | Path) -> Scores:
     """Scalar columns of every part; a clip scored more than once keeps its latest row."""
     files = parquet_files(source)
+    if is_segments_table(source):  # one row per clip would keep one segment of each clip
+        raise ValueError(
+            f"{source}: a segments table (one row per clip × speaker segment), not a scores "
+            "table; `synccurate report` shows it on a page of its own, without --reference"
+        )
     parts = [_read_scalars(file, i) for i, file in enumerate(files)]
     table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
     latest = _latest_rows(table)
@@ -371,14 +392,18 @@ def histogram(values: np.ndarray, low: float, high: float, bins: int) -> dict:
     return result
 
 
-def histograms(table: pd.DataFrame) -> tuple[dict, int]:
-    """One histogram per metric (every row with a value) and the offset range ±K shown."""
-    offsets = numeric(table, "offset_frames")
+def offset_histogram(offsets: np.ndarray) -> tuple[dict, int]:
+    """Whole-frame offsets, one bin per frame over ±K (K the largest |offset| seen, at least
+    MIN_HISTOGRAM_OFFSET, so tables searched alike get comparable axes), and K."""
     seen = np.abs(offsets[np.isfinite(offsets)])
     max_offset = max(MIN_HISTOGRAM_OFFSET, int(seen.max()) if len(seen) else 0)
-    result = {
-        "offset_frames": histogram(offsets, -max_offset - 0.5, max_offset + 0.5, 2 * max_offset + 1)
-    }
+    return histogram(offsets, -max_offset - 0.5, max_offset + 0.5, 2 * max_offset + 1), max_offset
+
+
+def histograms(table: pd.DataFrame) -> tuple[dict, int]:
+    """One histogram per metric (every row with a value) and the offset range ±K shown."""
+    offsets_histogram, max_offset = offset_histogram(numeric(table, "offset_frames"))
+    result = {"offset_frames": offsets_histogram}
     for metric in UNIT_METRICS:
         if metric in ALWAYS_SHOWN or _has_values(table, metric):
             result[metric] = histogram(numeric(table, metric), 0.0, 1.0, UNIT_BINS)
@@ -936,22 +961,34 @@ def _value(value, digits: int = 3) -> str:
     return "–" if not np.isfinite(number) else f"{number:.{digits}f}"
 
 
-def _section_totals(s: dict) -> str:
-    def listing(counts: dict) -> str:
-        return ", ".join(f"{_e(k)} ({v:,})" for k, v in counts.items()) or "–"
+def _clip_link(root, path: str) -> str:
+    """The clip's path, linked to its file."""
+    return f'<a href="{_e(filtering.clip_path(root, path).as_uri())}">{_e(path)}</a>'
 
+
+def _section_totals(s: dict) -> str:
     rows = [
         ("clips", f"{s['n_clips']:,}"),
         ("scored ok", f"{s['n_ok']:,} ({_pct(s['n_ok'], s['n_clips'])})"),
         ("hours of video", f"{s['hours']:,.2f}"),
-        ("model(s)", listing(s["models"])),
-        ("face detector(s)", listing(s["face_detectors"])),
+        ("model(s)", _listing(s["models"])),
+        ("face detector(s)", _listing(s["face_detectors"])),
         ("files read", f"{s['files']:,}"),
     ]
     if s["duplicates_dropped"]:
         rows.append(("older rows of re-scored clips (dropped)", f"{s['duplicates_dropped']:,}"))
+    return f"<h2>Totals</h2>{_facts_table(rows, 'totals')}"
+
+
+def _facts_table(rows: list[tuple[str, str]], table_id: str) -> str:
+    """A two-column table of (name, HTML value) rows: the totals at the top of a page."""
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<h2>Totals</h2><table id="totals">{body}</table>'
+    return f'<table id="{table_id}">{body}</table>'
+
+
+def _listing(counts: dict) -> str:
+    """{name: count} as "name (count), …" ("–" when empty)."""
+    return ", ".join(f"{_e(k)} ({v:,})" for k, v in counts.items()) or "–"
 
 
 def _section_status(s: dict) -> str:
@@ -982,6 +1019,29 @@ def _section_status(s: dict) -> str:
     return out
 
 
+def _median_mark(median_offset: float | None) -> tuple:
+    """The red line at the median offset, drawn only when it is not 0 (a shifted data set)."""
+    if median_offset in (None, 0):
+        return ()
+    return ((median_offset, f"median {median_offset:+g}", "#d33"),)
+
+
+def _histogram_figure(
+    metric: str, hist: dict, *, integer: bool = False, marks: tuple = (), rows: str = "clips"
+) -> str:
+    """A histogram's bars with a caption: what it counts, how many `rows`, median, 5–95 %."""
+    label = LABELS.get(metric, metric)
+    if hist["n"]:
+        chart = svg_bars(hist, integer=integer, marks=marks)
+        caption = (
+            f"{label} — {hist['n']:,} {rows}; median "
+            f"{hist['median']:.3g}, 5–95 %: {hist['p5']:.3g} … {hist['p95']:.3g}"
+        )
+    else:
+        chart, caption = '<p class="muted">no values</p>', label
+    return f'<figure data-metric="{metric}">{chart}<figcaption>{_e(caption)}</figcaption></figure>'
+
+
 def _section_distributions(s: dict) -> str:
     t = s["thresholds"]["defaults"]
     marks = {
@@ -991,20 +1051,8 @@ def _section_distributions(s: dict) -> str:
     figures = []
     for metric, hist in s["histograms"].items():
         integer = metric == "offset_frames"
-        mark = marks.get(metric, ())
-        if integer and s["median_offset"] not in (None, 0):
-            mark = ((s["median_offset"], f"median {s['median_offset']:+g}", "#d33"),)
-        if hist["n"]:
-            chart = svg_bars(hist, integer=integer, marks=mark)
-            caption = (
-                f"{LABELS.get(metric, metric)} — {hist['n']:,} clips; median "
-                f"{hist['median']:.3g}, 5–95 %: {hist['p5']:.3g} … {hist['p95']:.3g}"
-            )
-        else:
-            chart, caption = '<p class="muted">no values</p>', f"{LABELS.get(metric, metric)}"
-        figures.append(
-            f'<figure data-metric="{metric}">{chart}<figcaption>{_e(caption)}</figcaption></figure>'
-        )
+        mark = _median_mark(s["median_offset"]) if integer else marks.get(metric, ())
+        figures.append(_histogram_figure(metric, hist, integer=integer, marks=mark))
     callout = ""
     if s["median_offset"] not in (None, 0):
         callout = (
@@ -1320,8 +1368,7 @@ def _section_drift(s: dict) -> str:
     ):
         item = d[key]
         body = "".join(
-            f'<tr data-path="{_e(c["path"])}"><td><a href="'
-            f'{_e(filtering.clip_path(c["root"], c["path"]).as_uri())}">{_e(c["path"])}</a></td>'
+            f'<tr data-path="{_e(c["path"])}"><td>{_clip_link(c["root"], c["path"])}</td>'
             f'<td class="n">{_signed(c["drift_ms_per_min"], 1)}</td>'
             f'<td class="n">{_value(c["drift_residual_ms"], 1)}</td>'
             f'<td class="n">{_signed(c["across_clip_ms"], 1)}</td>'
@@ -1401,16 +1448,10 @@ def render(
     s: dict, source: str, rows: pd.DataFrame, lists: dict, thumbs: dict, positions: dict
 ) -> str:
     """The page; `rows` are the table rows of the worst lists (by table position)."""
-    data = {k: v for k, v in s.items() if not k.startswith("_")}
-    payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>synccurate report — {_e(Path(source).name)}</title><style>{CSS}</style></head>"
-        f"<body><h1>synccurate report</h1><p class='muted'>{_e(source)} · generated "
-        f"{_e(s['generated_at'])}</p>"
-        + _section_banner(s)
+    return _page(
+        s,
+        source,
+        _section_banner(s)
         + _section_totals(s)
         + _section_models(s)
         + _section_comparison(s, source)
@@ -1418,9 +1459,255 @@ def render(
         + _section_distributions(s)
         + _section_drift(s)
         + _section_thresholds(s)
-        + _section_worst(s, rows, lists, thumbs, positions)
-        + f'<script type="application/json" id="summary">{payload}</script></body></html>\n'
+        + _section_worst(s, rows, lists, thumbs, positions),
     )
+
+
+def _page(s: dict, source: str, body: str, heading: str = "synccurate report") -> str:
+    """The self-contained page around `body`, with the summary `s` embedded as JSON (its
+    "_" keys, for the renderer only, left out)."""
+    data = {k: v for k, v in s.items() if not k.startswith("_")}
+    payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
+        f"<title>{_e(heading)} — {_e(Path(source).name)}</title><style>{CSS}</style></head>"
+        f"<body><h1>{_e(heading)}</h1><p class='muted'>{_e(source)} · generated "
+        f"{_e(s['generated_at'])}</p>{body}"
+        f'<script type="application/json" id="summary">{payload}</script></body></html>\n'
+    )
+
+
+# --- segments tables --------------------------------------------------------------------
+# A segments folder (`score --segments`) or the filter's output of one: one row per clip ×
+# speaker segment, plus one row without a segment for a clip that could not be scored.
+# Its page answers what a data set built with `cut` will hold: how many hours, of which
+# lengths, why segments end, at which offsets, and which clips it comes from.
+
+SEGMENT_LENGTH_BIN_SECONDS = 1.0  # one bar per second of segment length
+KEPT_BY_DEFAULTS = "the filter defaults"
+KEPT_BY_KEPT_OUTPUT = "the filter's kept output (this table)"
+KEPT_BY_REJECTED_OUTPUT = "the filter's rejected output (this table: none kept)"
+END_REASON_MEANINGS = {
+    "shot_cut": "the shot changed",
+    "face_lost": "the face left the picture or was lost",
+    "other_speaker": "another face, or a voice not this face's, went on",
+    "silence": "a pause longer than the bridged gap",
+    "max_length": "split at the longest segment length",
+    "clip_end": "the clip ended",
+}
+
+
+def kept_segments(table: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Which rows the filter keeps, and by what. A table `synccurate filter` wrote is its own
+    verdict, whatever thresholds it ran with (its kept output holds only kept rows, its
+    rejected output only rejected ones); any other table is judged by the filter's default
+    rules, as the scores report's kept share is."""
+    if filtering.REJECT_REASON_COLUMN in table.columns:
+        return np.zeros(len(table), dtype=bool), KEPT_BY_REJECTED_OUTPUT
+    if filtering.REFERENCE_COLUMN in table.columns:
+        return is_ok(table), KEPT_BY_KEPT_OUTPUT
+    failures = filtering.rule_failures(table, filtering.FilterRules())
+    failed = np.any(np.stack(list(failures.values())), axis=0)
+    return is_ok(table) & ~failed, KEPT_BY_DEFAULTS
+
+
+def segment_lengths_histogram(lengths: np.ndarray) -> dict:
+    """Lengths in one-second bars from 0 to the cut's longest segment (MAX_SEGMENT_SECONDS,
+    or the longest found when a table was cut with a larger one)."""
+    finite = lengths[np.isfinite(lengths)]
+    longest = float(finite.max()) if len(finite) else 0.0
+    bars_to_longest = float(np.ceil(longest / SEGMENT_LENGTH_BIN_SECONDS))
+    high = max(MAX_SEGMENT_SECONDS, bars_to_longest * SEGMENT_LENGTH_BIN_SECONDS)
+    return histogram(lengths, 0.0, high, int(round(high / SEGMENT_LENGTH_BIN_SECONDS)))
+
+
+def end_reason_counts(reasons: np.ndarray, lengths: np.ndarray) -> dict[str, dict]:
+    """{end reason: {segments, hours}} in END_REASONS order (zeros included), then any
+    other value found (a newer pipeline's reason, or "missing"), by name."""
+    found = pd.DataFrame({"reason": reasons, "seconds": lengths})
+    found["reason"] = found["reason"].replace("", "missing")
+    grouped = found.groupby("reason", sort=True)["seconds"].agg(["size", "sum"])
+    names = [*END_REASONS, *sorted(set(grouped.index) - set(END_REASONS))]
+    return {
+        name: {
+            "segments": int(grouped["size"].get(name, 0)),
+            "hours": float(grouped["sum"].get(name, 0.0)) / 3600,
+        }
+        for name in names
+    }
+
+
+def top_clips(per_clip: pd.DataFrame, by: list[str], n: int) -> list[dict]:
+    """The n clips first by the columns `by` (largest first; ties in table order)."""
+    ordered = per_clip.sort_values(by, ascending=False, kind="stable").head(n)
+    return [
+        {
+            "root": str(row.root),
+            "path": str(row.path),
+            "segments": int(row.segments),
+            "hours": float(row.seconds) / 3600,
+            "kept": int(row.kept),
+        }
+        for row in ordered.itertuples(index=False)
+    ]
+
+
+def summarise_segments(table: pd.DataFrame, files: int, top: int = 10) -> dict:
+    """Everything the segments page shows, as JSON-serialisable numbers.
+
+    A segment is an ok row with a `segment` number; the other rows are clips that could not
+    be scored. The keys n_clips / n_ok / thresholds.kept_at_defaults, per_model,
+    synthetic_on_real and comparison are what `synccurate report` prints for any table:
+    here they count segments."""
+    is_segment = is_ok(table) & np.isfinite(numeric(table, "segment"))
+    kept, kept_by = kept_segments(table)
+    kept &= is_segment
+    lengths = numeric(table, "end_s") - numeric(table, "start_s")
+    offsets = numeric(table, "offset_frames")[is_segment]
+    offsets_histogram, max_offset = offset_histogram(offsets)
+    finite_offsets = offsets[np.isfinite(offsets)]
+    per_clip = (
+        pd.DataFrame(
+            {
+                "root": _strings(table, "root")[is_segment],
+                "path": _strings(table, "path")[is_segment],
+                "seconds": np.nan_to_num(lengths[is_segment]),
+                "kept": kept[is_segment],
+            }
+        )
+        .groupby(["root", "path"], sort=False)
+        .agg(segments=("seconds", "size"), seconds=("seconds", "sum"), kept=("kept", "sum"))
+        .reset_index()
+    )
+    not_scored = table.loc[~is_segment]
+    n_segments = int(is_segment.sum())
+    return {
+        "kind": "segments",
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+        "segments": n_segments,
+        "clips": len(per_clip),
+        "not_scored": _counts(not_scored.drop_duplicates(KEY), "status", missing="missing"),
+        "hours": float(np.nansum(lengths[is_segment]) / 3600),
+        "kept": {
+            "segments": int(kept.sum()),
+            "hours": float(np.nansum(lengths[kept]) / 3600),
+            "by": kept_by,
+        },
+        "models": _counts(table.loc[is_segment], "model"),
+        "lengths": segment_lengths_histogram(lengths[is_segment]),
+        "end_reasons": end_reason_counts(
+            _strings(table, "end_reason")[is_segment], np.nan_to_num(lengths[is_segment])
+        ),
+        "offsets": offsets_histogram,
+        "max_offset": max_offset,
+        "median_offset": float(np.median(finite_offsets)) if len(finite_offsets) else None,
+        "most_segments": top_clips(per_clip, ["segments", "seconds"], top),
+        "most_hours": top_clips(per_clip, ["seconds", "segments"], top),
+        "n_clips": n_segments,
+        "n_ok": n_segments,
+        "thresholds": {"kept_at_defaults": int(kept.sum())},
+        "per_model": [],
+        "synthetic_on_real": synthetic_on_real(table),
+        "comparison": None,
+    }
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.2f} h"
+
+
+def _section_segment_totals(s: dict) -> str:
+    kept = s["kept"]
+    rows = [
+        ("segments", f"{s['segments']:,}"),
+        ("clips with segments", f"{s['clips']:,}"),
+        ("hours of segments", _hours(s["hours"])),
+        (
+            f"kept by {_e(kept['by'])}",
+            f"{kept['segments']:,} segments ({_pct(kept['segments'], s['segments'])}), "
+            f"{_hours(kept['hours'])}",
+        ),
+        ("model(s)", _listing(s["models"])),
+        ("clips not scored (no segments), by status", _listing(s["not_scored"])),
+        ("files read", f"{s['files']:,}"),
+    ]
+    return (
+        "<h2>Totals</h2><p>One row per speaker segment (<code>score --segments</code>); "
+        "<code>cut</code> turns each into a clip. A clip scored ok in which no face spoke "
+        "long enough has no row, so it is not counted here. Kept: the segments "
+        "<code>filter</code> keeps at its defaults; for other thresholds, report the "
+        "<code>filter SEGMENTS -o kept.parquet</code> output.</p>"
+        + _facts_table(rows, "segment-totals")
+    )
+
+
+def _section_segment_distributions(s: dict) -> str:
+    reasons = "".join(
+        f'<tr data-reason="{_e(name)}"><td>{_e(name)}</td>'
+        f"<td>{_e(END_REASON_MEANINGS.get(name, ''))}</td>"
+        f'<td class="n">{item["segments"]:,}</td>'
+        f'<td class="n">{_pct(item["segments"], s["segments"])}</td>'
+        f'<td class="n">{item["hours"]:,.2f}</td></tr>'
+        for name, item in s["end_reasons"].items()
+    )
+    figures = _histogram_figure(
+        "segment_length_s", s["lengths"], rows="segments"
+    ) + _histogram_figure(
+        "offset_frames",
+        s["offsets"],
+        integer=True,
+        marks=_median_mark(s["median_offset"]),
+        rows="segments",
+    )
+    return (
+        f"<h2>Lengths and offsets</h2><p>{OFFSET_SIGN} Each segment has its own offset, "
+        f'which <code>cut</code> applies.</p><div class="grid">{figures}</div>'
+        '<h2>Why segments end</h2><table id="end-reasons"><tr><th>end reason</th>'
+        "<th>meaning</th><th>segments</th><th>share</th><th>hours</th></tr>"
+        f"{reasons}</table>"
+    )
+
+
+def _section_top_clips(s: dict) -> str:
+    out = ["<h2>Clips giving the most</h2>"]
+    for key, title in (
+        ("most_segments", "Most segments"),
+        ("most_hours", "Most hours of segments"),
+    ):
+        body = "".join(
+            f'<tr data-path="{_e(c["path"])}"><td>{_clip_link(c["root"], c["path"])}</td>'
+            f'<td class="n">{c["segments"]:,}</td><td class="n">{c["hours"] * 60:,.2f}</td>'
+            f'<td class="n">{c["kept"]:,}</td></tr>'
+            for c in s[key]
+        )
+        content = (
+            f'<table id="{key.replace("_", "-")}"><tr><th>clip</th><th>segments</th>'
+            f"<th>minutes</th><th>kept segments</th></tr>{body}</table>"
+            if body
+            else "<p class='muted'>none</p>"
+        )
+        out.append(f"<h3>{title} ({len(s[key])} of {s['clips']:,} clips)</h3>{content}")
+    return "".join(out)
+
+
+def render_segments(s: dict, source: str) -> str:
+    """The page of a segments table (`summarise_segments`)."""
+    return _page(
+        s,
+        source,
+        _section_segment_totals(s) + _section_segment_distributions(s) + _section_top_clips(s),
+        heading="synccurate report: speaker segments",
+    )
+
+
+def write_segments_report(source: Path, output: Path, top: int = 10) -> dict:
+    """load (every segment row of the latest run) → summarise → render → `output`."""
+    summary = summarise_segments(read_segments(source), len(parquet_files(source)), top)
+    _write_atomic(render_segments(summary, str(source)), output)
+    return summary
 
 
 def _write_atomic(text: str, path: Path) -> None:
@@ -1438,8 +1725,16 @@ def _write_atomic(text: str, path: Path) -> None:
 
 def console_lines(summary: dict) -> list[str]:
     """What `synccurate report` prints besides the page: the per-model means as papers print
-    them and, with a reference, the matching counts and the mean per-clip differences."""
+    them and, with a reference, the matching counts and the mean per-clip differences; for
+    a segments table, its segments and hours, in all and kept."""
     lines = [compare.model_line(entry) for entry in summary["per_model"]]
+    if summary.get("kind") == "segments":
+        kept = summary["kept"]
+        lines.append(
+            f"{summary['segments']:,} segments of {summary['clips']:,} clips, "
+            f"{_hours(summary['hours'])}; kept by {kept['by']}: {kept['segments']:,} segments, "
+            f"{_hours(kept['hours'])}"
+        )
     if summary.get("comparison"):
         lines += compare.difference_lines(summary["comparison"])
     flagged = summary["synthetic_on_real"]["rows"]
@@ -1484,9 +1779,15 @@ def write_report(
     """load → summarise → figures → render → `output` (atomically); returns the summary.
 
     With `reference` (another scores table: the real clips of generated ones, another run),
-    the page also compares the two (`compare.compare_tables`, clips matched by `path`)."""
+    the page also compares the two (`compare.compare_tables`, clips matched by `path`).
+    A segments table (`score --segments`, or the filter's output of one) gets a page of its
+    own (`write_segments_report`; `worst` = clips in each list)."""
     source, output = Path(source), Path(output)
     _check_output(source, output)
+    if is_segments_table(source):
+        if reference is not None:
+            raise ValueError(f"{source}: a segments table; --reference compares scores tables")
+        return write_segments_report(source, output, worst)
     other = None
     if reference is not None:
         reference = Path(reference)
@@ -1520,6 +1821,7 @@ __all__ = [
     "read_lists",
     "render",
     "summarise",
+    "summarise_segments",
     "thumbnail",
     "write_report",
 ]

@@ -139,7 +139,7 @@ def prepare_clip(
         if clip.in_chunks:
             clip.timings["faces"] = time.perf_counter() - start
             if len(main.has_face):  # a detector ran: its faces are known before any crop
-                _check_faces(clip, ref, face_windows(clip.has_face).any())
+                _check_faces(clip, ref)
             return clip
         extract.cut_all_crops(info, clip.tracks, recipe)
         clip.timings["faces"] = time.perf_counter() - start
@@ -151,7 +151,7 @@ def prepare_clip(
             raise media.MediaError(
                 "too_short", f"{ref.file}: only {clip.n_frames} frames at 25 fps"
             )
-        _check_faces(clip, ref, clip.valid_windows().any())
+        _check_faces(clip, ref, clip.n_windows)
     except media.MediaError as error:
         clip.status, clip.error = error.status, str(error).splitlines()[0]
     except Exception as error:  # one bad clip must never stop a batch
@@ -159,14 +159,19 @@ def prepare_clip(
     return clip
 
 
-def _check_faces(clip: PreparedClip, ref: ClipRef, any_window: bool) -> None:
-    """Raise `no_face` for a clip whose face is seen too seldom to score."""
+def _check_faces(clip: PreparedClip, ref: ClipRef, n_windows: int | None = None) -> None:
+    """Raise `no_face` for a clip whose faces are seen too seldom to score: a frame counts
+    when any face track shows a face there (a raw video's face changes at every shot cut,
+    so no single track covers most of it), a window when one track fills its five frames."""
     from synccurate.io.media import MediaError
 
-    if clip.has_face.mean() < MIN_FACE_RATIO or not any_window:
+    faces = [track.has_face for track in clip.tracks if len(track.has_face)] or [clip.has_face]
+    any_window = any(face_windows(has_face, n_windows).any() for has_face in faces)
+    face_ratio = float(np.logical_or.reduce(faces).mean())
+    if face_ratio < MIN_FACE_RATIO or not any_window:
         raise MediaError(
             "no_face",
-            f"{ref.file}: a face in only {clip.has_face.mean():.0%} of frames "
+            f"{ref.file}: a face in only {face_ratio:.0%} of frames "
             "(or in no run of 5 consecutive frames)",
         )
 
@@ -196,7 +201,15 @@ class PrepareStep:
         self.detector = make_detector(self.detector_name, device=device)
 
     def __call__(self, ref: ClipRef) -> PreparedClip:
-        return prepare_clip(ref, self.recipe, self.detector, self.detect_every, self.chunk_seconds)
+        return prepare_clip(
+            ref,
+            self.recipe,
+            self.detector,
+            self.detect_every,
+            self.chunk_seconds,
+            self.shot_detector,
+            self.shot_threshold,
+        )
 
     def failed(self, ref: ClipRef, why: str) -> PreparedClip:
         """The status row of a clip whose worker died (a decoder crash must not end the run)."""
