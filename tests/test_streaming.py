@@ -144,21 +144,6 @@ def test_chunks_hold_a_bounded_stretch_of_crops_and_audio(tmp_path, monkeypatch)
     assert seconds_held <= (3 * chunk_frames + 2 * (15 + streaming.AUDIO_REACH_FRAMES)) / 25 + 17
 
 
-def test_prefetch_raises_the_producers_error_and_stops_its_thread():
-    def numbers():
-        yield 1
-        yield 2
-        raise media.MediaError("decode_error", "clip.mp4: broken")
-
-    stream = streaming._prefetched(numbers())
-    assert [next(stream), next(stream)] == [1, 2]
-    with pytest.raises(media.MediaError, match="broken"):
-        next(stream)
-    endless = streaming._prefetched(iter(range(10**9)))
-    assert next(endless) == 0
-    endless.close()  # must not hang on the producer blocked on a full queue
-
-
 def test_v2_audio_outside_the_clip_is_zeroed_on_the_clips_time_line():
     """Rows of the audio embeddings [T + 2K, D] belong to windows first - K …: those before
     window 0 and from the clip's last window on are zero, wherever the chunk lies."""

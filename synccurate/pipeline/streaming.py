@@ -11,15 +11,14 @@ features would hold. Its rows of S are computed, then the chunk is let go.
 
 What stays is S itself (2K+1 numbers a window, per face track) and a few facts a frame
 (boxes, face flags, silence): the clip metrics, `p_t` and the timeline are computed from
-the whole S, exactly as for a short clip. The decode of the next chunk runs in a thread
-while the model embeds this one (ffmpeg decodes in its own process meanwhile).
+the whole S, exactly as for a short clip. The chunk pass runs in the model's thread:
+a decode thread ahead of it cost memory (its malloc arena fragmented, a 60-minute clip
+grew to 945 MB against 392 MB without it) and gained no time (ffmpeg decodes in its own
+process).
 """
 
 from __future__ import annotations
 
-import ctypes
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,21 +44,10 @@ AUDIO_REACH_FRAMES = 10
 # 5 video frames = 16 mel frames = 20 MFCC columns: features of a stretch that starts on a
 # multiple of 5 frames line up column for column with those of the whole clip.
 FEATURE_ALIGN_FRAMES = 5
-PREFETCH_CHUNKS = 1  # chunks decoded ahead while the model embeds one
-# glibc serves allocations above its mmap threshold with mmap, returned to the system when
-# freed, but raises the threshold after each such free: a chunk's buffers (megabytes) then
-# come from the heap, which fragments and keeps growing (a 60-minute clip: 945 MB at the
-# end of its chunks, 20 minutes: 590 MB against 316 MB with the threshold fixed).
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value, kept fixed
-
-
-def keep_freed_buffers_returned() -> None:
-    """Fix glibc's mmap threshold (see MMAP_THRESHOLD_BYTES); elsewhere nothing to do."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        pass
+# A chunk's crops take at most this many bytes (all face tracks): `--chunk-seconds` for
+# small crops (IC-SyncNet's 6 KiB a frame: 60 s is 9 MB), fewer seconds for large ones
+# (SyncNet v2's 147 KiB a frame: 17 s).
+CHUNK_CROP_BYTES = 64 << 20
 
 
 def min_chunk_frames(max_offset: int) -> int:
@@ -237,6 +225,17 @@ def _frame_audio(samples: _Samples, start: int, stop: int) -> tuple[np.ndarray, 
     return audio.frame_silence(piece, stop - start), audio.frame_voicing(piece, stop - start)
 
 
+def chunk_length(
+    model: SyncModel, clip: PreparedClip, chunk_seconds: float, max_offset: int
+) -> int:
+    """Windows in a chunk: `chunk_seconds` of them, fewer when their crops would take more
+    than CHUNK_CROP_BYTES, never fewer than `min_chunk_frames`."""
+    height, width = model.recipe.crop_hw
+    frame_bytes = height * width * 3 * max(1, len(clip.tracks))
+    wanted = min(round(chunk_seconds * VIDEO_FPS), CHUNK_CROP_BYTES // frame_bytes)
+    return max(min_chunk_frames(max_offset), wanted)
+
+
 def similarities_in_chunks(
     model: SyncModel,
     clip: PreparedClip,
@@ -251,11 +250,10 @@ def similarities_in_chunks(
     Raises MediaError when the clip cannot be decoded; `clip.frames_seen` then says how
     far it got (its S rows up to there are lost with the exception: see `partial`).
     """
-    keep_freed_buffers_returned()
-    chunk_frames = max(min_chunk_frames(max_offset), round(chunk_seconds * VIDEO_FPS))
+    chunk_frames = chunk_length(model, clip, chunk_seconds, max_offset)
     rows: list[list[torch.Tensor]] = [[] for _ in clip.tracks]
-    waited = 0.0
-    chunks = _prefetched(iter_window_chunks(clip, model, chunk_frames, max_offset))
+    waited = 0.0  # in the decode and crop pass, between two chunks
+    chunks = iter_window_chunks(clip, model, chunk_frames, max_offset)
     while True:
         start = time.perf_counter()
         views = next(chunks, None)
@@ -267,43 +265,3 @@ def similarities_in_chunks(
             track.append(S)
     clip.timings["decode"] = waited  # the model's wait for crops and audio
     return [torch.cat(track) for track in rows]
-
-
-def _prefetched(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Iterator:
-    """`items` made in a thread, at most `depth` ahead of the consumer; its exceptions
-    are raised in the consumer. Closing this generator stops the thread."""
-    handoff: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(message: tuple) -> bool:
-        """Hand one message over unless the consumer has gone."""
-        while not stop.is_set():
-            try:
-                handoff.put(message, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer(("item", item)):
-                    return
-            offer(("end", None))
-        except BaseException as error:  # carried to the consumer
-            offer(("error", error))
-
-    thread = threading.Thread(target=produce, daemon=True, name="synccurate-chunks")
-    thread.start()
-    try:
-        while True:
-            kind, value = handoff.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        thread.join()
