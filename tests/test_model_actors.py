@@ -32,6 +32,8 @@ from synccurate.pipeline.cluster import (  # noqa: E402
 )
 from synccurate.store import parts  # noqa: E402
 
+# the `ray` command of this environment (the venv's bin folder need not be on PATH)
+RAY_CLI = str(Path(sys.executable).with_name("ray"))
 NODE_START_S = 60.0  # a Ray node (its GCS, raylet) answers within this on a busy machine
 CLIPS = 4
 
@@ -68,7 +70,7 @@ def _ray_nodes(second_node_args: tuple[str, ...] = ()):
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": temp}
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--port", str(port), "--temp-dir", temp]
+        [RAY_CLI, "start", "--head", "--port", str(port), "--temp-dir", temp]
         + ["--include-dashboard", "false", *common],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -80,7 +82,7 @@ def _ray_nodes(second_node_args: tuple[str, ...] = ()):
         address = f"127.0.0.1:{port}"
         nodes.append(
             subprocess.Popen(
-                ["ray", "start", "--address", address, *common, *second_node_args],
+                [RAY_CLI, "start", "--address", address, *common, *second_node_args],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
