@@ -61,6 +61,19 @@ def clips(tmp_path_factory):
     return folder
 
 
+def _wait_for_nodes(address: str, env: dict, count: int) -> None:
+    """Until `count` nodes are alive: a run started before the second joins sees one CPU."""
+    probe = (
+        "import sys, time, ray\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        f"deadline = time.monotonic() + {NODE_START_S}\n"
+        f"while sum(n['Alive'] for n in ray.nodes()) < {count}:\n"
+        "    if time.monotonic() > deadline: sys.exit('the second Ray node did not join')\n"
+        "    time.sleep(0.5)\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=2 * NODE_START_S)
+
+
 @contextmanager
 def _ray_nodes(second_node_args: tuple[str, ...] = ()):
     """A head and a second node of one CPU each, as in docs/cluster.md, with a token."""
@@ -88,6 +101,7 @@ def _ray_nodes(second_node_args: tuple[str, ...] = ()):
                 stderr=subprocess.DEVNULL,
             )
         )
+        _wait_for_nodes(address, env, count=2)
         yield address, env
     finally:
         for node in reversed(nodes):  # `ray start --block` stops its node's processes on SIGTERM

@@ -2,7 +2,7 @@
 
 Whole-clip scoring holds every crop and the whole spectrogram until the model has run:
 about 80 MB a minute with IC-SyncNet's crops, 9 GB an hour with SyncNet v2's. Here the
-crop pass (`faces.extract.iter_crops`) and the audio decode run alongside the model. A
+crop pass (`faces.extract.iter_crops`) and the audio decode advance chunk by chunk. A
 chunk of `chunk_frames` visual windows gets the crops its windows cover (the
 WINDOW_FRAMES - 1 frames after its last window start included) and the audio features of
 the stretch its ±K audio windows read, widened by AUDIO_REACH_FRAMES and started on a
