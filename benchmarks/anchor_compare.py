@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["syncnet-v2", "icsyncnet"], default="syncnet-v2")
     parser.add_argument("--copies", type=int, default=1, help="copies of each 224² clip")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", default="auto", help="synccurate's --workers")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the model's")
     parser.add_argument("--repeat", type=int, default=1, help="alternating rounds of both sides")
     parser.add_argument(

@@ -74,6 +74,8 @@ TESTS = {
     "curation": ["test_curation_columns.py"],
     # long recordings in chunks: the numbers of whole-clip scoring, bounded buffers, breaks
     "streaming": ["test_streaming.py", "test_truncated_long.py"],
+    # raw videos: every shot's faces scored, a shut mouth in a pause is nobody's turn
+    "segments": ["test_segments.py", "test_raw_to_clips.py", "test_faces.py"],
 }
 
 
@@ -496,6 +498,20 @@ MUTATIONS = [
     m("stream-truncated-unseen", "io/media.py",
       "if reached < declared.seconds - TRUNCATED_BY_S:", "if False:", "streaming",
       "a file that broke off passes as a shorter ok clip"),
+    m("stream-reach-short", "pipeline/batching.py",
+      'return getattr(model, "window_reach", SMOOTH_RADIUS)',
+      'return getattr(model, "window_reach", SMOOTH_RADIUS) - 2', "streaming",
+      "S rows a face window's smoothing reads are left NaN"),
+    m("stream-chunk-needed", "pipeline/streaming.py",
+      "                _chunk_of(near[i], t0, t1),", "                None,", "streaming",
+      "a chunk scores every row, a whole clip only those near a face"),
+    # --- raw videos to segments (faces/extract.py, pipeline/segments.py) ----------------------
+    m("faces-cap-whole-video", "faces/extract.py",
+      "at_most_at_once(tracks, max_faces)", "tracks[:max_faces]", "segments",
+      "the face cap counts the whole video's tracks, not one frame's"),
+    m("segments-pause-runs", "pipeline/segments.py",
+      "        if not speech[start:stop].any():", "        if False:", "segments",
+      "a shut mouth in an off-screen voice's pause extends the segment"),
 ]  # fmt: skip
 
 

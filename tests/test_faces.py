@@ -417,6 +417,20 @@ def test_extract_face_tracks_crops_every_face_with_the_recipes_crop(tmp_path: Pa
     np.testing.assert_allclose(main.boxes[0], [10, 20, 50, 60], atol=1e-6)  # source pixels
 
 
+def test_at_most_max_faces_are_kept_on_any_frame_not_in_the_whole_video() -> None:
+    """Five tracks over three shots, never more than two at once, are all kept with a cap
+    of two; a third face in a frame that already has two is left out, the earlier first."""
+
+    def face(start: int, stop: int) -> tracking.FaceTrack:
+        return tracking.FaceTrack(np.zeros((90, 4)), frames(90, (start, stop)))
+
+    shots = [face(0, 30), face(30, 60), face(30, 60), face(60, 90), face(65, 85)]
+    assert extract.at_most_at_once(shots, 2) == shots
+    crowded = [*shots, face(40, 50), face(0, 10)]
+    assert extract.at_most_at_once(crowded, 2) == [*shots, crowded[-1]]
+    assert extract.at_most_at_once(crowded, 1) == [shots[0], shots[1], shots[3]]
+
+
 def test_extract_mouths_default_crop_is_the_mouth(tmp_path: Path) -> None:
     info, script = two_face_clip(tmp_path, n=12)
     track = extract.extract_mouths(info, ScriptedDetector(script), MOUTH)

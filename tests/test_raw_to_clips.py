@@ -12,8 +12,9 @@ that who speaks, when and at which offset is known by construction:
 
 `score --segments` must find one segment per turn (boundaries, offset, face, end reason),
 and `cut` must turn each segment into a clip that scores in sync and lasts what the segment
-says. Two expectations fail today for reasons in the pipeline, not in this construction;
-they are strict xfails that say why, so fixing either turns them into failures to remove.
+says. Two things this video exercises: five face tracks over four shots (never more than
+two faces at once, so all are scored), and an off-screen voice whose pauses a shut mouth
+fits (they must not extend the segment before it).
 """
 
 from __future__ import annotations
@@ -84,18 +85,6 @@ TRUTH = (
     # the cut, so the lips can follow the audio from frame cut + 4 on
     Turn("audio leads", 3, CUTS[2] + LEADING_OFFSET, N_FRAMES, LEADING_OFFSET, "clip_end"),
 )
-CAPPED_TRACKS = (
-    "faces.extract.MAX_FACES (4) caps the face tracks of the whole video, and each shot "
-    "starts new tracks: the 5th face (the right one, the lightest track) is never scored"
-)
-SILENT_PAUSES_LOOK_SPOKEN = (
-    "a shut mouth fits the off-screen voice's pauses (p_t >= 0.5 on windows ~410-415 and "
-    "~435-446), and bridging gaps up to 1 s extends the segment to ~451 instead of 400"
-)
-KNOWN_FAILURES = {
-    "right's turn": CAPPED_TRACKS,
-    "before the off-screen voice": SILENT_PAUSES_LOOK_SPOKEN,
-}
 
 
 def centred(face: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
@@ -205,19 +194,7 @@ def test_the_content_detector_finds_the_three_hard_cuts(scored):
     assert set(scored.segments["shot"]) <= set(range(len(SHOT_FRAMES)))
 
 
-@pytest.mark.parametrize(
-    "turn",
-    [
-        pytest.param(
-            turn,
-            id=turn.name,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[turn.name])]
-            if turn.name in KNOWN_FAILURES
-            else [],
-        )
-        for turn in TRUTH
-    ],
-)
+@pytest.mark.parametrize("turn", TRUTH, ids=[turn.name for turn in TRUTH])
 def test_each_turn_is_one_segment_with_its_offset_face_and_end(scored, turn):
     segment = segment_of(turn, scored.segments)
     found = (frame_of(segment.start_s), frame_of(segment.end_s))
@@ -228,7 +205,6 @@ def test_each_turn_is_one_segment_with_its_offset_face_and_end(scored, turn):
     assert segment.end_reason == turn.end_reason
 
 
-@pytest.mark.xfail(strict=True, reason=f"{CAPPED_TRACKS}; {SILENT_PAUSES_LOOK_SPOKEN}")
 def test_the_segments_are_the_turns_and_nothing_else(scored):
     assert len(scored.segments) == len(TRUTH)
     matched = [segment_of(turn, scored.segments)["segment"] for turn in TRUTH]

@@ -93,6 +93,19 @@ def test_a_voice_going_on_after_the_face_stops_is_another_speaker():
     assert segment["end_reason"] == "other_speaker"
 
 
+def test_a_shut_mouth_in_the_pauses_of_an_off_screen_voice_is_nobodys_turn():
+    """The face speaks windows 100–200; then a voice off screen talks, with a pause at
+    frames 222–244 where the silent face's shut mouth fits the silence (S peaks there
+    too, less than a second after the turn). That in-sync run holds no speech: it is not
+    bridged to the turn, which ends at frame 204."""
+    T = 400
+    S = similarity(T, {(100, 201): 0, (226, 237): 0})
+    voiced = voiced_between(T + 4, (100, 222), (244, 380))
+    (segment,) = speaker_segments(ProbabilityModel(), [track(0, S)], [], T + 4, voiced)
+    assert segment["end_s"] == pytest.approx(205 / FPS, abs=EDGE)
+    assert segment["end_reason"] == "other_speaker"
+
+
 def test_two_faces_taking_turns_each_get_their_turns():
     """Left (offset 0) speaks windows 50–150 and 250–350, right (offset +2) 150–250. During
     the left's first turn the right's lips fit the audio weakly (S = 0.3, P ≈ 0.95): both

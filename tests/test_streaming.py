@@ -26,7 +26,7 @@ from synccurate.models.syncnet_v2 import SyncNetV2Model
 from synccurate.models.weights import find_weights
 from synccurate.pipeline import streaming
 from synccurate.pipeline.driver import score_clip_faces, score_in_chunks
-from synccurate.pipeline.prepare import prepare_clip
+from synccurate.pipeline.prepare import PreparedClip, prepare_clip
 from synccurate.training import synth
 
 CPU = torch.device("cpu")
@@ -49,7 +49,7 @@ def _both(model, path: Path, chunk_seconds: float, detector=None, max_offset: in
 def _assert_same_scores(whole, chunked) -> None:
     (clip_a, a), (clip_b, b) = whole, chunked
     assert a.similarity.shape == b.similarity.shape
-    torch.testing.assert_close(a.similarity, b.similarity, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.similarity, b.similarity, atol=1e-5, rtol=0, equal_nan=True)
     _assert_same_columns(a.columns, b.columns)
     assert len(a.timeline) == len(b.timeline)
     for stretch_a, stretch_b in zip(a.timeline, b.timeline, strict=True):
@@ -115,6 +115,48 @@ def test_two_face_tracks_carry_across_chunk_seams(tmp_path):
     assert chunked[1].columns["offset_frames"] == 3
 
 
+class ShownFaceDetector:
+    """The whole frame is a face wherever the frame is not black."""
+
+    name = "shown-face"
+
+    def detect(self, frames):
+        return [[(0.0, 0.0, f.shape[1], f.shape[0], 1.0)] if f.mean() > 8 else [] for f in frames]
+
+
+def test_rows_far_from_a_face_are_not_scored_and_the_rest_match_across_seams(
+    tmp_path, monkeypatch
+):
+    """The face is gone in frames 60–139, across two 2.4 s seams: S has rows only within
+    `window_reach` of the face windows (NaN elsewhere, never embedded), whole and chunked
+    alike; every column and the timeline are those of S with every row computed."""
+    from synccurate.pipeline.batching import window_reach
+    from synccurate.pipeline.prepare import face_windows, near_faces
+
+    frames, sound, _ = synth.synth_arrays(seconds=9.0, seed=31, offset_frames=2)
+    frames[60:140] = 0
+    media.write_clip(tmp_path / "gone.mp4", frames, sound)
+    model = ICSyncNetModel.load(find_weights())
+    model.recipe = MouthRecipe(crop_hw=(32, 64), margin=0.0)
+    whole, chunked = _both(model, tmp_path / "gone.mp4", 2.4, ShownFaceDetector())
+    _assert_same_scores(whole, chunked)
+    clip, scored = whole
+    assert not clip.has_face[60:140].any() and clip.has_face[:60].all()
+    S = scored.similarity
+    valid = face_windows(clip.tracks[scored.columns["face_track"]].has_face, clip.n_windows)
+    near = near_faces(valid, window_reach(model))
+    assert 0 < near.sum() < clip.n_windows
+    np.testing.assert_array_equal(torch.isnan(S).all(1).numpy(), ~near)
+    assert torch.isfinite(S[near]).all()
+    assert scored.columns["offset_frames"] == 2
+    monkeypatch.setattr(PreparedClip, "windows_to_score", lambda clip, reach: None)
+    (every_row,) = score_clip_faces(model, [clip], BATCH, CPU, 15)
+    torch.testing.assert_close(every_row.similarity[near], S[near], atol=1e-5, rtol=0)
+    _assert_same_columns(every_row.columns, scored.columns)
+    for stretch_a, stretch_b in zip(every_row.timeline, scored.timeline, strict=True):
+        _assert_same_columns(stretch_a, stretch_b)
+
+
 def test_chunks_hold_a_bounded_stretch_of_crops_and_audio(tmp_path, monkeypatch):
     """However long the clip, the crops and samples held at once stay within a few chunks."""
     synth.synth_clip(tmp_path / "clip.mp4", seconds=30.0, seed=4)
@@ -152,8 +194,11 @@ def test_v2_audio_outside_the_clip_is_zeroed_on_the_clips_time_line():
     from synccurate.pipeline.batching import _outside_zeroed
 
     whole = SimpleNamespace(first_window=0, clip_windows=3)  # windows 0, 1, 2; K = 2
-    zeroed = _outside_zeroed(torch.ones(7, 2), whole, 2)
+    zeroed = _outside_zeroed(torch.ones(7, 2), whole, 0, 2)
     assert zeroed[:, 0].tolist() == [0, 0, 1, 1, 1, 0, 0]
     end_chunk = SimpleNamespace(first_window=10, clip_windows=12)  # windows 10, 11, 12 …
-    zeroed = _outside_zeroed(torch.ones(7, 2), end_chunk, 2)
+    zeroed = _outside_zeroed(torch.ones(7, 2), end_chunk, 0, 2)
     assert zeroed[:, 0].tolist() == [1, 1, 1, 1, 0, 0, 0]  # rows for windows 8 … 14
+    chunk = SimpleNamespace(first_window=5, clip_windows=12)  # a run from its 5th window on:
+    zeroed = _outside_zeroed(torch.ones(7, 2), chunk, 5, 2)  # rows for windows 8 … 14 again
+    assert zeroed[:, 0].tolist() == [1, 1, 1, 1, 0, 0, 0]

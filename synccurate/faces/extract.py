@@ -25,7 +25,7 @@ from synccurate.faces.tracks import MIN_TRACK_FRAMES, FaceTrack, track_all_faces
 if TYPE_CHECKING:
     from synccurate.io.media import MediaInfo
 
-MAX_FACES = 4  # face tracks extract_face_tracks returns by default
+MAX_FACES = 4  # faces scored at any one frame (the most persistent first), by default
 CROP_OVERSAMPLE = 2.0  # the crop pass decodes at >= 2x the pixels the crop needs
 
 
@@ -240,6 +240,19 @@ def _smoothed(tracks: list[FaceTrack], recipe: CropRecipe) -> list[FaceTrack]:
     return [FaceTrack(recipe.smooth_track(t.boxes, t.has_face), t.has_face, t.yaw) for t in tracks]
 
 
+def at_most_at_once(tracks: list[FaceTrack], max_faces: int) -> list[FaceTrack]:
+    """The tracks in their order, leaving out each that would put more than `max_faces`
+    faces on one frame. A crowd is capped frame by frame, not the video: a raw video's
+    every shot starts new tracks, and its later shots' faces count as much as the first's."""
+    shown = np.zeros(len(tracks[0].has_face) if tracks else 0, dtype=int)
+    kept = []
+    for track in tracks:
+        if (shown[track.has_face] < max_faces).all():
+            shown += track.has_face
+            kept.append(track)
+    return kept
+
+
 def locate_faces(
     info: MediaInfo,
     detector: FaceDetector,
@@ -257,10 +270,11 @@ def locate_faces(
     yet; and the shot cuts (frames where a new shot starts), which no track crosses.
 
     The tracks are those of `track_all_faces` (at least `min_frames` frames; at most
-    `max_faces` of them, None = all). When no track is that long, the main face's track
-    alone (it may be short or empty). With the ``none`` detector there is exactly one
-    track, the whole frame, which `iter_crops` completes (no pass 1 is needed, and no
-    shots are looked for: the cuts are None, as with `shot_detector` None).
+    `max_faces` on any one frame, `at_most_at_once`; None = all). When no track is that
+    long, the main face's track alone (it may be short or empty). With the ``none``
+    detector there is exactly one track, the whole frame, which `iter_crops` completes
+    (no pass 1 is needed, and no shots are looked for: the cuts are None, as with
+    `shot_detector` None).
     """
     _check_args(info, detect_every, "locate_faces")
     if detector.name == WholeFrameDetector.name:
@@ -273,7 +287,7 @@ def locate_faces(
     # No track long enough: the main face however short, so callers still see the frames.
     found = track_all_faces(detections, n, min_frames=min_frames, cuts=cuts or ())
     tracks = found or [track_faces(detections, n)]
-    tracks = _smoothed(tracks if max_faces is None else tracks[:max_faces], recipe)
+    tracks = _smoothed(tracks if max_faces is None else at_most_at_once(tracks, max_faces), recipe)
     located = [MouthTrack(None, t.has_face, t.boxes, detector.name, yaw=t.yaw) for t in tracks]
     return located, cuts
 

@@ -91,7 +91,10 @@ class SyncModel(Protocol):
     # Optional: `audio_batch_size`, a larger batch for audio windows when they are much
     # smaller than the visual ones (batching.similarity_matrices uses the larger of the two);
     # `zero_audio_outside_clip`, True when S compares with zero vectors, not with silence,
-    # where the clip's audio windows end (SyncNet v2, as upstream pads).
+    # where the clip's audio windows end (SyncNet v2, as upstream pads); `window_reach`,
+    # how many windows on each side a window's per-window numbers read (default
+    # `models.sync.SMOOTH_RADIUS`): S rows farther than that from every face window are
+    # not computed.
 
     def to(self, device: torch.device) -> SyncModel: ...
 

@@ -433,6 +433,7 @@ class SyncNetV2Model(NetworkModel):
     # Upstream compares the lips with zero vectors where the clip's audio windows end, not
     # with the embedding of silence: the batching code zeroes those embeddings.
     zero_audio_outside_clip = True
+    window_reach = FCONF_KERNEL // 2  # fconf's median filter reads 4 windows each side
 
     def __init__(self, network: SyncNetV2Net, model_id: str, trained_on: dict | None = None):
         trained_on = trained_on or dict(provenance.KNOWN_TRAINING[self.kind])

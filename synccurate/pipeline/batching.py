@@ -16,7 +16,7 @@ import torch
 
 from synccurate.io import audio
 from synccurate.models.base import SyncModel
-from synccurate.models.sync import MAX_OFFSET
+from synccurate.models.sync import MAX_OFFSET, SMOOTH_RADIUS
 
 CPU_BATCH_BYTES = 1 << 30  # activations a default model batch may hold on CPU: 1 GiB
 
@@ -74,6 +74,26 @@ class WindowSource(Protocol):
     feature_start: int
     clip_windows: int | None  # windows of the whole clip (None: more than this chunk reaches)
 
+    def windows_to_score(self, reach: int) -> np.ndarray | None:
+        """Its windows whose S rows are needed: those within `reach` windows of one whose
+        five frames show the face (`near_faces`; None: all of them)."""
+
+
+def window_reach(model: SyncModel) -> int:
+    """How many windows on each side a window's per-window numbers read (SPEC §7's
+    smoothing; SyncNet v2's fconf median filter)."""
+    return getattr(model, "window_reach", SMOOTH_RADIUS)
+
+
+def scored_runs(needed: np.ndarray | None, n_windows: int) -> list[tuple[int, int]]:
+    """[start, stop) runs of the windows whose S rows are computed (None: all). Every
+    number of a face window reads only rows within `window_reach` of it, so a raw video's
+    many short face tracks cost what their faces cover, not the whole clip each."""
+    if needed is None:
+        return [(0, n_windows)] if n_windows else []
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(needed, dtype=np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
 
 def similarity_matrices(
     model: SyncModel,
@@ -88,16 +108,25 @@ def similarity_matrices(
     `precision` (PRECISIONS) is the encoders' arithmetic; S itself is always float32.
     """
     recipe = model.recipe
+    reach = window_reach(model)
+    # one item per run of windows to score: (clip, its first window, its windows)
+    items = [
+        (c, start, stop - start)
+        for c, clip in enumerate(clips)
+        for start, stop in scored_runs(clip.windows_to_score(reach), clip.n_windows)
+    ]
     crops = [torch.from_numpy(c.crops) for c in clips]
-    T = [c.n_windows for c in clips]
+    T = [length for *_, length in items]
 
     def visual(item: int, start: int, stop: int) -> torch.Tensor:
-        return recipe.visual_windows(crops[item], start, stop)
+        c, first, _ = items[item]
+        return recipe.visual_windows(crops[c], first + start, first + stop)
 
     def audio_(item: int, start: int, stop: int) -> torch.Tensor:
-        clip = clips[item]
-        first = clip.first_window + start - max_offset - clip.feature_start
-        return recipe.audio_windows(clip.features, first, stop - start)
+        c, first, _ = items[item]
+        clip = clips[c]
+        window = clip.first_window + first + start - max_offset - clip.feature_start
+        return recipe.audio_windows(clip.features, window, stop - start)
 
     autocast = _autocast(precision, device)
     with torch.inference_mode():
@@ -110,8 +139,31 @@ def similarity_matrices(
                 model.embed_audio, audio_, [t + 2 * max_offset for t in T], audio_batch, device
             )
         if getattr(model, "zero_audio_outside_clip", False):
-            a = [_outside_zeroed(ai, clip, max_offset) for ai, clip in zip(a, clips, strict=True)]
-        return [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
+            a = [
+                _outside_zeroed(ai, clips[c], first, max_offset)
+                for ai, (c, first, _) in zip(a, items, strict=True)
+            ]
+        runs = [model.similarity(vi, ai, max_offset) for vi, ai in zip(v, a, strict=True)]
+    return _assembled(clips, items, runs, max_offset)
+
+
+def _assembled(
+    clips: list[WindowSource], items: list, runs: list[torch.Tensor], max_offset: int
+) -> list[torch.Tensor]:
+    """S [n_windows, 2K+1] of each clip from its runs; NaN in the rows not computed."""
+    matrices: list[torch.Tensor | None] = [None] * len(clips)
+    for (c, first, length), S in zip(items, runs, strict=True):
+        n = clips[c].n_windows
+        if length == n:
+            matrices[c] = S  # the whole clip in one run: no copy
+            continue
+        if matrices[c] is None:
+            matrices[c] = torch.full((n, 2 * max_offset + 1), torch.nan, device=S.device)
+        matrices[c][first : first + length] = S
+    return [
+        torch.full((clip.n_windows, 2 * max_offset + 1), torch.nan) if S is None else S
+        for clip, S in zip(clips, matrices, strict=True)
+    ]
 
 
 # The encoders' arithmetic: "auto" is float16 autocast on CUDA and float32 on CPU (upstream
@@ -130,10 +182,13 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
-def _outside_zeroed(audio: torch.Tensor, clip: WindowSource, max_offset: int) -> torch.Tensor:
-    """Audio embeddings [T + 2K, D] with those of windows outside the clip set to zero
-    (SyncNet v2 compares with zero vectors there, as upstream pads)."""
-    window = torch.arange(len(audio)) + clip.first_window - max_offset  # each row's window
+def _outside_zeroed(
+    audio: torch.Tensor, clip: WindowSource, first: int, max_offset: int
+) -> torch.Tensor:
+    """Audio embeddings [T + 2K, D] of a run from the clip's window `first` on, with those
+    of windows outside the clip set to zero (SyncNet v2 compares with zero vectors there,
+    as upstream pads)."""
+    window = torch.arange(len(audio)) + clip.first_window + first - max_offset  # each row's
     outside = window < 0
     if clip.clip_windows is not None:
         outside |= window >= clip.clip_windows

@@ -79,6 +79,10 @@ class PreparedClip:
         """The scored visual windows whose five frames all show the face."""
         return face_windows(self.has_face, self.n_windows)
 
+    def windows_to_score(self, reach: int) -> np.ndarray:
+        """The windows within `reach` of a face window (`batching.WindowSource`)."""
+        return near_faces(self.valid_windows(), reach)
+
     def face_views(self) -> list[tuple[int, PreparedClip]]:
         """(track index, the clip as seen through that face) for each face with a window."""
         if len(self.tracks) <= 1:
@@ -101,8 +105,9 @@ def prepare_clip(
 ) -> PreparedClip:
     """Decode audio and the model's crops of one clip; never raises for a bad clip.
 
-    A clip longer than `chunk_seconds` is only located (probed, its faces tracked), so
-    that its crops and audio can be cut chunk by chunk where it is scored. Shots are
+    A clip longer than `chunk_seconds`, or with more face tracks than `MAX_FACES`, is only
+    located (probed, its faces tracked), so that its crops and audio can be cut chunk by
+    chunk where it is scored. Shots are
     found on the face detection's frames (`faces.shots`; None: not looked for).
     """
     from synccurate.faces import extract
@@ -139,6 +144,10 @@ def prepare_clip(
         )
         main = clip.tracks[0]
         clip.has_face, clip.detector = main.has_face, main.detector
+        if len(clip.tracks) > extract.MAX_FACES and not clip.in_chunks:
+            # More tracks than faces at once (a raw video's shots): each track's crops span
+            # the clip, so they are cut chunk by chunk, as a long recording's.
+            clip.in_chunks, clip.media, clip.features, clip.n_samples = True, info, None, 0
         if clip.in_chunks:
             clip.timings["faces"] = time.perf_counter() - start
             if len(main.has_face):  # a detector ran: its faces are known before any crop
@@ -186,6 +195,11 @@ def face_windows(has_face: np.ndarray, count: int | None = None) -> np.ndarray:
     """The first `count` visual windows (default: all): True where all five frames have a face."""
     T = max(0, len(has_face) - audio.WINDOW_FRAMES + 1) if count is None else count
     return np.all([has_face[i : i + T] for i in range(audio.WINDOW_FRAMES)], axis=0)
+
+
+def near_faces(valid: np.ndarray, reach: int) -> np.ndarray:
+    """The windows that lie within `reach` windows of a face window (`valid`)."""
+    return np.convolve(np.asarray(valid, dtype=bool), np.ones(2 * reach + 1), "same") > 0
 
 
 @dataclass

@@ -4,12 +4,14 @@ A data set of talking heads wants clips in which one visible face speaks, cut at
 boundaries, a few seconds to a few tens of seconds long. Per window, each face track has
 its in-sync evidence: p_t (`models.sync.clip_metrics`) for probability models, the
 frame-wise confidence `fconf` for distance models (SyncNet v2). A face speaks in a window
-whose evidence reaches the threshold; where two faces speak in the same window, the one
-with the stronger evidence has it (turn taking). A face's speaking windows, with pauses up
-to MAX_GAP_SECONDS bridged, make its segments; shorter than MIN_SEGMENT_SECONDS are left
-out, longer than MAX_SEGMENT_SECONDS split. Each segment gets the model's own metrics
-computed on its windows alone (`timeline.window_metrics`, as the clip's row and the
-timeline's stretches) and says why it ended (`END_REASONS`).
+whose evidence reaches the threshold, in a run of such windows with some speech in it
+(`window_speech`: a shut mouth also fits a pause); where two faces speak in the same
+window, the one with the stronger evidence has it (turn taking). A face's speaking
+windows, with pauses up to MAX_GAP_SECONDS bridged, make its segments; shorter than
+MIN_SEGMENT_SECONDS are left out, longer than MAX_SEGMENT_SECONDS split.
+Each segment gets the model's own metrics computed on its windows alone
+(`timeline.window_metrics`, as the clip's row and the timeline's stretches) and says why
+it ended (`END_REASONS`).
 
 Times follow the windows: window t covers frames t … t+4, so a segment of windows a … b-1
 covers frames a … b+3, start_s = a / 25 and end_s = (b + 4) / 25. No I/O here.
@@ -93,6 +95,28 @@ def window_shots(cuts: Sequence[int], n_frames: int, n_windows: int) -> np.ndarr
     return np.where(first == last, first, NO_SHOT)
 
 
+def window_speech(voiced: np.ndarray, n_windows: int) -> np.ndarray:
+    """Whether each window is speech: at least half of its five frames voiced (all windows
+    when voicing is unknown)."""
+    if not len(voiced):
+        return np.ones(n_windows, dtype=bool)
+    frames = np.pad(voiced, (0, max(0, n_windows + WINDOW_FRAMES - 1 - len(voiced))))
+    share = np.convolve(frames.astype(float), np.ones(WINDOW_FRAMES), "valid") / WINDOW_FRAMES
+    return share[:n_windows] >= 0.5
+
+
+def _spoken_runs(in_sync: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    """`in_sync` without its runs of consecutive windows in which no window is speech: a
+    shut mouth fits a pause as well as it fits silence, so a run that lies wholly in a
+    pause (someone off screen stops for breath) is nobody's turn."""
+    kept = in_sync.copy()
+    edges = np.flatnonzero(np.diff(np.r_[0, in_sync.astype(np.int8), 0]))
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        if not speech[start:stop].any():
+            kept[start:stop] = False
+    return kept
+
+
 def speaker_segments(
     model: SyncModel,
     tracks: Sequence[TrackEvidence],
@@ -125,7 +149,10 @@ def speaker_segments(
             for t in tracks
         ]
     )
-    speaking = (evidence >= threshold) & (shots != NO_SHOT)
+    speech = window_speech(np.asarray(voiced, dtype=bool), n_windows)
+    speaking = np.stack(
+        [_spoken_runs(row, speech) for row in (evidence >= threshold) & (shots != NO_SHOT)]
+    )
     owner = np.where(speaking.any(0), np.where(speaking, evidence, -np.inf).argmax(0), -1)
     context = _Context(
         shots, owner, np.asarray(voiced, dtype=bool), round(max_gap_seconds * VIDEO_FPS)

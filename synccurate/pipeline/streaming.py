@@ -30,8 +30,8 @@ import torch
 from synccurate.io import audio
 from synccurate.io.audio import SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models.base import SyncModel
-from synccurate.pipeline.batching import similarity_matrices
-from synccurate.pipeline.prepare import PreparedClip
+from synccurate.pipeline.batching import similarity_matrices, window_reach
+from synccurate.pipeline.prepare import PreparedClip, face_windows, near_faces
 
 if TYPE_CHECKING:
     from synccurate.io.media import MediaError
@@ -67,6 +67,12 @@ class WindowChunk:
     first_window: int
     feature_start: int
     clip_windows: int  # the clip's windows as far as decoded (exact once both streams end)
+    needed: np.ndarray | None = None  # its windows near a face window (`_near_faces`); None: all
+
+    def windows_to_score(self, reach: int) -> np.ndarray | None:
+        """`needed`, found over the whole clip (a face window in the next chunk needs rows
+        of this one) with the model's reach, which `reach` is."""
+        return self.needed
 
 
 def _next_or_end(items: Iterator, stream: _Samples | _Crops):
@@ -179,6 +185,7 @@ def iter_window_chunks(
     samples = _Samples(media.iter_audio(clip.media))
     reach = max_offset + AUDIO_REACH_FRAMES
     silence, voiced = [], []
+    near = [_near_faces(track.has_face, window_reach(model)) for track in clip.tracks]
     t0 = 0
     while True:
         # Read one chunk further than this one needs: while a stream goes on past it, the
@@ -194,7 +201,15 @@ def iter_window_chunks(
         features = recipe.audio_features(stretch)
         last = t1 + WINDOW_FRAMES - 1
         yield [
-            WindowChunk(crops.crops(i, t0, last), features, t1 - t0, t0, first, windows)
+            WindowChunk(
+                crops.crops(i, t0, last),
+                features,
+                t1 - t0,
+                t0,
+                first,
+                windows,
+                _chunk_of(near[i], t0, t1),
+            )
             for i in range(len(clip.tracks))
         ]
         silence_, voiced_ = _frame_audio(samples, t0, t1)
@@ -212,6 +227,22 @@ def iter_window_chunks(
     clip.has_face = clip.tracks[0].has_face  # the whole frame's track is complete now
     if broken := crops.broken or samples.broken:
         clip.status, clip.error = broken.status, str(broken).splitlines()[0]
+
+
+def _near_faces(has_face: np.ndarray, reach: int) -> np.ndarray | None:
+    """The clip's windows within `reach` of one that shows the track's face in all five
+    frames, so that a chunk also scores the rows its neighbour's face windows read; None
+    for the whole frame's track (its faces are known only as it is cut: all of them)."""
+    if not len(has_face):
+        return None
+    return near_faces(face_windows(has_face), reach)
+
+
+def _chunk_of(near: np.ndarray | None, start: int, stop: int) -> np.ndarray | None:
+    if near is None:
+        return None
+    part = near[start:stop]
+    return np.pad(part, (0, stop - start - len(part)))
 
 
 def _feature_start(first_window: int, reach: int) -> int:
