@@ -240,6 +240,25 @@ def test_killed_actors_lose_no_clip_and_leave_no_second_row(local_cluster, tmp_p
         assert killed_ids & set(table["run_id"])
 
 
+def test_more_actors_than_the_cluster_has_room_for_is_said_at_the_end(local_cluster, tmp_path):
+    """Three actors asked of two CPUs: two run, every clip is scored, and the run says so."""
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=4, seconds=1.0, seed=6, workers=1)
+    model = load_model()
+    writer, done = parts.open_output(
+        tmp_path / "scores", {"model": model.model_id, "max_offset": 15}
+    )
+    scorer = ClusterScorer(ModelSource(None, None, model.model_id, Path.cwd()), device="cpu",
+                           model_actors=3)  # fmt: skip
+    with writer:
+        stats = scorer(discover([folder]), writer, model, done=done, detector_name="none")
+    assert stats.statuses == {"ok": 4}
+    assert stats.notes == [
+        "--model-actors 3: 2 ran (each asks for {'num_gpus': 0, 'num_cpus': 1}; "
+        "the cluster has 2 CPU, 0 GPU)"
+    ]
+
+
 def test_merge_stats_adds_every_counter_and_keeps_the_clock():
     total, part = driver.RunStats(), driver.RunStats()
     total.statuses["ok"], total.seconds["model"] = 2, 1.5

@@ -124,9 +124,7 @@ class ShownFaceDetector:
         return [[(0.0, 0.0, f.shape[1], f.shape[0], 1.0)] if f.mean() > 8 else [] for f in frames]
 
 
-def test_rows_far_from_a_face_are_not_scored_and_the_rest_match_across_seams(
-    tmp_path, monkeypatch
-):
+def test_rows_far_from_a_face_are_not_scored_and_the_rest_match_across_seams(tmp_path, monkeypatch):
     """The face is gone in frames 60–139, across two 2.4 s seams: S has rows only within
     `window_reach` of the face windows (NaN elsewhere, never embedded), whole and chunked
     alike; every column and the timeline are those of S with every row computed."""

@@ -282,6 +282,8 @@ def score_with_progress(net: SyncModel, options: ScoreOptions, progress: bool = 
         task = bar.add_task("score", total=todo, rate="")
         stats = run.score(on_clip=advance, on_warning=warn)
     _print_score_summary(stats, options.output)
+    for note in stats.notes:
+        warn(note)
     closing = run.closing_warning(stats)
     if closing:
         warn(closing)

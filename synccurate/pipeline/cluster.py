@@ -307,6 +307,12 @@ class _Dispatch:
                 f"no model actor started within {ACTOR_START_S:.0f} s "
                 f"(each asks for {self.resources}); the cluster: {ray.cluster_resources()}"
             )
+        asked = min(self.scorer.model_actors or 0, clips)
+        if len(self.actors) < asked:
+            self.stats.notes.append(
+                f"--model-actors {asked}: {len(self.actors)} ran (each asks for "
+                f"{self.resources}; the cluster has {_room(ray.cluster_resources())})"
+            )
         self.pool = ray.util.ActorPool(list(self.actors.values()))
         return len(self.actors)
 
@@ -472,6 +478,10 @@ def _keys_of_run(folder: Path, run_id: str) -> set[Key]:
             table = pq.read_table(part, columns=["root", "path"])
             keys.update(zip(table["root"].to_pylist(), table["path"].to_pylist(), strict=True))
     return keys
+
+
+def _room(resources: dict) -> str:
+    return ", ".join(f"{resources.get(name, 0):g} {name}" for name in ("CPU", "GPU"))
 
 
 def _cause(error: ActorDiedError) -> str:

@@ -249,6 +249,7 @@ class RunStats:
     statuses: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)  # audio / faces (worker time) / model
     synthetic_on_real: int = 0  # clips scored with synthetic-only weights that are not synth
+    notes: list[str] = field(default_factory=list)  # said after the summary (fewer actors…)
     started: float = field(default_factory=time.perf_counter)
 
     @property
