@@ -340,9 +340,11 @@ class ICSyncNetModel(NetworkModel):
 
     kind = "icsyncnet"
     batch_size = 256
-    # On CPU 64 windows a batch are as fast as 256 (9 clips: model 1.4 s vs 1.6 s) and the
-    # small config's `score` peaks at 444 MB instead of 703 (benchmarks/batch_memory.py).
-    cpu_batch_size = 64
+    # On CPU 16 windows a batch are as fast as 64 and 256 or faster (8 clips, paper config:
+    # 44 s against 72 s at 64; small config 3.5 s against 3.3 s, within noise) and hold
+    # less: the paper config's `score` peaks at 974 MB against 2,099, the small one's at
+    # 408 MB against 442 (benchmarks/batch_memory.py).
+    cpu_batch_size = 16
 
     def __init__(self, network: ICSyncNet, model_id: str, sidecar: dict | None = None):
         config = network.config
