@@ -37,12 +37,14 @@ def test_a_crashed_worker_breaks_no_other_clip(tmp_path):
 
 
 def test_workers_auto_starts_processes_only_where_they_pay():
-    from synccurate.pipeline.run import MAX_WORKERS, workers_for
+    from synccurate.pipeline.run import MAX_WORKERS, POOL_MIN_CLIPS, workers_for
 
     assert workers_for(None, "none", 9, cpus=2) == 0  # pre-cropped: decoding is cheap
     assert workers_for(None, "centerface", 1, cpus=2) == 0  # one clip: no pool to share
-    assert workers_for(None, "centerface", 9, cpus=2) == 2  # detection: one per CPU
-    assert workers_for(None, "auto", 9, cpus=64) == MAX_WORKERS
+    few, many = POOL_MIN_CLIPS - 1, POOL_MIN_CLIPS
+    assert workers_for(None, "centerface", few, cpus=2) == 0  # the pool's start not covered
+    assert workers_for(None, "centerface", many, cpus=2) == 2  # detection: one per CPU
+    assert workers_for(None, "auto", many, cpus=64) == MAX_WORKERS
     assert workers_for(3, "none", 9, cpus=2) == 3  # asked for: given
 
 
@@ -51,3 +53,20 @@ def test_workers_option_takes_auto_or_a_count(tmp_path):
 
     result = run_score(tmp_path, tmp_path / "out", "--workers", "two")
     assert result.exit_code != 0 and "--workers" in result.output
+
+
+def test_the_model_leaves_each_local_worker_a_core_and_gets_its_threads_back(monkeypatch):
+    import torch
+
+    from synccurate.pipeline.run import _model_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    cpu = torch.device("cpu")
+    with _model_threads(cpu, LocalExecutor(workers=3)):
+        assert torch.get_num_threads() == 5
+    assert torch.get_num_threads() == before
+    with _model_threads(cpu, LocalExecutor(workers=8)):
+        assert torch.get_num_threads() == 1
+    with _model_threads(cpu, LocalExecutor(workers=0)):
+        assert torch.get_num_threads() == before  # in process: every core is the model's

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from synccurate.cli import app
@@ -257,6 +258,38 @@ def test_more_actors_than_the_cluster_has_room_for_is_said_at_the_end(local_clus
         "--model-actors 3: 2 ran (each asks for {'num_gpus': 0, 'num_cpus': 1}; "
         "the cluster has 2 CPU, 0 GPU)"
     ]
+
+
+def test_clips_an_actor_published_as_it_died_are_counted_and_announced(tmp_path, monkeypatch):
+    """An actor wrote and published two clips of its task, then died before it reported:
+    the driver finds them in its parts, counts and announces them, and sends only the
+    third clip again (alone, as a suspect of the crash)."""
+    from synccurate.pipeline.cluster import OutputPlan, _Dispatch, _Task
+
+    folder = tmp_path / "clips"
+    synth.synth_dataset(folder, n=3, seconds=1.0, seed=8, workers=1)
+    refs = discover([folder])
+    model = load_model()
+    pins = {"model": model.model_id, "max_offset": 15}
+    writer, _ = parts.open_output(tmp_path / "scores", pins, seconds_per_part=0.0)
+    with OutputPlan.of(writer, None).open(f"{writer.run_id}-a001") as actor_writer:
+        driver.score_clips(
+            refs[:2], actor_writer, model, device=torch.device("cpu"), detector_name="none"
+        )
+    announced = []
+    source = ModelSource(None, None, model.model_id, Path.cwd())
+    dispatch = _Dispatch(
+        ClusterScorer(source, device="cpu"), writer, {}, model, {}, driver.RunStats(),
+        lambda row, _stats: announced.append(row["path"]),
+    )  # fmt: skip
+    dispatch.actors["dead"] = None
+    dispatch.in_flight["dead"] = _Task(refs)
+    monkeypatch.setattr(dispatch, "_replace", lambda: None)  # no cluster here
+    dispatch._died("dead", "killed")
+    assert announced == [refs[0].path, refs[1].path]
+    assert dispatch.stats.clips == 2 and dispatch.stats.statuses == {"ok": 2}
+    assert dispatch.stats.video_seconds == pytest.approx(2.0)
+    assert [(task.refs, task.alone) for task in dispatch.queue] == [([refs[2]], True)]
 
 
 def test_merge_stats_adds_every_counter_and_keeps_the_clock():

@@ -106,8 +106,8 @@ def score(
         "auto",
         metavar="<auto|int>",
         help="Processes decoding and cropping (0 = in-process). auto: none for pre-cropped "
-        "clips (--face-detector none) or a single clip, else one per CPU, at most 4. With "
-        "--executor ray and no --ray-address, the CPUs of the Ray instance started for the "
+        "clips (--face-detector none) or fewer than 16 clips, else one per CPU, at most 4. "
+        "With --executor ray and no --ray-address, the CPUs of the Ray instance started for the "
         "run (auto or 0 = all cores).",
     ),
     max_offset: int = typer.Option(MAX_OFFSET, min=1, max=60, help="Search ±this many frames."),

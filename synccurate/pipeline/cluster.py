@@ -18,7 +18,8 @@ reported (the progress bar) and sums the stats. Faults:
   rows: a row is either in a published part or lost with the dead actor's hidden
   temporary file.
 - The clips of the task that was running when its actor died may have killed it (a
-  decoder crash): each goes again alone; one on which two actors in a row die alone
+  decoder crash). Those it published before dying are read from its parts, counted and
+  announced; each of the others goes again alone; one on which two actors in a row die alone
   (one of them may have been dead already: killed, its node lost) becomes an `error`
   row, written by the driver ("…: worker failed: …").
 - A killed driver takes its actors with it (they belong to its job); their unpublished
@@ -431,6 +432,11 @@ class _Dispatch:
             self._uncount(row)
         self._enqueue([ref for ref, _ in again])
         if task is not None:
+            # Published by the actor as it died, never reported: the driver's books too.
+            landed = {(ref.root, ref.path) for ref in task.refs} & kept
+            for row in _rows_of_run(self.writer.folder, self.writer.run_id, landed):
+                self._count(row)
+                self._announce(row)
             suspects = [ref for ref in task.refs if (ref.root, ref.path) not in kept]
             if task.alone and task.deaths + 1 >= CULPRIT_DEATHS:
                 self._failed(suspects, why)
@@ -439,12 +445,15 @@ class _Dispatch:
             else:
                 self.queue.extendleft(_Task([ref], alone=True) for ref in reversed(suspects))
 
+    def _count(self, row: dict, sign: int = 1) -> None:
+        self.stats.clips += sign
+        self.stats.statuses[row["status"]] += sign
+        self.stats.synthetic_on_real += sign * bool(row["synthetic_weights_on_real"])
+        self.stats.video_seconds += sign * (row["n_frames"] or 0) / audio.VIDEO_FPS
+
     def _uncount(self, row: dict) -> None:
         """Takes back a reported row that died unpublished with its actor (scored again)."""
-        self.stats.clips -= 1
-        self.stats.statuses[row["status"]] -= 1
-        self.stats.synthetic_on_real -= bool(row["synthetic_weights_on_real"])
-        self.stats.video_seconds -= (row["n_frames"] or 0) / audio.VIDEO_FPS
+        self._count(row, -1)
         self.rescoring.add((row["root"], row["path"]))
 
     def _failed(self, refs: list[ClipRef], why: str) -> None:
@@ -478,6 +487,16 @@ def _keys_of_run(folder: Path, run_id: str) -> set[Key]:
             table = pq.read_table(part, columns=["root", "path"])
             keys.update(zip(table["root"].to_pylist(), table["path"].to_pylist(), strict=True))
     return keys
+
+
+def _rows_of_run(folder: Path, run_id: str, keys: set[Key]) -> list[dict]:
+    """The REPORTED columns of the rows of `keys` in the parts of this run."""
+    rows = []
+    for part in list_parts(folder):
+        if keys and f"-{run_id}-" in part.name:
+            table = pq.read_table(part, columns=list(REPORTED)).to_pylist()
+            rows += [row for row in table if (row["root"], row["path"]) in keys]
+    return rows
 
 
 def _room(resources: dict) -> str:

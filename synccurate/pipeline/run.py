@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from synccurate.store.schema import SEGMENTS, TIMELINE
 
 DETECT_EVERY = 4  # frames per face detection: a quarter of the cost, no measured loss on real clips
 MAX_WORKERS = 4  # worker processes `--workers auto` starts at most: one per CPU
+POOL_MIN_CLIPS = 16  # fewer clips than this are scored faster without a worker pool
 SYNTH_CHECK_SAMPLE = 64  # clips whose synth tag is read before the run starts
 
 
@@ -121,7 +122,7 @@ class ScoreRun:
                 on_clip(row, stats)
 
         options = self.options
-        with ExitStack() as writers:
+        with ExitStack() as writers, _model_threads(self.device, self.executor):
             for writer in (self.writer, *self.side_writers.values()):
                 writers.enter_context(writer)
             return self.score_clips(
@@ -241,6 +242,26 @@ def _cluster_scorer(model: SyncModel, options: ScoreOptions) -> Callable[..., dr
     )
 
 
+@contextmanager
+def _model_threads(device: torch.device, executor: Executor):
+    """On CPU beside local worker processes, the model's threads leave each worker a core.
+
+    Oversubscribed, OpenMP threads spin against the workers: 32 real clips, 2 cores, 2
+    workers took 27.8 s (model 20.2 s) with the model on 2 threads, 20.9 s (model 6.0 s)
+    on one.
+    """
+    workers = getattr(executor, "workers", 0) if executor.name == "local" else 0
+    if device.type != "cpu" or not workers:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def workers_for(requested: int | None, detector: str, clips: int, cpus: int | None = None) -> int:
     """The worker processes of a run: `requested`, or for None the number that pays.
 
@@ -248,11 +269,14 @@ def workers_for(requested: int | None, detector: str, clips: int, cpus: int | No
     imports torch, ~2 s) and ships its crops back: on the 9 pre-cropped clips of
     benchmarks/anchor_compare.py in-process scoring was 17.8-21.4x upstream's speed, with
     2 workers 11.5x. With a face detector, detection is most of the time and one worker
-    per CPU (at most MAX_WORKERS) wins; one clip alone gains nothing from a pool.
+    per CPU (at most MAX_WORKERS) pays once there are clips enough to cover the pool's
+    start: on 2 cores the 8 real clips of ../shared/fixtures/real took 6.9-7.2 s in
+    process against 7.7-8.2 s with 2 workers, 32 of them 21.2 s against 20.8 s (and
+    100 MB less in the model's process).
     """
     if requested is not None:
         return requested
-    if detector == "none" or clips < 2:
+    if detector == "none" or clips < POOL_MIN_CLIPS:
         return 0
     return min(MAX_WORKERS, cpus or os.cpu_count() or 1)
 
