@@ -86,6 +86,17 @@ def test_icsyncnet_three_minutes_in_20_second_chunks_equal_the_whole_clip(tmp_pa
     assert len(chunked[1].columns["p_t"]) == chunked[0].n_windows == 180 * 25 - 4
 
 
+def test_v2_three_minutes_in_20_second_chunks_equal_the_whole_clip(tmp_path):
+    """The issue's figure for SyncNet v2's path (224² crops, MFCC windows, distances, fconf),
+    with a weight-free stand-in network: the same row, fconf and timeline."""
+    synth.synth_clip(tmp_path / "long.mp4", seconds=180.0, seed=5, offset_frames=-2)
+    model = SyncNetV2Model(MouthEnergyV2Net(), "stand-in")
+    whole, chunked = _both(model, tmp_path / "long.mp4", 20.0)
+    _assert_same_scores(whole, chunked)
+    assert chunked[1].columns["offset_frames"] == -2
+    assert len(chunked[1].columns["fconf"]) == chunked[0].n_windows
+
+
 def test_v2_chunks_equal_the_whole_clip_when_the_audio_ends_first(tmp_path):
     """SyncNet v2's windows depend on the audio's length and compare with zero vectors past
     the clip's last window: both must come out the same at a clip end inside a chunk."""

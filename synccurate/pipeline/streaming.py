@@ -19,6 +19,8 @@ process).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +50,30 @@ FEATURE_ALIGN_FRAMES = 5
 # small crops (IC-SyncNet's 6 KiB a frame: 60 s is 9 MB), fewer seconds for large ones
 # (SyncNet v2's 147 KiB a frame: 17 s).
 CHUNK_CROP_BYTES = 64 << 20
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (it has malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
+def _give_back_free_memory() -> None:
+    """Hands the free pages of the heap back to the system after a chunk (glibc only).
+
+    Each chunk frees and makes again buffers of ~10 MB (crops, audio, features) that
+    glibc serves from a heap whose holes it keeps: a 60-minute clip's peak RSS wandered
+    between 597 and 704 MB over three runs (5 minutes: 498 MB), and stayed at 545-559 MB
+    with a trim after every chunk, in the same time.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def min_chunk_frames(max_offset: int) -> int:
@@ -294,5 +320,6 @@ def similarities_in_chunks(
         matrices = similarity_matrices(model, views, batch_size, device, max_offset, precision)
         for track, S in zip(rows, matrices, strict=True):
             track.append(S)
+        _give_back_free_memory()
     clip.timings["decode"] = waited  # the model's wait for crops and audio
     return [torch.cat(track) for track in rows]
