@@ -19,6 +19,7 @@ from test_models_scoring import MouthEnergyV2Net
 from test_score import TwoFacesDetector
 
 from synccurate.faces.detectors import make_detector
+from synccurate.faces.extract import iter_crops
 from synccurate.io import media
 from synccurate.io.inputs import ClipRef
 from synccurate.models.icsyncnet import ICSyncNetModel, MouthRecipe
@@ -166,6 +167,50 @@ def test_rows_far_from_a_face_are_not_scored_and_the_rest_match_across_seams(tmp
         _assert_same_columns(stretch_a, stretch_b)
 
 
+class HalvesDetector:
+    """A face in each half of the frame that is not black: left box, then right box."""
+
+    name = "halves"
+
+    def detect(self, frames):
+        side = frames.shape[1]
+        found = []
+        for frame in frames:
+            halves = [(0.0, frame[:, :side]), (frame.shape[1] - side, frame[:, -side:])]
+            found.append([(x, 0.0, x + side, side, 1.0) for x, half in halves if half.mean() > 8])
+        return found
+
+
+def test_a_track_absent_from_a_chunk_holds_no_crops_and_scores_the_same(tmp_path):
+    """The left face shows in frames 0–89, the right one (the speaker, the main face: it
+    shows longer) in 120–224. A chunk in which no window of a track is scored hands it no
+    crops (None). Whole and chunked scoring agree."""
+    left, _, _ = synth.synth_arrays(seconds=9.0, seed=77)
+    right, sound, _ = synth.synth_arrays(seconds=9.0, seed=31, offset_frames=3)
+    left[90:], right[:120] = 0, 0
+    gap = np.zeros((len(left), 96, 32, 3), dtype=np.uint8)
+    media.write_clip(tmp_path / "turns.mp4", np.concatenate([left, gap, right], axis=2), sound)
+    model = ICSyncNetModel.load(find_weights())
+    model.recipe = MouthRecipe(crop_hw=(32, 64), margin=0.0)
+    whole, chunked = _both(model, tmp_path / "turns.mp4", 2.4, HalvesDetector())
+    _assert_same_scores(whole, chunked)
+    assert chunked[1].columns["face_track"] == 0 and chunked[1].columns["offset_frames"] == 3
+    ref = ClipRef(str(tmp_path), "turns.mp4")
+    located = prepare_clip(ref, model.recipe, HalvesDetector(), 1, 2.4)
+    chunks = list(streaming.iter_window_chunks(located, model, 60, 15))
+    assert [views[0].first_window for views in chunks] == [0, 60, 120, 180]
+    assert [views[0].crops is not None for views in chunks] == [False, True, True, True]
+    assert [views[1].crops is not None for views in chunks] == [True, True, False, False]
+    # nor are they cut: the crop pass yields None for the left face's blocks past frame 127
+    blocks = list(iter_crops(located.media, located.tracks, model.recipe, chunk_frames=64))
+    assert [[crops is not None for crops in block] for block in blocks] == [
+        [True, True],
+        [True, True],
+        [True, False],
+        [True, False],
+    ]
+
+
 def test_chunks_hold_a_bounded_stretch_of_crops_and_audio(tmp_path, monkeypatch):
     """However long the clip, the crops and samples held at once stay within a few chunks."""
     synth.synth_clip(tmp_path / "clip.mp4", seconds=30.0, seed=4)
@@ -178,7 +223,7 @@ def test_chunks_hold_a_bounded_stretch_of_crops_and_audio(tmp_path, monkeypatch)
 
     def cut_to(self, frame):
         real_cut_to(self, frame)
-        held["frames"] = max(held["frames"], len(self.buffers[0]))
+        held["frames"] = max(held["frames"], self.end - self.start)
 
     def decode_to(self, sample):
         real_decode_to(self, sample)

@@ -173,8 +173,10 @@ def _crop_scale(sides: np.ndarray, recipe: CropRecipe) -> float:
 
 def _iter_tracks(
     info: MediaInfo, tracks: Sequence[MouthTrack], recipe: CropRecipe, chunk_frames: int
-) -> Iterator[list[np.ndarray]]:
-    """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face).
+) -> Iterator[list[np.ndarray | None]]:
+    """Pass 2: one decode of the clip cuts the crops of every track (zeros where no face;
+    None for a track other than the main face with no face in the whole chunk: a raw
+    video's many shots each start tracks that are absent from most of it).
 
     Also fills, per track, how much the face changed since the previous frame: this
     frame's face box cut from this frame and from the previous one
@@ -199,10 +201,15 @@ def _iter_tracks(
     t = 0
     previous = None
     for chunk in iter_video_frames(info, size=crop_frame_hw, chunk_frames=chunk_frames):
-        crops = [np.zeros((len(chunk), *recipe.crop_hw, 3), dtype=np.uint8) for _ in tracks]
+        crops = [
+            np.zeros((len(chunk), *recipe.crop_hw, 3), dtype=np.uint8)
+            if k == 0 or track.has_face[t : t + len(chunk)].any()
+            else None
+            for k, track in enumerate(tracks)
+        ]
         for i, frame in enumerate(chunk):
             for track, out in zip(tracks, crops, strict=True):
-                if t < n and track.has_face[t]:
+                if out is not None and t < n and track.has_face[t]:
                     box = track.boxes[t] * to_crop_frame
                     out[i] = recipe.crop(frame, box)
                     if previous is not None and track.has_face[t - 1]:
@@ -216,7 +223,8 @@ def iter_crops(
     info: MediaInfo, tracks: Sequence[MouthTrack], recipe: CropRecipe, chunk_frames: int = 64
 ) -> Iterator[list[np.ndarray]]:
     """Pass 2 as a stream: consecutive chunks [n <= chunk_frames, H, W, 3] of every track's
-    crops (one list entry per track), cut from one decode of the clip.
+    crops (one list entry per track; None where a track other than the first shows no
+    face in the chunk), cut from one decode of the clip.
 
     Fills each track's `changes` as it goes; the whole frame's track (`locate_faces` with
     the ``none`` detector) gets its frames, boxes and changes when the stream ends.
@@ -298,7 +306,7 @@ def cut_all_crops(
     """The tracks with all their crops, cut in one pass (a clip short enough to hold)."""
     chunks = list(iter_crops(info, tracks, recipe, chunk_frames))
     for i, track in enumerate(tracks):
-        parts = [chunk[i] for chunk in chunks]
+        parts = [np.zeros_like(chunk[0]) if chunk[i] is None else chunk[i] for chunk in chunks]
         track.crops = (
             np.concatenate(parts) if parts else np.zeros((0, *recipe.crop_hw, 3), np.uint8)
         )

@@ -67,7 +67,8 @@ class WindowSource(Protocol):
     features of a stretch around them, placed on the clip's time line by these numbers.
     """
 
-    crops: np.ndarray  # uint8 [frames, H, W, 3] from frame `first_window` on
+    crops: np.ndarray | None  # uint8 [frames, H, W, 3] from `first_window` on (None: no
+    # window of it is scored, `windows_to_score`)
     features: np.ndarray  # audio features from video frame `feature_start` on
     n_windows: int  # visual windows here: first_window … first_window + n_windows - 1
     first_window: int
@@ -115,7 +116,7 @@ def similarity_matrices(
         for c, clip in enumerate(clips)
         for start, stop in scored_runs(clip.windows_to_score(reach), clip.n_windows)
     ]
-    crops = [torch.from_numpy(c.crops) for c in clips]
+    crops = {c: torch.from_numpy(clips[c].crops) for c in {c for c, *_ in items}}
     T = [length for *_, length in items]
 
     def visual(item: int, start: int, stop: int) -> torch.Tensor:

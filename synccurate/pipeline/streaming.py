@@ -87,7 +87,7 @@ class WindowChunk:
     """One face track's windows first_window … first_window + n_windows - 1 (a
     `batching.WindowSource`)."""
 
-    crops: np.ndarray  # uint8 [n_windows + WINDOW_FRAMES - 1, H, W, 3]
+    crops: np.ndarray | None  # uint8 [n_windows + WINDOW_FRAMES - 1, H, W, 3]; None: unread
     features: np.ndarray  # audio features from video frame `feature_start` on
     n_windows: int
     first_window: int
@@ -151,42 +151,67 @@ class _Samples:
 
 
 class _Crops:
-    """Every track's crops as they are cut: frames from `start` on, earlier ones let go."""
+    """Every track's crops as they are cut: frames from `start` on, earlier ones let go.
 
-    def __init__(self, chunks: Iterator[list[np.ndarray]], n_tracks: int):
+    Held as the pieces `iter_crops` yields, a piece per track and decode block; a track's
+    piece is None where it shows no face in the block, and nothing is held for it there.
+    """
+
+    def __init__(self, chunks: Iterator[list[np.ndarray | None]], n_tracks: int):
         self.chunks = chunks
-        self.buffers: list[np.ndarray | None] = [None] * n_tracks
+        self.pieces: list[list[np.ndarray | None]] = [[] for _ in range(n_tracks)]
+        self.lengths: list[int] = []  # frames of each block, the same for every track
         self.start = 0
         self.ended = False
         self.broken: MediaError | None = None
 
     @property
     def end(self) -> int:
-        first = self.buffers[0]
-        return self.start + (0 if first is None else len(first))
+        return self.start + sum(self.lengths)
 
     def cut_to(self, frame: int) -> None:
-        parts: list[list[np.ndarray]] = [[] if b is None else [b] for b in self.buffers]
         end = self.end
         while end < frame and not self.ended:
             chunk = _next_or_end(self.chunks, self)
             if chunk is None:
                 self.ended = True
                 break
-            for track, crops in zip(parts, chunk, strict=True):
+            for track, crops in zip(self.pieces, chunk, strict=True):
                 track.append(crops)
+            self.lengths.append(len(chunk[0]))
             end += len(chunk[0])
-        self.buffers = [
-            None if not track else track[0] if len(track) == 1 else np.concatenate(track)
-            for track in parts
-        ]
 
-    def crops(self, track: int, start: int, stop: int) -> np.ndarray:
-        return self.buffers[track][start - self.start : stop - self.start]
+    def crops(self, track: int, start: int, stop: int) -> np.ndarray | None:
+        """Frames start … stop - 1 of a track's crops (zeros where no face); None when the
+        track shows no face in any block they fall in."""
+        spans, at = [], self.start
+        for piece, length in zip(self.pieces[track], self.lengths, strict=True):
+            low, high = max(start, at), min(stop, at + length)
+            if low < high:
+                spans.append((piece, low - at, high - at))
+            at += length
+        real = next((piece for piece, *_ in spans if piece is not None), None)
+        if real is None:
+            return None
+        return np.concatenate(
+            [
+                np.zeros((high - low, *real.shape[1:]), real.dtype)
+                if piece is None
+                else piece[low:high]
+                for piece, low, high in spans
+            ]
+        )
 
     def forget_before(self, frame: int) -> None:
-        if frame > self.start:
-            self.buffers = [None if b is None else b[frame - self.start :] for b in self.buffers]
+        while self.lengths and self.start + self.lengths[0] <= frame:
+            self.start += self.lengths.pop(0)
+            for track in self.pieces:
+                track.pop(0)
+        if self.lengths and frame > self.start:  # the block the frame falls in: its tail
+            cut = frame - self.start
+            for track in self.pieces:
+                track[0] = None if track[0] is None else track[0][cut:]
+            self.lengths[0] -= cut
             self.start = frame
 
 
@@ -228,15 +253,15 @@ def iter_window_chunks(
         last = t1 + WINDOW_FRAMES - 1
         yield [
             WindowChunk(
-                crops.crops(i, t0, last),
+                _chunk_crops(crops, i, t0, last, needed, recipe.crop_hw),
                 features,
                 t1 - t0,
                 t0,
                 first,
                 windows,
-                _chunk_of(near[i], t0, t1),
+                needed,
             )
-            for i in range(len(clip.tracks))
+            for i, needed in enumerate(_chunk_of(track_near, t0, t1) for track_near in near)
         ]
         silence_, voiced_ = _frame_audio(samples, t0, t1)
         silence.append(silence_)
@@ -264,6 +289,23 @@ def _near_faces(has_face: np.ndarray, reach: int) -> np.ndarray | None:
     return near_faces(face_windows(has_face), reach)
 
 
+def _chunk_crops(
+    crops: _Crops,
+    track: int,
+    start: int,
+    stop: int,
+    needed: np.ndarray | None,
+    crop_hw: tuple[int, int],
+) -> np.ndarray | None:
+    """A track's crops of frames start … stop - 1 for a chunk; None when none of the
+    chunk's windows is scored for it (nothing reads them), zeros when its face lies only
+    past them."""
+    if needed is not None and not needed.any():
+        return None
+    held = crops.crops(track, start, stop)
+    return np.zeros((stop - start, *crop_hw, 3), dtype=np.uint8) if held is None else held
+
+
 def _chunk_of(near: np.ndarray | None, start: int, stop: int) -> np.ndarray | None:
     if near is None:
         return None
@@ -282,13 +324,21 @@ def _frame_audio(samples: _Samples, start: int, stop: int) -> tuple[np.ndarray, 
     return audio.frame_silence(piece, stop - start), audio.frame_voicing(piece, stop - start)
 
 
+def faces_at_once(clip: PreparedClip) -> int:
+    """The most face tracks that show a face on one frame (at least 1): how many tracks
+    hold crops in a chunk besides the first, whose crops are always cut."""
+    shown = [track.has_face for track in clip.tracks if len(track.has_face)]
+    return max(1, int(np.sum(shown, axis=0).max())) if shown else 1
+
+
 def chunk_length(
     model: SyncModel, clip: PreparedClip, chunk_seconds: float, max_offset: int
 ) -> int:
     """Windows in a chunk: `chunk_seconds` of them, fewer when their crops would take more
-    than CHUNK_CROP_BYTES, never fewer than `min_chunk_frames`."""
+    than CHUNK_CROP_BYTES (the tracks that show a face at once, and the first), never fewer
+    than `min_chunk_frames`."""
     height, width = model.recipe.crop_hw
-    frame_bytes = height * width * 3 * max(1, len(clip.tracks))
+    frame_bytes = height * width * 3 * min(len(clip.tracks), faces_at_once(clip) + 1)
     wanted = min(round(chunk_seconds * VIDEO_FPS), CHUNK_CROP_BYTES // frame_bytes)
     return max(min_chunk_frames(max_offset), wanted)
 
