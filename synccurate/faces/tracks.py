@@ -51,6 +51,12 @@ class FaceTrack:
     yaw: np.ndarray | None = None
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of consecutive True values (frames with a face, …)."""
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(mask, dtype=np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
 def _params(box: np.ndarray) -> np.ndarray:
     """(centre x, centre y, width, height) of an (x1, y1, x2, y2) box."""
     return np.array(
@@ -252,8 +258,7 @@ def _fill(track: _Track, examined: np.ndarray, shot_of: np.ndarray) -> FaceTrack
     if shot_stop - 1 - last <= MAX_GAP_FRAMES or not examined[last + 1 : shot_stop].any():
         boxes[last + 1 : shot_stop] = detected[-1]
     has_face = ~np.isnan(boxes[:, 0])
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], has_face.astype(np.int8), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+    for start, stop in runs(has_face):
         boxes[start:stop] = _smooth(boxes[start:stop])
     return FaceTrack(boxes, has_face, None if np.isnan(yaw).all() else yaw)
 

@@ -18,6 +18,7 @@ from torch import nn
 # cv2 and python_speech_features are imported inside the functions of the recipe, which run
 # in the worker processes, so the process that holds the model does not load them.
 from synccurate.faces import crops as faces
+from synccurate.faces.tracks import runs
 from synccurate.io.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models import provenance
 from synccurate.models.base import InputRecipe, NetworkModel
@@ -372,8 +373,7 @@ def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
 def median_track(boxes: np.ndarray, has_face: np.ndarray) -> np.ndarray:
     """Each face run's centre and half-size through upstream's 13-frame median (zero-padded)."""
     out = np.full_like(boxes, np.nan)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], has_face.astype(np.int8), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+    for start, stop in runs(has_face):
         run = boxes[start:stop]
         half = np.maximum(run[:, 2] - run[:, 0], run[:, 3] - run[:, 1]) / 2
         x, y = (run[:, 0] + run[:, 2]) / 2, (run[:, 1] + run[:, 3]) / 2

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from synccurate.faces.tracks import runs
 from synccurate.io import audio
 from synccurate.models.base import SyncModel
 from synccurate.models.sync import MAX_OFFSET, SMOOTH_RADIUS
@@ -92,8 +93,7 @@ def scored_runs(needed: np.ndarray | None, n_windows: int) -> list[tuple[int, in
     many short face tracks cost what their faces cover, not the whole clip each."""
     if needed is None:
         return [(0, n_windows)] if n_windows else []
-    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(needed, dtype=np.int8), 0]))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+    return runs(needed)
 
 
 def similarity_matrices(

@@ -27,6 +27,7 @@ import torch
 
 from synccurate.faces import quality
 from synccurate.faces.shots import shot_index
+from synccurate.faces.tracks import runs
 from synccurate.io.audio import VIDEO_FPS, WINDOW_FRAMES
 from synccurate.models.base import SyncModel
 from synccurate.pipeline.timeline import MIN_LSE_C, MIN_PROB, window_metrics
@@ -110,8 +111,7 @@ def _spoken_runs(in_sync: np.ndarray, speech: np.ndarray) -> np.ndarray:
     shut mouth fits a pause as well as it fits silence, so a run that lies wholly in a
     pause (someone off screen stops for breath) is nobody's turn."""
     kept = in_sync.copy()
-    edges = np.flatnonzero(np.diff(np.r_[0, in_sync.astype(np.int8), 0]))
-    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+    for start, stop in runs(in_sync):
         if not speech[start:stop].any():
             kept[start:stop] = False
     return kept
