@@ -479,23 +479,26 @@ class _Dispatch:
         return set.intersection(*found)
 
 
+def _parts_of_run(folder: Path, run_id: str) -> list[Path]:
+    """The parts whose names hold `run_id` (its actors' too)."""
+    return [part for part in list_parts(folder) if f"-{run_id}-" in part.name]
+
+
 def _keys_of_run(folder: Path, run_id: str) -> set[Key]:
-    """(root, path) of the rows in the parts whose names hold `run_id` (its actors' too)."""
+    """(root, path) of the rows in the parts of this run."""
     keys: set[Key] = set()
-    for part in list_parts(folder):
-        if f"-{run_id}-" in part.name:
-            table = pq.read_table(part, columns=["root", "path"])
-            keys.update(zip(table["root"].to_pylist(), table["path"].to_pylist(), strict=True))
+    for part in _parts_of_run(folder, run_id):
+        table = pq.read_table(part, columns=["root", "path"])
+        keys.update(zip(table["root"].to_pylist(), table["path"].to_pylist(), strict=True))
     return keys
 
 
 def _rows_of_run(folder: Path, run_id: str, keys: set[Key]) -> list[dict]:
     """The REPORTED columns of the rows of `keys` in the parts of this run."""
     rows = []
-    for part in list_parts(folder):
-        if keys and f"-{run_id}-" in part.name:
-            table = pq.read_table(part, columns=list(REPORTED)).to_pylist()
-            rows += [row for row in table if (row["root"], row["path"]) in keys]
+    for part in _parts_of_run(folder, run_id) if keys else []:
+        table = pq.read_table(part, columns=list(REPORTED)).to_pylist()
+        rows += [row for row in table if (row["root"], row["path"]) in keys]
     return rows
 
 
