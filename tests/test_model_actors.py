@@ -52,7 +52,9 @@ def _wait_for_port(port: int, process: subprocess.Popen) -> None:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"the Ray head did not listen on {port}")
+    ended = process.poll()
+    why = f"`ray start` exited with {ended}" if ended is not None else f"{NODE_START_S:.0f} s"
+    raise RuntimeError(f"the Ray head did not listen on {port} ({why})")
 
 
 @pytest.fixture(scope="module")
